@@ -1,0 +1,174 @@
+"""The ``planes`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from cli.topics import render_markdown, render_text
+from contracts.topics import TopicRegistry
+from planes.config import Config, ConfigError, load_config
+from planes.logs import configure_logging
+from planes.runtime import Runtime, RuntimeStartError
+from plugins.builtin import BUILTIN_PLUGINS
+from plugins.manager import PluginError, PluginHost
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+log = structlog.get_logger("planes.cli")
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML file (default: configs/default.toml)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one key, e.g. --set market.symbols='[\"BTCUSDT\"]' (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="planes", description="planes-bot trading runtime")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start the runtime")
+    _add_config_args(run)
+    run.add_argument("--headless", action="store_true", help="no interactive shell")
+    run.add_argument(
+        "--duration", type=float, metavar="S", help="stop cleanly after S seconds (wall time)"
+    )
+
+    topics = sub.add_parser("topics", help="print the BotEventMap (with plugin topics)")
+    _add_config_args(topics)
+    topics.add_argument("--markdown", action="store_true", help="the docs/topics.md format")
+
+    plugins = sub.add_parser("plugins", help="list plugins: name, origin, version, what they add")
+    _add_config_args(plugins)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.sets)
+
+
+def _host(config: Config) -> PluginHost:
+    return PluginHost(
+        builtin=BUILTIN_PLUGINS,
+        entry_points=config.plugins.entry_points,
+        modules=config.plugins.modules,
+        disabled=config.plugins.disabled,
+        optional=config.plugins.optional,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``planes run``: boot, run until stopped, shut down cleanly."""
+    config = _config(args)
+    lg = config.logging
+    configure_logging(lg.level, lg.format.value, enabled=lg.enabled)
+    if args.duration is not None and args.duration <= 0:
+        print(f"planes run: --duration must be > 0, got {args.duration}", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(_run(config, args.duration))
+
+
+async def _run(config: Config, duration: float | None) -> int:
+    runtime = Runtime(config)
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    signals_seen: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        signals_seen.append(sig.name)
+        if len(signals_seen) == 1:
+            runtime.request_stop(f"signal {sig.name}")
+        elif main is not None:
+            log.warning("cli.forced_exit", signal=sig.name)
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await runtime.run(duration)
+    except (RuntimeStartError, PluginError) as exc:
+        log.error("runtime.failed", error=str(exc))  # noqa: TRY400 - the message says it all
+        print(f"planes run: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except asyncio.CancelledError:
+        print("planes run: interrupted twice, stopped without a clean shutdown", file=sys.stderr)
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    log.info("runtime.stopped", run_id=runtime.run_id)
+    return EXIT_OK
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    """``planes topics``: the BotEventMap plus plugin topics."""
+    config = _config(args)
+    configure_logging("warning", "auto")
+    host = _host(config)
+    host.load()
+    registry = TopicRegistry()
+    for owned in host.collect().topics:
+        registry.add(owned.item, owned.owner)
+    sys.stdout.write(render_markdown(registry) if args.markdown else render_text(registry))
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """``planes plugins``: what was loaded, from where, and what each plugin provides."""
+    config = _config(args)
+    configure_logging("warning", "auto")
+    host = _host(config)
+    failure: PluginError | None = None
+    try:
+        host.load()
+        host.collect()
+    except PluginError as exc:
+        failure = exc
+    rows = [("NAME", "ORIGIN", "VERSION", "STATUS", "PROVIDES")]
+    for rec in host.records:
+        provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in rec.provides.items())
+        status = rec.status if not rec.error else f"{rec.status} ({rec.error})"
+        rows.append((rec.name, rec.origin, rec.version, status, provides or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[4]]).rstrip())
+    if failure is not None:
+        print(f"planes plugins: {failure}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "topics": cmd_topics, "plugins": cmd_plugins}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``planes`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"planes {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Execution-plane payloads: order lifecycle and positions."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import attrs
+
+from contracts.enums import OrderStatus, OrderType, Side
+from contracts.meta import Payload
+
+
+@attrs.frozen
+class OrderEvent(Payload):
+    """A change in an order's life: submitted, accepted, (partially) filled, cancelled, rejected.
+
+    On fills ``last_fill_qty``/``last_fill_price``/``fee`` describe this fill; ``filled_qty`` and
+    ``avg_fill_price`` the order so far.
+    """
+
+    order_id: str
+    client_order_id: str
+    venue: str
+    symbol: str
+    side: Side
+    order_type: OrderType
+    status: OrderStatus
+    qty: Decimal
+    filled_qty: Decimal = Decimal(0)
+    price: Decimal | None = None
+    avg_fill_price: Decimal | None = None
+    last_fill_qty: Decimal | None = None
+    last_fill_price: Decimal | None = None
+    fee: Decimal = Decimal(0)
+    fee_asset: str = ""
+    intent_id: str | None = None
+    scenario_id: str | None = None
+    reason: str = ""
+    exchange_ts: int | None = None
+
+
+@attrs.frozen
+class PositionUpdate(Payload):
+    """A position after a fill or a mark-to-market; money in the quote currency."""
+
+    symbol: str
+    qty: Decimal
+    avg_price: Decimal
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    mark_price: Decimal
+    equity: Decimal
+    cash: Decimal

@@ -1,0 +1,572 @@
+"""The EventBus: typed, in-process publish/subscribe on blinker, with a fast dispatch path.
+
+Contract, stated once:
+
+* **Typing.** ``publish(TOPIC, payload)`` requires ``payload`` to be exactly ``TOPIC.payload``
+  (not a subclass) with an ``EventMeta`` as ``meta``; anything else raises ``PayloadTypeError``
+  naming the topic and the class, and nothing is delivered. The topic must be registered.
+* **Order.** Handlers of an event run in subscription order, whatever kind of subscription
+  brought them (exact topic, prefix, catch-all). A handler subscribed while an event is being
+  delivered first sees the next event.
+* **Run to completion.** An event published from inside a handler is queued and delivered after
+  the current event has reached all its handlers (FIFO), so causes are seen before effects and
+  the stack does not grow with the length of a chain.
+* **Isolation.** A handler that raises does not stop the other handlers or the publisher: the
+  bus counts the failure, logs it and publishes ``error:event``. A failure while handling
+  ``error:event`` is only logged, so errors cannot loop.
+* **Async handlers.** An ``async def`` handler is scheduled as a task on the running loop and
+  tracked; its failure is reported like a sync one; ``drain()`` awaits what is in flight.
+* **Threads.** ``publish`` must run on the loop's thread; other threads use
+  ``publish_threadsafe``, which hops over with ``loop.call_soon_threadsafe``.
+
+Every exact subscription is a receiver of a blinker ``NamedSignal`` (one per topic, see
+``signal()``); the bus keeps, per topic, a tuple of handlers in subscription order, rebuilt only
+when a receiver connects or disconnects, so ``publish`` never asks blinker to resolve receivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+import time
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
+
+import blinker
+import structlog
+
+from contracts.meta import EventMeta, Payload, Source
+from contracts.system import ErrorEvent
+from contracts.topics import ERROR_EVENT, Topic, TopicRegistry
+
+P = TypeVar("P", bound=Payload)
+Handler = Callable[[Any], object]
+WildcardHandler = Callable[[Topic[Any], Payload], object]
+
+log = structlog.get_logger("planes.bus")
+
+
+class BusError(Exception):
+    """Base class of the errors the bus raises."""
+
+
+class PayloadTypeError(BusError, TypeError):
+    """A payload is not of its topic's class, or has no ``EventMeta``."""
+
+
+class UnknownTopicError(BusError, KeyError):
+    """A topic that was never registered was published or subscribed."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class PublishDeniedError(BusError, PermissionError):
+    """A plane tried to publish a topic it has no right to, or with another plane's source."""
+
+
+def _describe(handler: Callable[..., object]) -> str:
+    target = getattr(handler, "__wrapped__", handler)
+    module = getattr(target, "__module__", None) or "?"
+    name = getattr(target, "__qualname__", None) or repr(target)
+    return f"{module}.{name}"
+
+
+class _Wildcard:
+    """A prefix or catch-all subscription; remembers its per-topic adapters."""
+
+    __slots__ = ("adapters", "handler", "prefix", "seq")
+
+    def __init__(self, prefix: str, handler: Callable[..., object], seq: int) -> None:
+        self.prefix = prefix
+        self.handler = handler
+        self.seq = seq
+        self.adapters: dict[str, Handler] = {}
+
+    def adapter(self, topic: Topic[Any]) -> Handler:
+        fn = self.adapters.get(topic.name)
+        if fn is None:
+            handler = self.handler
+
+            def deliver(payload: Payload) -> object:
+                return handler(topic, payload)
+
+            functools.update_wrapper(deliver, handler)
+            fn = self.adapters[topic.name] = deliver
+        return fn
+
+
+class BusSubscription:
+    """Returned by the subscribe methods; ``cancel()`` unsubscribes and is idempotent."""
+
+    __slots__ = ("_cancel", "description")
+
+    def __init__(self, cancel: Callable[[], None], description: str) -> None:
+        self._cancel: Callable[[], None] | None = cancel
+        self.description = description
+
+    def cancel(self) -> None:
+        """Stop delivering to this subscription's handler."""
+        if self._cancel is not None:
+            cancel, self._cancel = self._cancel, None
+            cancel()
+
+    def __repr__(self) -> str:
+        state = "active" if self._cancel is not None else "cancelled"
+        return f"<BusSubscription {self.description} {state}>"
+
+
+class EventBus:
+    """The one in-process bus; see the module docstring for the delivery contract."""
+
+    def __init__(
+        self,
+        topics: TopicRegistry | None = None,
+        *,
+        now_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.topics = topics if topics is not None else TopicRegistry()
+        self._now_ms = now_ms or _wall_ms
+        self._namespace = blinker.Namespace()
+        self._signals: dict[str, blinker.NamedSignal] = {}
+        self._dispatch: dict[str, tuple[Handler, ...]] = {}
+        self._seq: dict[tuple[str, object], int] = {}
+        self._next_seq = 0
+        self._wildcards: list[_Wildcard] = []
+        self._queue: deque[tuple[Topic[Any], Payload]] = deque()
+        self._dispatching = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+        self.handler_errors: Counter[str] = Counter()
+        """Failures per handler (``module.qualname``), for metrics."""
+        for name in self.topics:
+            self._add_signal(self.topics[name])
+
+    # -- topics --------------------------------------------------------------------------
+
+    def register_topic(self, topic: Topic[Any], owner: str) -> None:
+        """Add a plugin topic; a name clash raises ``TopicClashError`` naming both owners."""
+        self.topics.add(topic, owner)
+        self._add_signal(topic)
+
+    def _add_signal(self, topic: Topic[Any]) -> None:
+        signal = self._namespace.signal(topic.name, doc=topic.description or None)
+        self._signals[topic.name] = signal
+        signal.receiver_connected.connect(self._on_receiver_connected, weak=False)
+        signal.receiver_disconnected.connect(self._on_receiver_disconnected, weak=False)
+        self._rebuild(topic.name)
+
+    def signal(self, topic: Topic[Any]) -> blinker.NamedSignal:
+        """The blinker signal behind ``topic``.
+
+        Receivers connected to it directly are called with the payload as blinker's ``sender``
+        and take part in subscription order.
+        """
+        self._require(topic)
+        return self._signals[topic.name]
+
+    def _require(self, topic: Topic[Any]) -> None:
+        known = self.topics.get(topic.name)
+        if known is None:
+            msg = f"topic {topic.name!r} is not registered (plugins add topics through a hook)"
+            raise UnknownTopicError(msg)
+        if known.payload is not topic.payload:
+            msg = (
+                f"topic {topic.name!r} is registered with payload {known.payload.__qualname__}, "
+                f"not {topic.payload.__qualname__}"
+            )
+            raise PayloadTypeError(msg)
+
+    # -- subscribing ---------------------------------------------------------------------
+
+    def subscribe(self, topic: Topic[P], handler: Callable[[P], object]) -> BusSubscription:
+        """Call ``handler(payload)`` for every event on ``topic``, in subscription order.
+
+        Subscribing the same handler twice to one topic keeps the first subscription.
+        """
+        self._require(topic)
+        receiver = self._adapt(handler, topic.name)
+        signal = self._signals[topic.name]
+        signal.connect(receiver, weak=False)
+
+        def cancel() -> None:
+            signal.disconnect(receiver)
+
+        return BusSubscription(cancel, f"{topic.name} -> {_describe(handler)}")
+
+    def subscribe_prefix(self, prefix: str, handler: WildcardHandler) -> BusSubscription:
+        """Call ``handler(topic, payload)`` for every topic whose name starts with ``prefix``.
+
+        ``"market:*"`` and ``"market:"`` mean the same; topics registered later are included.
+        """
+        prefix = prefix.removesuffix("*")
+        if not prefix:
+            msg = "an empty prefix matches everything: use subscribe_all()"
+            raise ValueError(msg)
+        return self._subscribe_wildcard(prefix, handler)
+
+    def subscribe_all(self, handler: WildcardHandler) -> BusSubscription:
+        """Call ``handler(topic, payload)`` for every event on every topic (the journal's tap)."""
+        return self._subscribe_wildcard("", handler)
+
+    def _subscribe_wildcard(self, prefix: str, handler: WildcardHandler) -> BusSubscription:
+        sub = _Wildcard(prefix, self._adapt(handler, prefix + "*"), self._take_seq())
+        self._wildcards.append(sub)
+        self._rebuild_all()
+
+        def cancel() -> None:
+            self._wildcards.remove(sub)
+            self._rebuild_all()
+
+        return BusSubscription(cancel, f"{prefix or ''}* -> {_describe(handler)}")
+
+    def _take_seq(self) -> int:
+        self._next_seq += 1
+        return self._next_seq
+
+    def _adapt(self, handler: Callable[..., object], where: str) -> Handler:
+        call = type(handler).__dict__.get("__call__")  # an object with an ``async def __call__``
+        if not inspect.iscoroutinefunction(handler) and not inspect.iscoroutinefunction(call):
+            return handler
+        return self._async_adapter(handler, where)
+
+    def _async_adapter(self, handler: Callable[..., Any], where: str) -> Handler:
+        origin = _describe(handler)
+
+        def schedule(*args: Any) -> None:
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    msg = f"async handler {origin} needs a running event loop"
+                    raise RuntimeError(msg) from None
+            task: asyncio.Task[object] = loop.create_task(handler(*args), name=f"{where}:{origin}")
+            self._tasks.add(task)
+            topic_name = args[0].name if len(args) == 2 else where
+            task.add_done_callback(functools.partial(self._task_done, origin, topic_name))
+
+        functools.update_wrapper(schedule, handler)
+        return schedule
+
+    def _task_done(self, origin: str, topic_name: str, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._report(origin, topic_name, exc)
+
+    def _on_receiver_connected(self, signal: blinker.NamedSignal, **kw: Any) -> None:
+        receiver = kw["receiver"]
+        for receiver_id, held in signal.receivers.items():
+            fn = held() if isinstance(held, weakref.ref) else held
+            key = (signal.name, receiver_id)
+            if fn == receiver and key not in self._seq:
+                self._seq[key] = self._take_seq()
+        self._rebuild(signal.name)
+
+    def _on_receiver_disconnected(self, signal: blinker.NamedSignal, **_: Any) -> None:
+        live = signal.receivers
+        for key in [k for k in self._seq if k[0] == signal.name and k[1] not in live]:
+            del self._seq[key]
+        self._rebuild(signal.name)
+
+    def _rebuild_all(self) -> None:
+        for name in self._signals:
+            self._rebuild(name)
+
+    def _rebuild(self, name: str) -> None:
+        topic = self.topics[name]
+        entries: list[tuple[int, Handler]] = []
+        for receiver_id, receiver in self._signals[name].receivers.items():
+            fn = receiver() if isinstance(receiver, weakref.ref) else receiver
+            if fn is not None:
+                entries.append((self._seq.get((name, receiver_id), 0), fn))
+        entries.extend(
+            (sub.seq, sub.adapter(topic)) for sub in self._wildcards if name.startswith(sub.prefix)
+        )
+        entries.sort(key=lambda entry: entry[0])
+        self._dispatch[name] = tuple(fn for _, fn in entries)
+
+    def handlers(self, topic: Topic[Any]) -> tuple[Handler, ...]:
+        """The handlers ``topic`` is delivered to, in order (adapters for wildcard ones)."""
+        self._require(topic)
+        return self._dispatch[topic.name]
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def publish(self, topic: Topic[P], payload: P) -> None:
+        """Deliver ``payload`` to the handlers of ``topic`` (see the module docstring)."""
+        if payload.__class__ is not topic.payload or payload.meta.__class__ is not EventMeta:
+            self._reject(topic, payload)
+        handlers = self._dispatch.get(topic.name)
+        if handlers is None:
+            self._require(topic)
+            raise UnknownTopicError(topic.name)
+        if self._dispatching:
+            self._queue.append((topic, payload))
+            return
+        self._dispatching = True
+        try:
+            for handler in handlers:
+                try:
+                    handler(payload)
+                except Exception as exc:  # noqa: BLE001 - isolation is the contract
+                    self._handler_failed(handler, topic, exc)
+            if self._queue:
+                self._drain_queue()
+        finally:
+            self._dispatching = False
+
+    def _drain_queue(self) -> None:
+        queue = self._queue
+        dispatch = self._dispatch
+        while queue:
+            topic, payload = queue.popleft()
+            for handler in dispatch[topic.name]:
+                try:
+                    handler(payload)
+                except Exception as exc:  # noqa: BLE001 - isolation is the contract
+                    self._handler_failed(handler, topic, exc)
+
+    def _reject(self, topic: Topic[Any], payload: object) -> None:
+        cls = type(payload).__qualname__
+        if not isinstance(cast(object, topic), Topic):
+            msg = f"publish() needs a Topic, got {topic!r}"
+        elif not isinstance(payload, topic.payload) or type(payload) is not topic.payload:
+            msg = (
+                f"topic {topic.name!r} carries {topic.payload.__qualname__}, "
+                f"got {cls}: nothing was delivered"
+            )
+        else:
+            meta = getattr(payload, "meta", None)
+            msg = (
+                f"topic {topic.name!r}: payload {cls} has meta {meta!r}, "
+                "not an EventMeta: nothing was delivered"
+            )
+        raise PayloadTypeError(msg)
+
+    def _handler_failed(self, handler: Handler, topic: Topic[Any], exc: Exception) -> None:
+        self._report(_describe(handler), topic.name, exc)
+
+    def _report(self, origin: str, topic_name: str, exc: BaseException) -> None:
+        self.handler_errors[origin] += 1
+        log.error(
+            "bus.handler_failed",
+            origin=origin,
+            topic=topic_name,
+            error_type=type(exc).__name__,
+            error=str(exc),
+            exc_info=exc,
+        )
+        if topic_name == ERROR_EVENT.name:
+            return
+        event = ErrorEvent(
+            meta=EventMeta(Source.SYSTEM, self._now_ms()),
+            origin=origin,
+            topic=topic_name,
+            error_type=type(exc).__name__,
+            message=str(exc),
+        )
+        self.publish(ERROR_EVENT, event)
+
+    def report_error(self, origin: str, topic_name: str, exc: BaseException) -> None:
+        """Count, log and publish ``error:event`` for a failure found outside a handler."""
+        self._report(origin, topic_name, exc)
+
+    # -- threads and the loop ------------------------------------------------------------
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run async handlers and ``publish_threadsafe`` on ``loop`` (the runtime's loop)."""
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def publish_threadsafe(self, topic: Topic[P], payload: P) -> None:
+        """Publish from any thread: type-check here, deliver on the bound loop's thread."""
+        if payload.__class__ is not topic.payload or payload.meta.__class__ is not EventMeta:
+            self._reject(topic, payload)
+        self._require(topic)
+        loop = self._loop
+        if loop is None:
+            msg = "publish_threadsafe() needs a loop: call bind_loop() first"
+            raise RuntimeError(msg)
+        if threading.get_ident() == self._loop_thread:
+            self.publish(topic, payload)
+        else:
+            loop.call_soon_threadsafe(self.publish, topic, payload)
+
+    @property
+    def pending_tasks(self) -> int:
+        """Async handler tasks still running."""
+        return len(self._tasks)
+
+    async def drain(self, grace_s: float | None = None) -> None:
+        """Wait for in-flight async handler tasks and the tasks they cause.
+
+        After ``grace_s`` seconds the rest are cancelled, each reported as ``error:event``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if grace_s is None else loop.time() + grace_s
+        while self._tasks:
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            _, pending = await asyncio.wait(set(self._tasks), timeout=remaining)
+            if pending and deadline is not None and loop.time() >= deadline:
+                for task in pending:
+                    task.cancel()
+                    exc = TimeoutError("cancelled at shutdown")
+                    self._report(task.get_name(), "bus:drain", exc)
+                await asyncio.gather(*pending, return_exceptions=True)
+                self._tasks.difference_update(pending)
+                return
+
+    # -- plane handles -------------------------------------------------------------------
+
+    def handle(self, plane: str, source: Source, rights: PublishRights) -> PlaneHandle:
+        """A handle bound to ``plane``: it stamps ``source`` and enforces ``rights``."""
+        return PlaneHandle(self, plane, source, rights)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+RESERVED: dict[str, str] = {
+    "control:state": "control",
+    "risk:*": "risk",
+    "exec:*": "execution",
+    "portfolio:*": "execution",
+}
+"""Topics only one plane may publish, whatever rights a plugin declares."""
+
+
+def _matches(pattern: str, name: str) -> bool:
+    if pattern.endswith("*"):
+        return name.startswith(pattern[:-1])
+    return name == pattern
+
+
+class PublishRights:
+    """Which topic names a plane may publish: exact names and ``prefix:*`` patterns."""
+
+    __slots__ = ("patterns", "plane")
+
+    def __init__(self, plane: str, patterns: Iterable[str]) -> None:
+        self.plane = plane
+        self.patterns = tuple(patterns)
+
+    def allows(self, name: str) -> bool:
+        """True when ``name`` matches a pattern and no other plane reserved it."""
+        for reserved, owner in RESERVED.items():
+            if owner != self.plane and _matches(reserved, name):
+                return False
+        return any(_matches(p, name) for p in self.patterns)
+
+
+BUILTIN_RIGHTS: dict[str, tuple[Source, tuple[str, ...]]] = {
+    "control": (
+        Source.SYSTEM,
+        ("control:*", "market:connect", "market:disconnect", "market:subscribe"),
+    ),
+    "market": (Source.MARKET, ("market:*",)),
+    "analytics": (Source.ANALYTICS, ("analytics:*",)),
+    "strategy": (Source.STRATEGY, ("strategy:*",)),
+    "risk": (Source.RISK, ("risk:*",)),
+    "execution": (Source.TRADING, ("exec:*", "portfolio:*")),
+    "storage": (Source.STORAGE, ("state:*",)),
+    "observability": (Source.SYSTEM, ("observability:*",)),
+    "research": (Source.RESEARCH, ("research:*", "analytics:marketDriftDetected")),
+    "cli": (Source.CLI, ("control:command",)),
+    "telegram": (Source.TELEGRAM, ("control:command",)),
+}
+"""Each built-in plane's source and what it may publish. Every plane except research may also
+publish ``error:event`` and ``observability:alert``."""
+
+_SHARED = ("error:event", "observability:alert")
+
+
+def rights_for(plane: str, declared: Iterable[str] = ()) -> tuple[Source, PublishRights]:
+    """The source and rights of ``plane``: fixed for built-in planes, ``declared`` for new ones."""
+    builtin = BUILTIN_RIGHTS.get(plane)
+    if builtin is not None:
+        source, patterns = builtin
+        extra = () if plane == "research" else _SHARED
+        return source, PublishRights(plane, (*patterns, *extra))
+    return Source.SYSTEM, PublishRights(plane, (*declared, *_SHARED))
+
+
+class PlaneHandle:
+    """The bus as one plane sees it; see ``contracts.ports.BusHandle``."""
+
+    __slots__ = ("_allowed", "_bus", "_rights", "_subscriptions", "plane", "source")
+
+    def __init__(self, bus: EventBus, plane: str, source: Source, rights: PublishRights) -> None:
+        self._bus = bus
+        self.plane = plane
+        self.source = source
+        self._rights = rights
+        self._allowed: dict[str, bool] = {}
+        self._subscriptions: list[BusSubscription] = []
+
+    def meta(self, correlation_id: str | None = None) -> EventMeta:
+        """A fresh ``EventMeta`` with this plane's source and the bus clock's time."""
+        return EventMeta(self.source, self._bus._now_ms(), correlation_id)
+
+    def may_publish(self, topic: Topic[Any]) -> bool:
+        """True when this plane may publish ``topic``."""
+        allowed = self._allowed.get(topic.name)
+        if allowed is None:
+            allowed = self._allowed[topic.name] = self._rights.allows(topic.name)
+        return allowed
+
+    def publish(self, topic: Topic[P], payload: P) -> None:
+        """Publish through the bus after checking this plane's rights and the payload's source."""
+        self._check(topic, payload)
+        self._bus.publish(topic, payload)
+
+    def publish_threadsafe(self, topic: Topic[P], payload: P) -> None:
+        """``publish`` from a thread other than the loop's."""
+        self._check(topic, payload)
+        self._bus.publish_threadsafe(topic, payload)
+
+    def _check(self, topic: Topic[Any], payload: Payload) -> None:
+        if not self.may_publish(topic):
+            exc = PublishDeniedError(f"plane {self.plane!r} may not publish {topic.name!r}")
+        elif getattr(payload, "meta", None) is not None and payload.meta.source is not self.source:
+            claimed = getattr(payload.meta.source, "value", payload.meta.source)
+            exc = PublishDeniedError(
+                f"plane {self.plane!r} publishes as {self.source.value!r}, but the payload on "
+                f"{topic.name!r} claims source {claimed!r}"
+            )
+        else:
+            return
+        self._bus.report_error(f"plane:{self.plane}", topic.name, exc)
+        raise exc
+
+    def subscribe(self, topic: Topic[P], handler: Callable[[P], object]) -> BusSubscription:
+        """Subscribe ``handler`` to ``topic``; ``close()`` cancels it."""
+        sub = self._bus.subscribe(topic, handler)
+        self._subscriptions.append(sub)
+        return sub
+
+    def subscribe_prefix(self, prefix: str, handler: WildcardHandler) -> BusSubscription:
+        """Subscribe ``handler`` to every topic starting with ``prefix``."""
+        sub = self._bus.subscribe_prefix(prefix, handler)
+        self._subscriptions.append(sub)
+        return sub
+
+    def subscribe_all(self, handler: WildcardHandler) -> BusSubscription:
+        """Subscribe ``handler`` to every topic."""
+        sub = self._bus.subscribe_all(handler)
+        self._subscriptions.append(sub)
+        return sub
+
+    def close(self) -> None:
+        """Cancel every subscription made through this handle."""
+        while self._subscriptions:
+            self._subscriptions.pop().cancel()

@@ -1,0 +1,456 @@
+"""Configuration: TOML layered defaults < file < environment < ``--set``, into attrs classes.
+
+* The defaults are the attrs defaults below; ``configs/default.toml`` spells the same values out
+  (a test keeps them equal) and is read when no ``--config`` is given.
+* ``PLANES__SECTION__KEY=value`` sets ``section.key``; ``--set section.key=value`` too. Their
+  values are read as TOML values when they parse as one (``["BTCUSDT"]``, ``3``, ``true``) and as
+  plain strings otherwise (``state/run1``).
+* An unknown key or a bad value fails fast with ``ConfigError`` naming the key path, the reason
+  and the layer the value came from. Secrets are read from the environment only, never from here.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+ENV_PREFIX = "PLANES__"
+DEFAULT_CONFIG = Path("configs") / "default.toml"
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names every bad key and why."""
+
+
+class _BadValueError(ValueError):
+    """Raised by validators so the error walker can name the key inside its section."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason)
+        self.key = key
+
+
+class Mode(enum.StrEnum):
+    """What the runtime trades against."""
+
+    BACKTEST = "backtest"
+    PAPER = "paper"
+    LIVE = "live"
+
+
+class ClockKind(enum.StrEnum):
+    """Which clock drives the runtime; ``auto`` is historical in backtests, real time otherwise."""
+
+    AUTO = "auto"
+    REALTIME = "realtime"
+    HISTORICAL = "historical"
+
+
+class LogFormat(enum.StrEnum):
+    """How logs are rendered; ``auto`` is console on a TTY and JSON otherwise."""
+
+    AUTO = "auto"
+    CONSOLE = "console"
+    JSON = "json"
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise _BadValueError(attribute.name, f"must be > 0, got {value}")
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise _BadValueError(attribute.name, f"must be >= 0, got {value}")
+
+
+def _symbols(_: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    if not value:
+        raise _BadValueError(attribute.name, "needs at least one symbol")
+    for symbol in value:
+        if not re.fullmatch(r"[A-Z0-9]{2,30}", symbol):
+            reason = f"{symbol!r} is not a symbol like 'BTCUSDT' (upper-case letters and digits)"
+            raise _BadValueError(attribute.name, reason)
+    if len(set(value)) != len(value):
+        raise _BadValueError(attribute.name, f"lists a symbol twice: {list(value)}")
+
+
+def _log_level(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value.lower() not in LOG_LEVELS:
+        raise _BadValueError(attribute.name, f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+
+
+def _iso_instant(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        reason = f"{value!r} is not an ISO-8601 instant like 2024-01-01T00:00:00Z"
+        raise _BadValueError(attribute.name, reason) from None
+
+
+@attrs.frozen
+class RuntimeSection:
+    """``[runtime]``: mode, where data lives, which clock."""
+
+    mode: Mode = Mode.PAPER
+    data_dir: str = "var"
+    clock: ClockKind = ClockKind.AUTO
+    start: str = attrs.field(default="2024-01-01T00:00:00Z", validator=_iso_instant)
+    """Where the historical clock starts (the synthetic source's first bar in backtests)."""
+
+
+@attrs.frozen
+class SyntheticSection:
+    """``[market.synthetic]``: the deterministic generator used offline."""
+
+    seed: int = 7
+    tick_ms: int = attrs.field(default=1000, validator=_positive)
+    bar_s: int = attrs.field(default=60, validator=_positive)
+    max_bars: int = attrs.field(default=0, validator=_non_negative)
+    """Stop after this many closed bars per symbol (0: never); the end is ``end_of_data``."""
+    regime_mean_bars: int = attrs.field(default=240, validator=_positive)
+    spread_bps: float = attrs.field(default=2.0, validator=_non_negative)
+    start_prices: dict[str, Decimal] = attrs.field(
+        factory=lambda: {"BTCUSDT": Decimal(60000), "ETHUSDT": Decimal(3000)}
+    )
+    """Start price per symbol; symbols not listed start at 100."""
+
+
+@attrs.frozen
+class MarketSection:
+    """``[market]``: which source, which symbols."""
+
+    source: str = "synthetic"
+    symbols: tuple[str, ...] = attrs.field(default=("BTCUSDT", "ETHUSDT"), validator=_symbols)
+    channels: tuple[str, ...] = ("tickers", "kline")
+    synthetic: SyntheticSection = attrs.field(factory=SyntheticSection)
+
+
+@attrs.frozen
+class ControlSection:
+    """``[control]``: how long the Orchestrator waits at boot and shutdown."""
+
+    connect_timeout_s: float = attrs.field(default=30.0, validator=_positive)
+    disconnect_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    drain_timeout_s: float = attrs.field(default=5.0, validator=_non_negative)
+    stop_on_end_of_data: bool = True
+    """Stop the runtime when every market source reports ``end_of_data``."""
+
+
+@attrs.frozen
+class LoggingSection:
+    """``[logging]``: level, renderer, on/off."""
+
+    level: str = attrs.field(default="info", validator=_log_level)
+    format: LogFormat = LogFormat.AUTO
+    enabled: bool = True
+
+
+@attrs.frozen
+class ObservabilitySection:
+    """``[observability]``: the periodic status line."""
+
+    status_interval_s: float = attrs.field(default=10.0, validator=_non_negative)
+    """Seconds between status lines (0: none)."""
+
+
+@attrs.frozen
+class PluginsSection:
+    """``[plugins]``: where plugins come from and which to leave out."""
+
+    entry_points: bool = True
+    """Load plugins from the ``planes`` entry-point group."""
+    modules: tuple[str, ...] = ()
+    """Extra plugins by module name (``pkg.mod``) or class path (``pkg.mod:Class``)."""
+    disabled: tuple[str, ...] = ()
+    """Plugin names not to load (built-in ones too, e.g. ``planes.observability``)."""
+    optional: tuple[str, ...] = ()
+    """Plugin names whose failure to load is logged and skipped instead of failing start-up."""
+    settings: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    """Each plugin's own table, ``[plugins.settings.<name>]``, handed to it as ``ctx.settings``."""
+
+
+@attrs.frozen
+class Config:
+    """The whole configuration."""
+
+    runtime: RuntimeSection = attrs.field(factory=RuntimeSection)
+    market: MarketSection = attrs.field(factory=MarketSection)
+    control: ControlSection = attrs.field(factory=ControlSection)
+    logging: LoggingSection = attrs.field(factory=LoggingSection)
+    observability: ObservabilitySection = attrs.field(factory=ObservabilitySection)
+    plugins: PluginsSection = attrs.field(factory=PluginsSection)
+
+
+# -- strict structuring ------------------------------------------------------------------
+
+
+def _structure_enum(value: Any, cl: type[enum.Enum]) -> enum.Enum:
+    try:
+        return cl(value)
+    except ValueError:
+        choices = " | ".join(str(m.value) for m in cl)
+        msg = f"{value!r} is not one of {choices}"
+        raise ValueError(msg) from None
+
+
+def _strict(kind: type[Any], accepts: tuple[type, ...], what: str) -> Any:
+    def structure(value: Any, cl: type) -> Any:
+        if cl is not kind and issubclass(cl, enum.Enum):
+            return _structure_enum(value, cl)  # StrEnum fields dispatch here as str subclasses
+        if isinstance(value, bool) and bool not in accepts:
+            msg = f"expected {what}, got the boolean {str(value).lower()}"
+            raise TypeError(msg)
+        if not isinstance(value, accepts):
+            msg = f"expected {what}, got {type(value).__name__} {value!r}"
+            raise TypeError(msg)
+        return kind(value)
+
+    return structure
+
+
+def _structure_decimal(value: Any, _: type) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        msg = f"expected a decimal number, got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+    try:
+        result = Decimal(value) if not isinstance(value, float) else Decimal(repr(value))
+    except ArithmeticError:
+        msg = f"expected a decimal number, got {value!r}"
+        raise ValueError(msg) from None
+    if not result.is_finite():
+        msg = f"expected a finite decimal number, got {value!r}"
+        raise ValueError(msg)
+    return result
+
+
+def make_config_converter() -> cattrs.Converter:
+    """A converter that refuses extra keys and never coerces ("3" is not an int, 1 not a bool)."""
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(bool, _strict(bool, (bool,), "true or false"))
+    converter.register_structure_hook(int, _strict(int, (int,), "an integer"))
+    converter.register_structure_hook(float, _strict(float, (int, float), "a number"))
+    converter.register_structure_hook(str, _strict(str, (str,), "a string"))
+    converter.register_structure_hook(Decimal, _structure_decimal)
+
+    def is_str_tuple(cl: Any) -> bool:
+        return getattr(cl, "__origin__", None) is tuple
+
+    base_tuple = converter.get_structure_hook(tuple[str, ...])
+
+    def structure_tuple(value: Any, cl: Any) -> Any:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            msg = (
+                f'expected a list (a TOML array like ["a", "b"]), '
+                f"got {type(value).__name__} {value!r}"
+            )
+            raise TypeError(msg)
+        return base_tuple(value, cl)
+
+    converter.register_structure_hook_func(is_str_tuple, structure_tuple)
+
+    converter.register_structure_hook_func(
+        lambda cl: isinstance(cl, type) and issubclass(cl, enum.Enum), _structure_enum
+    )
+    return converter
+
+
+_CONVERTER = make_config_converter()
+
+
+# -- layering ----------------------------------------------------------------------------
+
+
+def parse_value(raw: str) -> Any:
+    """Read ``raw`` as a TOML value when it parses as one, else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set_path(tree: dict[str, Any], path: Sequence[str], value: Any, origin: str) -> None:
+    node = tree
+    for depth, key in enumerate(path[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            where = ".".join(path[: depth + 1])
+            msg = f"{where} (from {origin}) is a value, so {'.'.join(path)} cannot be set"
+            raise ConfigError(msg)
+        node = child
+    node[path[-1]] = value
+
+
+def _split_key(key: str, origin: str) -> list[str]:
+    parts = key.split(".")
+    if not key or any(not re.fullmatch(r"[A-Za-z0-9_\-]+", p) for p in parts):
+        msg = f"{origin}: {key!r} is not a key path like market.symbols"
+        raise ConfigError(msg)
+    return parts
+
+
+def _merge(
+    base: dict[str, Any],
+    layer: Mapping[str, Any],
+    origin: str,
+    origins: dict[str, str],
+    prefix: str = "",
+) -> None:
+    for key, value in layer.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value, origin, origins, path + ".")
+        else:
+            base[key] = dict(value) if isinstance(value, Mapping) else value
+            origins[path] = origin
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """The ``PLANES__SECTION__KEY`` variables as one layer per variable (keys lower-cased)."""
+    layers: dict[str, dict[str, Any]] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        origin = f"environment variable {name}"
+        tree: dict[str, Any] = {}
+        _set_path(tree, _split_key(key, origin), parse_value(environ[name]), origin)
+        layers[origin] = tree
+    return layers
+
+
+def set_layer(assignment: str) -> tuple[str, dict[str, Any]]:
+    """One ``--set key=value`` as a layer."""
+    key, sep, raw = assignment.partition("=")
+    origin = f"--set {assignment}"
+    if not sep:
+        msg = f'{origin}: expected key=value, like market.symbols=["BTCUSDT"]'
+        raise ConfigError(msg)
+    tree: dict[str, Any] = {}
+    _set_path(tree, _split_key(key.strip(), origin), parse_value(raw.strip()), origin)
+    return origin, tree
+
+
+def default_config_path(cwd: Path | None = None) -> Path | None:
+    """``configs/default.toml`` in ``cwd`` or in the source tree; None when neither exists."""
+    for root in (cwd or Path.cwd(), Path(__file__).resolve().parent.parent):
+        candidate = root / DEFAULT_CONFIG
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing file or bad syntax is a ``ConfigError`` naming the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        msg = f"config file {path} does not exist"
+        raise ConfigError(msg) from None
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"config file {path} is not valid TOML: {exc}"
+        raise ConfigError(msg) from None
+
+
+def load_config(
+    path: Path | None = None,
+    sets: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+    *,
+    use_default_file: bool = True,
+) -> Config:
+    """Build the ``Config``: defaults < ``path`` (or ``configs/default.toml``) < env < ``sets``."""
+    environ = os.environ if environ is None else environ
+    tree: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if path is None and use_default_file:
+        path = default_config_path()
+    if path is not None:
+        _merge(tree, read_toml(path), f"file {path}", origins)
+    for origin, layer in env_layer(environ).items():
+        _merge(tree, layer, origin, origins)
+    for assignment in sets:
+        origin, layer = set_layer(assignment)
+        _merge(tree, layer, origin, origins)
+    return structure_config(tree, origins)
+
+
+def structure_config(tree: Mapping[str, Any], origins: Mapping[str, str] | None = None) -> Config:
+    """Turn a merged tree into ``Config``; errors name each key path, reason and origin."""
+    try:
+        return _CONVERTER.structure(tree, Config)
+    except (ClassValidationError, ForbiddenExtraKeysError, IterableValidationError) as exc:
+        problems = list(_walk(exc, ()))
+    except (TypeError, ValueError) as exc:
+        problems = [((), str(exc))]
+    lines = []
+    for path, reason in problems:
+        key = ".".join(path) or "(top level)"
+        origin = _origin_of(path, origins or {})
+        lines.append(f"  {key}: {reason}" + (f" (from {origin})" if origin else ""))
+    noun = "problem" if len(lines) == 1 else "problems"
+    raise ConfigError(f"invalid configuration, {len(lines)} {noun}:\n" + "\n".join(lines))
+
+
+def _origin_of(path: Sequence[str], origins: Mapping[str, str]) -> str | None:
+    for end in range(len(path), 0, -1):
+        origin = origins.get(".".join(path[:end]))
+        if origin is not None:
+            return origin
+    return None
+
+
+def _walk(exc: BaseException, path: tuple[str, ...]) -> Iterable[tuple[tuple[str, ...], str]]:
+    if isinstance(exc, ForbiddenExtraKeysError):
+        for key in sorted(exc.extra_fields):
+            yield (*path, key), f"unknown key (known: {', '.join(_known_keys(exc.cl))})"
+        return
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        for sub in exc.exceptions:
+            notes = getattr(sub, "__notes__", [])
+            step = path
+            for note in notes:
+                name = getattr(note, "name", None)
+                index = getattr(note, "index", None)
+                if name is not None:
+                    step = (*path, str(name))
+                elif index is not None:
+                    step = (*path[:-1], f"{path[-1]}[{index}]") if path else (f"[{index}]",)
+            yield from _walk(sub, step)
+        return
+    if isinstance(exc, _BadValueError):
+        yield (*path, exc.key), str(exc)
+        return
+    if isinstance(exc, KeyError):
+        yield path, "required key is missing"
+        return
+    yield path, str(exc)
+
+
+def _known_keys(cl: type) -> list[str]:
+    return [a.name for a in attrs.fields(cl)] if attrs.has(cl) else []
+
+
+def to_tree(config: Config) -> dict[str, Any]:
+    """``config`` as plain data (enums and Decimals as strings), e.g. to compare with a file."""
+    converter = cattrs.Converter()
+    converter.register_unstructure_hook(Decimal, str)
+    tree: dict[str, Any] = converter.unstructure(config)
+    return tree

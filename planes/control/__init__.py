@@ -1,0 +1,1 @@
+"""Control plane: the Orchestrator owns the lifecycle and the boot/shutdown sequence."""

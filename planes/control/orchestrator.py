@@ -1,0 +1,196 @@
+"""The Orchestrator: sole owner of the lifecycle, driven by ``control:command``.
+
+Boot: STARTING, ``market:connect``, ``market:subscribe`` (configured symbols and channels), wait
+for ``market:connected`` (``control.connect_timeout_s``), RUNNING. Shutdown (``stop`` command):
+STOPPING, ``market:disconnect``, wait for ``market:disconnected``
+(``control.disconnect_timeout_s``), STOPPED; the runtime then stops the other planes (storage
+flushes last). Pause is a flag: PAUSED stops trading (risk rejects with ``paused``) while market
+data, analytics and research go on.
+
+Commands handled: ``status`` (answered with ``control:state`` carrying ``reply_to`` and ``info``),
+``pause``, ``resume``, ``stop``. Other command names belong to other planes and are ignored here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from contracts.control import ControlCommand, ControlState
+from contracts.enums import Lifecycle
+from contracts.market import (
+    END_OF_DATA,
+    MarketConnected,
+    MarketConnectRequest,
+    MarketDisconnected,
+    MarketDisconnectRequest,
+    MarketErrorEvent,
+    MarketSubscribeRequest,
+)
+from contracts.ports import ComponentContext
+from contracts.topics import (
+    CONTROL_COMMAND,
+    CONTROL_STATE,
+    MARKET_CONNECT,
+    MARKET_CONNECTED,
+    MARKET_DISCONNECT,
+    MARKET_DISCONNECTED,
+    MARKET_ERROR,
+    MARKET_SUBSCRIBE,
+)
+from planes.config import Config, Mode
+
+log = structlog.get_logger("planes.control")
+
+LIFECYCLE_COMMANDS = frozenset({"status", "pause", "resume", "stop"})
+
+
+class BootError(RuntimeError):
+    """The boot sequence did not reach RUNNING."""
+
+
+class Orchestrator:
+    """Owns lifecycle transitions; see the module docstring."""
+
+    name = "orchestrator"
+
+    def __init__(self, ctx: ComponentContext) -> None:
+        config = ctx.config
+        if not isinstance(config, Config):
+            msg = "the Orchestrator needs planes.config.Config"
+            raise TypeError(msg)
+        self._bus = ctx.bus
+        self._clock = ctx.clock
+        self._config = config
+        self.lifecycle: Lifecycle | None = None
+        self.paused = False
+        self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._last_market_error = ""
+        self._stop_task: asyncio.Task[None] | None = None
+        self._started_wall = time.monotonic()
+        self._commands = 0
+
+    async def start(self) -> None:
+        """Run the boot sequence; raise ``BootError`` when the market does not connect in time."""
+        bus = self._bus
+        bus.subscribe(CONTROL_COMMAND, self._on_command)
+        bus.subscribe(MARKET_CONNECTED, self._on_connected)
+        bus.subscribe(MARKET_DISCONNECTED, self._on_disconnected)
+        bus.subscribe(MARKET_ERROR, self._on_market_error)
+        self._set(Lifecycle.STARTING, "booting")
+        market = self._config.market
+        bus.publish(MARKET_CONNECT, MarketConnectRequest(bus.meta()))
+        bus.publish(
+            MARKET_SUBSCRIBE,
+            MarketSubscribeRequest(bus.meta(), symbols=market.symbols, channels=market.channels),
+        )
+        timeout = self._config.control.connect_timeout_s
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            reason = f"market source {market.source!r} did not connect within {timeout:g}s"
+            if self._last_market_error:
+                reason += f" (last error: {self._last_market_error})"
+            raise BootError(reason) from None
+        if self.lifecycle is Lifecycle.STARTING:
+            self._set(Lifecycle.RUNNING, f"market {market.source} connected")
+
+    async def stop(self) -> None:
+        """Make sure the shutdown sequence ran (the runtime calls this after STOPPED)."""
+        if self._stop_task is None and self.lifecycle is not Lifecycle.STOPPED:
+            self._stop_task = asyncio.ensure_future(self._shutdown("runtime stopping"))
+        if self._stop_task is not None:
+            await self._stop_task
+
+    def _set(self, lifecycle: Lifecycle, detail: str, reply_to: str | None = None) -> None:
+        changed = lifecycle is not self.lifecycle
+        self.lifecycle = lifecycle
+        self.paused = lifecycle is Lifecycle.PAUSED
+        if changed:
+            log.info("control.lifecycle", lifecycle=lifecycle.value, detail=detail)
+        self._publish_state(detail, reply_to)
+
+    def _publish_state(
+        self, detail: str, reply_to: str | None = None, info: dict[str, str] | None = None
+    ) -> None:
+        assert self.lifecycle is not None  # noqa: S101 - set before the first publish
+        self._bus.publish(
+            CONTROL_STATE,
+            ControlState(
+                self._bus.meta(),
+                lifecycle=self.lifecycle,
+                paused=self.paused,
+                detail=detail,
+                reply_to=reply_to,
+                info=info or {},
+            ),
+        )
+
+    def _on_command(self, command: ControlCommand) -> None:
+        if command.name not in LIFECYCLE_COMMANDS:
+            return
+        self._commands += 1
+        reply = command.command_id
+        state = self.lifecycle
+        if command.name == "status":
+            self._publish_state("status", reply, self._status_info())
+        elif command.name == "pause":
+            if state is Lifecycle.RUNNING:
+                self._set(Lifecycle.PAUSED, "paused by operator: no trading", reply)
+            else:
+                self._publish_state(f"cannot pause while {state}", reply)
+        elif command.name == "resume":
+            if state is Lifecycle.PAUSED:
+                self._set(Lifecycle.RUNNING, "resumed by operator", reply)
+            else:
+                self._publish_state(f"cannot resume while {state}", reply)
+        elif self._stop_task is None:
+            reason = " ".join(command.args) or f"stop from {command.meta.source.value}"
+            self._stop_task = asyncio.ensure_future(self._shutdown(reason, reply))
+        else:
+            self._publish_state("already stopping", reply)
+
+    def _status_info(self) -> dict[str, str]:
+        return {
+            "mode": self._config.runtime.mode.value,
+            "market_source": self._config.market.source,
+            "symbols": ",".join(self._config.market.symbols),
+            "uptime_s": f"{time.monotonic() - self._started_wall:.1f}",
+            "clock_ms": str(self._clock.now_ms()),
+            "market_connected": str(self._connected.is_set()).lower(),
+            "commands": str(self._commands),
+        }
+
+    async def _shutdown(self, reason: str, reply_to: str | None = None) -> None:
+        self._set(Lifecycle.STOPPING, reason, reply_to)
+        bus = self._bus
+        self._disconnected.clear()
+        bus.publish(MARKET_DISCONNECT, MarketDisconnectRequest(bus.meta(), reason=reason))
+        timeout = self._config.control.disconnect_timeout_s
+        try:
+            await asyncio.wait_for(self._disconnected.wait(), timeout)
+        except TimeoutError:
+            log.warning("control.disconnect_timeout", waited_s=timeout)
+        self._set(Lifecycle.STOPPED, reason)
+
+    def _on_connected(self, event: MarketConnected) -> None:
+        self._connected.set()
+
+    def _on_disconnected(self, event: MarketDisconnected) -> None:
+        self._disconnected.set()
+        if event.will_reconnect:
+            return
+        self._connected.clear()
+        ended = event.reason == END_OF_DATA
+        stop_on_end = self._config.control.stop_on_end_of_data
+        if ended and self.lifecycle in (Lifecycle.RUNNING, Lifecycle.PAUSED) and stop_on_end:
+            if self._stop_task is None:
+                self._stop_task = asyncio.ensure_future(self._shutdown("market data ended"))
+        elif self._config.runtime.mode is not Mode.BACKTEST and self._stop_task is None:
+            log.warning("control.market_disconnected", source=event.source, reason=event.reason)
+
+    def _on_market_error(self, event: MarketErrorEvent) -> None:
+        self._last_market_error = f"{event.code}: {event.message}"

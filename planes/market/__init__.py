@@ -1,0 +1,1 @@
+"""Market plane: the MarketGateway and the sources it owns, publishing normalized ``market:*``."""

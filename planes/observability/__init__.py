@@ -1,0 +1,1 @@
+"""Observability plane: logs, counters and the periodic status line."""

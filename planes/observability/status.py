@@ -1,0 +1,107 @@
+"""StatusReporter: counts every event and logs a status line every ``status_interval_s``.
+
+It keeps watching while the runtime is paused (monitoring never pauses), logs every alert and
+every lifecycle change, and is throttled by design: one line per interval, never one per tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import structlog
+
+from contracts.control import ControlState
+from contracts.market import TickerEvent
+from contracts.meta import Payload
+from contracts.ports import ComponentContext
+from contracts.system import Alert
+from contracts.topics import (
+    CONTROL_STATE,
+    ERROR_EVENT,
+    MARKET_TICKER,
+    OBSERVABILITY_ALERT,
+    Topic,
+)
+from planes.config import Config
+
+log = structlog.get_logger("planes.observability")
+
+
+class StatusReporter:
+    """See the module docstring."""
+
+    name = "status"
+
+    def __init__(self, ctx: ComponentContext) -> None:
+        config = ctx.config
+        if not isinstance(config, Config):
+            msg = "the StatusReporter needs planes.config.Config"
+            raise TypeError(msg)
+        self._bus = ctx.bus
+        self._clock = ctx.clock
+        self._interval = config.observability.status_interval_s
+        self.counts: Counter[str] = Counter()
+        self.prices: dict[str, str] = {}
+        self.state: ControlState | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Subscribe and start the periodic status line."""
+        bus = self._bus
+        bus.subscribe_all(self._count)
+        bus.subscribe(MARKET_TICKER, self._on_ticker)
+        bus.subscribe(CONTROL_STATE, self._on_state)
+        bus.subscribe(OBSERVABILITY_ALERT, self._on_alert)
+        if self._interval > 0:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="status")
+
+    async def stop(self) -> None:
+        """Stop the status line and log a last one."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.report("final")
+
+    def _count(self, topic: Topic[Any], payload: Payload) -> None:
+        self.counts[topic.name] += 1
+
+    def _on_ticker(self, ticker: TickerEvent) -> None:
+        self.prices[ticker.symbol] = str(ticker.last_price)
+
+    def _on_state(self, state: ControlState) -> None:
+        self.state = state
+
+    def _on_alert(self, alert: Alert) -> None:
+        log.warning(
+            "observability.alert",
+            severity=alert.severity.value,
+            code=alert.code,
+            message=alert.message,
+            **dict(alert.labels),
+        )
+
+    async def _loop(self) -> None:
+        last_total = 0
+        while True:
+            await self._clock.sleep(self._interval)
+            total = sum(self.counts.values())
+            self.report("periodic", rate=(total - last_total) / self._interval)
+            last_total = total
+
+    def report(self, kind: str, rate: float | None = None) -> None:
+        """Log one status line."""
+        state = self.state
+        log.info(
+            "runtime.status",
+            kind=kind,
+            lifecycle=state.lifecycle.value if state else None,
+            paused=state.paused if state else None,
+            events=sum(self.counts.values()),
+            events_per_s=None if rate is None else round(rate, 1),
+            tickers=self.counts.get(MARKET_TICKER.name, 0),
+            errors=self.counts.get(ERROR_EVENT.name, 0),
+            prices=dict(sorted(self.prices.items())),
+        )

@@ -1,0 +1,1 @@
+"""Risk plane: the RiskManager is the only gate between intents and execution."""

@@ -1,0 +1,267 @@
+"""Plugin discovery and the catalog of what plugins provide.
+
+Plugins come from three places, loaded in this order: the built-in list (``plugins.builtin``),
+the ``planes`` entry-point group of installed distributions, and ``plugins.modules`` in config
+(``pkg.mod`` or ``pkg.mod:attr``). ``plugins.disabled`` leaves any of them out by name. A plugin
+that fails to import, or raises in a hook, fails start-up with a ``PluginError`` naming it and
+the cause, unless ``plugins.optional`` names it: then it is logged and skipped whole.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+import attrs
+import pluggy
+import structlog
+
+from contracts.ports import ExchangeSpec, NotifierSpec, PlaneSpec, StrategySpec
+from contracts.topics import Topic
+from plugins import hookspecs
+
+ENTRY_POINT_GROUP = "planes"
+BUILTIN = "builtin"
+ENTRY_POINT = "entry point"
+CONFIG = "config"
+
+log = structlog.get_logger("planes.plugins")
+T = TypeVar("T")
+
+
+class PluginError(RuntimeError):
+    """A plugin could not be loaded or failed in a hook; the message names it."""
+
+
+class _BadResultError(ValueError):
+    """A registration hook returned something that is not a list of its spec type."""
+
+
+@attrs.define
+class PluginRecord:
+    """One plugin: where it came from, its version, what it provided, whether it loaded."""
+
+    name: str
+    origin: str
+    version: str
+    target: str
+    status: str = "loaded"
+    error: str = ""
+    provides: dict[str, list[str]] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Owned(Generic[T]):
+    """Something a plugin provided, with the plugin's name."""
+
+    owner: str
+    item: T
+
+
+@attrs.define
+class Catalog:
+    """Everything the loaded plugins provided, each item with its owner."""
+
+    topics: list[Owned[Topic[Any]]] = attrs.field(factory=list)
+    planes: list[Owned[PlaneSpec]] = attrs.field(factory=list)
+    exchanges: dict[str, Owned[ExchangeSpec]] = attrs.field(factory=dict)
+    strategies: dict[str, Owned[StrategySpec]] = attrs.field(factory=dict)
+    notifiers: dict[str, Owned[NotifierSpec]] = attrs.field(factory=dict)
+
+
+_HOOKS: tuple[tuple[str, str, type], ...] = (
+    ("planes_register_topics", "topics", Topic),
+    ("planes_register_planes", "planes", PlaneSpec),
+    ("planes_register_exchanges", "exchanges", ExchangeSpec),
+    ("planes_register_strategies", "strategies", StrategySpec),
+    ("planes_register_notifiers", "notifiers", NotifierSpec),
+)
+
+
+def _distribution_version() -> str:
+    try:
+        return importlib.metadata.version("planes-bot")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _import_target(target: str) -> object:
+    module_name, _, attr = target.partition(":")
+    obj: object = importlib.import_module(module_name)
+    for part in filter(None, attr.split(".")):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _as_plugin(obj: object) -> object:
+    """Modules and instances register as they are; a class is instantiated with no arguments."""
+    return obj() if inspect.isclass(obj) else obj
+
+
+class PluginHost:
+    """Loads plugins into a pluggy ``PluginManager`` and collects what they provide."""
+
+    def __init__(
+        self,
+        *,
+        builtin: Sequence[tuple[str, str]] = (),
+        entry_points: bool = True,
+        modules: Sequence[str] = (),
+        disabled: Iterable[str] = (),
+        optional: Iterable[str] = (),
+        entry_point_source: Callable[[], Iterable[importlib.metadata.EntryPoint]] | None = None,
+    ) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.records: list[PluginRecord] = []
+        self._builtin = builtin
+        self._entry_points = entry_points
+        self._modules = modules
+        self._disabled = set(disabled)
+        self._optional = set(optional)
+        self._entry_point_source = entry_point_source or (
+            lambda: importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        )
+
+    def record(self, name: str) -> PluginRecord:
+        """The record of the plugin called ``name``."""
+        for rec in self.records:
+            if rec.name == name:
+                return rec
+        raise KeyError(name)
+
+    def load(self) -> None:
+        """Import and register every plugin; see the module docstring for order and failures."""
+        own_version = _distribution_version()
+        for name, target in self._builtin:
+            self._load(
+                name, BUILTIN, own_version, target, functools.partial(_import_target, target)
+            )
+        if self._entry_points:
+            for ep in sorted(self._entry_point_source(), key=lambda e: e.name):
+                dist_version = ep.dist.version if ep.dist is not None else "?"
+                self._load(ep.name, ENTRY_POINT, dist_version, ep.value, ep.load)
+        for target in self._modules:
+            version = self._module_version(target)
+            self._load(target, CONFIG, version, target, functools.partial(_import_target, target))
+        unknown = self._disabled - {rec.name for rec in self.records}
+        if unknown:
+            log.warning("plugins.disabled_unknown", names=sorted(unknown))
+        self.pm.check_pending()
+
+    @staticmethod
+    def _module_version(target: str) -> str:
+        top = target.partition(":")[0].split(".")[0]
+        for dist in importlib.metadata.packages_distributions().get(top, []):
+            try:
+                return importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return "-"
+
+    def _load(
+        self, name: str, origin: str, version: str, target: str, loader: Callable[[], object]
+    ) -> None:
+        record = PluginRecord(name=name, origin=origin, version=version, target=target)
+        self.records.append(record)
+        if name in self._disabled:
+            record.status = "disabled"
+            return
+        if self.pm.has_plugin(name):
+            other = next(r for r in self.records if r.name == name and r is not record)
+            self._fail(record, f"the name is already taken by the {other.origin} plugin")
+            return
+        try:
+            plugin = _as_plugin(loader())
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # noqa: BLE001 - any import-time failure is reported by name
+            self._fail(record, f"failed to load {target!r}: {type(exc).__name__}: {exc}")
+
+    def _fail(self, record: PluginRecord, reason: str) -> None:
+        record.error = reason
+        if record.name in self._optional:
+            record.status = "skipped"
+            log.warning("plugins.skipped", plugin=record.name, origin=record.origin, reason=reason)
+            if self.pm.has_plugin(record.name):
+                self.pm.unregister(name=record.name)
+            return
+        record.status = "failed"
+        msg = f"plugin {record.name!r} ({record.origin}) {reason}"
+        raise PluginError(msg)
+
+    def collect(self) -> Catalog:
+        """Call every registration hook, plugin by plugin, and gather the results.
+
+        Results are checked (right spec type, no duplicate names); a plugin that raises or
+        returns something wrong fails start-up, or is dropped whole when optional.
+        """
+        per_plugin: dict[str, dict[str, list[Any]]] = {}
+        order = [rec.name for rec in self.records if rec.status == "loaded"]
+        for hook_name, kind, spec_type in _HOOKS:
+            caller = getattr(self.pm.hook, hook_name)
+            for impl in caller.get_hookimpls():
+                name = impl.plugin_name
+                if name in per_plugin and per_plugin[name].get("__failed__"):
+                    continue
+                try:
+                    result = impl.function()
+                    items = self._check_result(hook_name, spec_type, result)
+                except _BadResultError as exc:
+                    reason = str(exc)
+                except Exception as exc:  # noqa: BLE001 - a raising hook is reported by plugin
+                    reason = f"raised in {hook_name}: {type(exc).__name__}: {exc}"
+                else:
+                    per_plugin.setdefault(name, {}).setdefault(kind, []).extend(items)
+                    continue
+                self._fail(self.record(name), reason)
+                per_plugin.setdefault(name, {})["__failed__"] = [True]
+        catalog = Catalog()
+        for name in order:
+            provided = per_plugin.get(name, {})
+            if provided.get("__failed__"):
+                continue
+            record = self.record(name)
+            for _, kind, _ in _HOOKS:
+                for item in provided.get(kind, []):
+                    self._add(catalog, kind, name, item)
+                    record.provides.setdefault(kind, []).append(getattr(item, "name", str(item)))
+        return catalog
+
+    @staticmethod
+    def _check_result(hook_name: str, spec_type: type, result: object) -> list[Any]:
+        if result is None:
+            return []
+        if isinstance(result, str | bytes) or not isinstance(result, Sequence):
+            msg = (
+                f"{hook_name} must return a list of {spec_type.__name__}, "
+                f"got {type(result).__name__}"
+            )
+            raise _BadResultError(msg)
+        for item in result:
+            if not isinstance(item, spec_type):
+                msg = f"{hook_name} returned {item!r}, which is not a {spec_type.__name__}"
+                raise _BadResultError(msg)
+        return list(result)
+
+    @staticmethod
+    def _add(catalog: Catalog, kind: str, owner: str, item: Any) -> None:
+        if kind == "topics":
+            catalog.topics.append(Owned(owner, item))
+            return
+        if kind == "planes":
+            catalog.planes.append(Owned(owner, item))
+            return
+        registry: dict[str, Owned[Any]] = getattr(catalog, kind)
+        known = registry.get(item.name)
+        if known is not None:
+            singular = kind.removesuffix("s")
+            msg = (
+                f"{singular} {item.name!r} from plugin {owner!r} clashes with the one "
+                f"from plugin {known.owner!r}"
+            )
+            raise PluginError(msg)
+        registry[item.name] = Owned(owner, item)

@@ -1,0 +1,27 @@
+"""Suite-wide settings: the Hypothesis profiles.
+
+``fast`` (the default) keeps local runs quick; ``ci`` tries more examples, drops the deadline
+(shared CI machines stall) and prints the blob that reproduces a failure. ``HYPOTHESIS_PROFILE``
+picks a profile by name; otherwise ``ci`` is used when the ``CI`` variable is set (as CI
+services do), ``fast`` elsewhere. ``pytest --hypothesis-profile NAME`` still overrides both.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+
+settings.register_profile("fast", max_examples=50)
+settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True)
+
+
+def _profile_name() -> str:
+    explicit = os.environ.get("HYPOTHESIS_PROFILE", "").strip()
+    if explicit:
+        return explicit
+    ci = os.environ.get("CI", "").strip().lower()
+    return "fast" if ci in {"", "0", "false", "no", "off"} else "ci"
+
+
+settings.load_profile(_profile_name())
