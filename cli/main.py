@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 
+from cli.shell import Shell
 from cli.topics import render_markdown, render_text
 from contracts.topics import TopicRegistry
 from planes.config import Config, ConfigError, load_config
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start the runtime")
     _add_config_args(run)
-    run.add_argument("--headless", action="store_true", help="no interactive shell")
+    run.add_argument(
+        "--headless", action="store_true", help="no interactive shell, even on a terminal"
+    )
     run.add_argument(
         "--duration", type=float, metavar="S", help="stop cleanly after S seconds (wall time)"
     )
@@ -81,11 +84,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         print(f"planes run: --duration must be > 0, got {args.duration}", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(_run(config, args.duration))
+    interactive = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
+    return asyncio.run(_run(config, args.duration, interactive=interactive))
 
 
-async def _run(config: Config, duration: float | None) -> int:
+async def _run(config: Config, duration: float | None, *, interactive: bool = False) -> int:
     runtime = Runtime(config)
+    shell_task: asyncio.Task[None] | None = None
+    if interactive:
+        runtime.assemble()
+        shell = Shell(runtime.attach("cli"))
+        shell.attach()
+        shell_task = asyncio.get_running_loop().create_task(shell.run(), name="shell")
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     signals_seen: list[str] = []
@@ -112,6 +122,9 @@ async def _run(config: Config, duration: float | None) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if shell_task is not None:
+            shell_task.cancel()
+            await asyncio.gather(shell_task, return_exceptions=True)
     log.info("runtime.stopped", run_id=runtime.run_id)
     return EXIT_OK
 

@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -280,9 +280,11 @@ _CONVERTER = make_config_converter()
 def parse_value(raw: str) -> Any:
     """Read ``raw`` as a TOML value when it parses as one, else as a plain string."""
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+    # No field holds a TOML date/time; keep it as typed so runtime.start=2024-01-01T00:00:00Z works.
+    return raw if isinstance(value, date | time) else value
 
 
 def _set_path(tree: dict[str, Any], path: Sequence[str], value: Any, origin: str) -> None:
@@ -410,8 +412,11 @@ def structure_config(tree: Mapping[str, Any], origins: Mapping[str, str] | None 
 
 
 def _origin_of(path: Sequence[str], origins: Mapping[str, str]) -> str | None:
-    for end in range(len(path), 0, -1):
-        origin = origins.get(".".join(path[:end]))
+    # Origins are recorded as dotted keys: "symbols[0]" was set as "symbols", "start_prices[X]"
+    # as "start_prices.X".
+    keys = re.sub(r"\[([^\]]*)\]", r".\1", ".".join(path)).split(".") if path else []
+    for end in range(len(keys), 0, -1):
+        origin = origins.get(".".join(keys[:end]))
         if origin is not None:
             return origin
     return None

@@ -5,11 +5,12 @@ Processors are plain callables ``(logger, method_name, event_dict) -> event_dict
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -47,7 +48,11 @@ class RedactSecrets:
         if isinstance(value, Mapping):
             return {k: self._clean(str(k), v) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return type(value)(self._clean("", v) for v in value)
+            cleaned = [self._clean("", v) for v in value]
+            if isinstance(value, list):
+                return cleaned
+            # A namedtuple's constructor takes its fields, not an iterable.
+            return getattr(value, "_make", tuple)(cleaned)
         return value
 
 
@@ -71,6 +76,26 @@ SWITCH = _Switch()
 _configured: dict[str, Any] = {}
 
 
+class _CurrentStderr(io.TextIOBase):
+    """Writes to whatever ``sys.stderr`` is *now*.
+
+    An interactive shell that patches it (prompt-toolkit's ``patch_stdout``) so keeps log lines
+    above the prompt.
+    """
+
+    def write(self, text: str) -> int:
+        """Write to the current ``sys.stderr``."""
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        """Flush the current ``sys.stderr``."""
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        """Whether the current ``sys.stderr`` is a terminal."""
+        return sys.stderr.isatty()
+
+
 def configure_logging(
     level: str = "info",
     fmt: str = "auto",
@@ -82,7 +107,7 @@ def configure_logging(
 
     ``fmt`` is ``console``, ``json`` or ``auto`` (console when ``stream`` is a TTY).
     """
-    stream = stream or sys.stderr
+    stream = stream or cast(TextIO, _CurrentStderr())
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
     renderer: Any = (

@@ -192,6 +192,14 @@ class Runtime:
             self._components.append(_Running(spec, owned.owner, component, handle))
         self._assembled = True
 
+    def attach(self, plane: str) -> PlaneHandle:
+        """A bus handle for a client of the runtime (``cli``, ``telegram``) after ``assemble``."""
+        if not self._assembled:
+            msg = "attach() needs an assembled runtime: call assemble() first"
+            raise RuntimeError(msg)
+        source, rights = rights_for(plane)
+        return self.bus.handle(plane, source, rights)
+
     def _on_state(self, state: ControlState) -> None:
         self.lifecycle = state.lifecycle
         self.paused = state.paused

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 
 import structlog
 
@@ -159,7 +160,7 @@ class Orchestrator:
             "market_source": self._config.market.source,
             "symbols": ",".join(self._config.market.symbols),
             "uptime_s": f"{time.monotonic() - self._started_wall:.1f}",
-            "clock_ms": str(self._clock.now_ms()),
+            "clock": datetime.fromtimestamp(self._clock.now_ms() / 1000, UTC).isoformat(),
             "market_connected": str(self._connected.is_set()).lower(),
             "commands": str(self._commands),
         }
