@@ -173,20 +173,23 @@ class PluginHost:
             return
         if self.pm.has_plugin(name):
             other = next(r for r in self.records if r.name == name and r is not record)
-            self._fail(record, f"the name is already taken by the {other.origin} plugin")
+            self._fail(
+                record, f"the name is already taken by the {other.origin} plugin", registered=False
+            )
             return
         try:
             plugin = _as_plugin(loader())
             self.pm.register(plugin, name=name)
+            self.pm.check_pending()  # an unknown hook name (a typo) is this plugin's failure
         except Exception as exc:  # noqa: BLE001 - any import-time failure is reported by name
             self._fail(record, f"failed to load {target!r}: {type(exc).__name__}: {exc}")
 
-    def _fail(self, record: PluginRecord, reason: str) -> None:
+    def _fail(self, record: PluginRecord, reason: str, *, registered: bool = True) -> None:
         record.error = reason
         if record.name in self._optional:
             record.status = "skipped"
             log.warning("plugins.skipped", plugin=record.name, origin=record.origin, reason=reason)
-            if self.pm.has_plugin(record.name):
+            if registered and self.pm.has_plugin(record.name):
                 self.pm.unregister(name=record.name)
             return
         record.status = "failed"
@@ -258,7 +261,7 @@ class PluginHost:
         registry: dict[str, Owned[Any]] = getattr(catalog, kind)
         known = registry.get(item.name)
         if known is not None:
-            singular = kind.removesuffix("s")
+            singular = {"strategies": "strategy"}.get(kind, kind.removesuffix("s"))
             msg = (
                 f"{singular} {item.name!r} from plugin {owner!r} clashes with the one "
                 f"from plugin {known.owner!r}"
