@@ -21,12 +21,12 @@ from typing import Any
 # Runnable as a script from anywhere: put the repository root on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import blinker  # noqa: E402
+import blinker
 
-from contracts.market import TickerEvent  # noqa: E402
-from contracts.meta import EventMeta, Source  # noqa: E402
-from contracts.topics import MARKET_TICKER  # noqa: E402
-from planes.bus import EventBus  # noqa: E402
+from contracts.market import TickerEvent
+from contracts.meta import EventMeta, Source
+from contracts.topics import MARKET_TICKER
+from planes.bus import EventBus
 
 BLINKER_GOAL = 3.0
 PLAIN_GOAL = 0.5
@@ -58,7 +58,9 @@ def _payload() -> TickerEvent:
     )
 
 
-def _best_eps(runs: dict[str, Callable[[int], None]], events: int, repeats: int) -> dict[str, float]:
+def _best_eps(
+    runs: dict[str, Callable[[int], None]], events: int, repeats: int
+) -> dict[str, float]:
     """Best events/s of each runner; repeats are interleaved so drift hits all runners alike."""
     for run in runs.values():
         run(WARMUP)  # warm up caches and lazy paths

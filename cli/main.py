@@ -13,7 +13,7 @@ import structlog
 
 from cli.shell import Shell
 from cli.topics import render_markdown, render_text
-from contracts.topics import TopicRegistry
+from contracts.topics import TopicClashError, TopicRegistry
 from planes.config import Config, ConfigError, load_config
 from planes.logs import configure_logging
 from planes.runtime import Runtime, RuntimeStartError
@@ -133,13 +133,25 @@ def cmd_topics(args: argparse.Namespace) -> int:
     """``planes topics``: the BotEventMap plus plugin topics."""
     config = _config(args)
     configure_logging("warning", "auto")
-    host = _host(config)
+    try:
+        registry = _topics(_host(config))
+    except (PluginError, TopicClashError) as exc:
+        print(f"planes topics: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    sys.stdout.write(render_markdown(registry) if args.markdown else render_text(registry))
+    return EXIT_OK
+
+
+def _topics(host: PluginHost) -> TopicRegistry:
+    """Load plugins and build the topic map they make (a clash raises naming both owners)."""
     host.load()
     registry = TopicRegistry()
     for owned in host.collect().topics:
-        registry.add(owned.item, owned.owner)
-    sys.stdout.write(render_markdown(registry) if args.markdown else render_text(registry))
-    return EXIT_OK
+        try:
+            registry.add(owned.item, owned.owner)
+        except (TopicClashError, TypeError) as exc:
+            raise PluginError(f"plugin {owned.owner!r}: {exc}") from exc
+    return registry
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -149,8 +161,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     host = _host(config)
     failure: PluginError | None = None
     try:
-        host.load()
-        host.collect()
+        _topics(host)
     except PluginError as exc:
         failure = exc
     rows = [("NAME", "ORIGIN", "VERSION", "STATUS", "PROVIDES")]

@@ -14,6 +14,8 @@ from contracts.meta import Payload
 
 END_OF_DATA = "end_of_data"
 """``MarketDisconnected.reason`` of a source whose data ran out (replays, bounded generators)."""
+CONNECT_FAILED = "connect_failed"
+"""``MarketErrorEvent.code`` when a source's ``connect()`` raised: the boot fails at once."""
 
 
 @attrs.frozen

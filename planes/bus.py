@@ -34,7 +34,7 @@ import time
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import blinker
 import structlog
@@ -72,7 +72,7 @@ class PublishDeniedError(BusError, PermissionError):
 def _describe(handler: Callable[..., object]) -> str:
     target = getattr(handler, "__wrapped__", handler)
     module = getattr(target, "__module__", None) or "?"
-    name = getattr(target, "__qualname__", None) or repr(target)
+    name = getattr(target, "__qualname__", None) or type(target).__qualname__
     return f"{module}.{name}"
 
 
@@ -133,7 +133,7 @@ class EventBus:
         self._now_ms = now_ms or _wall_ms
         self._namespace = blinker.Namespace()
         self._signals: dict[str, blinker.NamedSignal] = {}
-        self._dispatch: dict[str, tuple[Handler, ...]] = {}
+        self._dispatch: dict[str, tuple[type[Payload], tuple[Handler, ...]]] = {}
         self._seq: dict[tuple[str, object], int] = {}
         self._next_seq = 0
         self._wildcards: list[_Wildcard] = []
@@ -142,6 +142,7 @@ class EventBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._tasks: set[asyncio.Task[object]] = set()
+        self._async_adapters: weakref.WeakSet[Handler] = weakref.WeakSet()
         self.handler_errors: Counter[str] = Counter()
         """Failures per handler (``module.qualname``), for metrics."""
         for name in self.topics:
@@ -192,12 +193,23 @@ class EventBus:
         self._require(topic)
         receiver = self._adapt(handler, topic.name)
         signal = self._signals[topic.name]
+        if receiver is not handler:  # async: the adapter is new, find the one already connected
+            receiver = self._connected_adapter(signal, handler) or receiver
         signal.connect(receiver, weak=False)
 
         def cancel() -> None:
             signal.disconnect(receiver)
 
         return BusSubscription(cancel, f"{topic.name} -> {_describe(handler)}")
+
+    def _connected_adapter(
+        self, signal: blinker.NamedSignal, handler: Callable[..., object]
+    ) -> Handler | None:
+        for held in signal.receivers.values():
+            fn = held() if isinstance(held, weakref.ref) else held
+            if fn in self._async_adapters and _same(getattr(fn, "__wrapped__", None), handler):
+                return cast(Handler, fn)
+        return None
 
     def subscribe_prefix(self, prefix: str, handler: WildcardHandler) -> BusSubscription:
         """Call ``handler(topic, payload)`` for every topic whose name starts with ``prefix``.
@@ -252,6 +264,7 @@ class EventBus:
             task.add_done_callback(functools.partial(self._task_done, origin, topic_name))
 
         functools.update_wrapper(schedule, handler)
+        self._async_adapters.add(schedule)
         return schedule
 
     def _task_done(self, origin: str, topic_name: str, task: asyncio.Task[object]) -> None:
@@ -292,29 +305,32 @@ class EventBus:
             (sub.seq, sub.adapter(topic)) for sub in self._wildcards if name.startswith(sub.prefix)
         )
         entries.sort(key=lambda entry: entry[0])
-        self._dispatch[name] = tuple(fn for _, fn in entries)
+        self._dispatch[name] = (topic.payload, tuple(fn for _, fn in entries))
 
     def handlers(self, topic: Topic[Any]) -> tuple[Handler, ...]:
         """The handlers ``topic`` is delivered to, in order (adapters for wildcard ones)."""
         self._require(topic)
-        return self._dispatch[topic.name]
+        return self._dispatch[topic.name][1]
 
     # -- publishing ----------------------------------------------------------------------
 
     def publish(self, topic: Topic[P], payload: P) -> None:
         """Deliver ``payload`` to the handlers of ``topic`` (see the module docstring)."""
-        if payload.__class__ is not topic.payload or payload.meta.__class__ is not EventMeta:
+        entry = self._dispatch.get(topic.name)
+        cls = payload.__class__
+        if (
+            entry is None
+            or cls is not entry[0]
+            or cls is not topic.payload
+            or payload.meta.__class__ is not EventMeta
+        ):
             self._reject(topic, payload)
-        handlers = self._dispatch.get(topic.name)
-        if handlers is None:
-            self._require(topic)
-            raise UnknownTopicError(topic.name)
         if self._dispatching:
             self._queue.append((topic, payload))
             return
         self._dispatching = True
         try:
-            for handler in handlers:
+            for handler in entry[1]:
                 try:
                     handler(payload)
                 except Exception as exc:  # noqa: BLE001 - isolation is the contract
@@ -329,17 +345,21 @@ class EventBus:
         dispatch = self._dispatch
         while queue:
             topic, payload = queue.popleft()
-            for handler in dispatch[topic.name]:
+            for handler in dispatch[topic.name][1]:
                 try:
                     handler(payload)
                 except Exception as exc:  # noqa: BLE001 - isolation is the contract
                     self._handler_failed(handler, topic, exc)
 
-    def _reject(self, topic: Topic[Any], payload: object) -> None:
+    def _reject(self, topic: Topic[Any], payload: object) -> NoReturn:
         cls = type(payload).__qualname__
         if not isinstance(cast(object, topic), Topic):
             msg = f"publish() needs a Topic, got {topic!r}"
-        elif not isinstance(payload, topic.payload) or type(payload) is not topic.payload:
+            raise PayloadTypeError(msg)
+        self._require(topic)
+        if topic.name not in self._dispatch:
+            raise UnknownTopicError(topic.name)
+        if not isinstance(payload, topic.payload) or type(payload) is not topic.payload:
             msg = (
                 f"topic {topic.name!r} carries {topic.payload.__qualname__}, "
                 f"got {cls}: nothing was delivered"
@@ -430,6 +450,13 @@ class EventBus:
     def handle(self, plane: str, source: Source, rights: PublishRights) -> PlaneHandle:
         """A handle bound to ``plane``: it stamps ``source`` and enforces ``rights``."""
         return PlaneHandle(self, plane, source, rights)
+
+
+def _same(a: object, b: object) -> bool:
+    """Whether blinker would see ``a`` and ``b`` as one receiver (equal bound methods too)."""
+    if inspect.ismethod(a) and inspect.ismethod(b):
+        return a.__self__ is b.__self__ and a.__func__ is b.__func__
+    return a is b
 
 
 def _wall_ms() -> int:

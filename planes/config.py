@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 import re
 import tomllib
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 import cattrs
@@ -220,6 +221,9 @@ def _strict(kind: type[Any], accepts: tuple[type, ...], what: str) -> Any:
         if not isinstance(value, accepts):
             msg = f"expected {what}, got {type(value).__name__} {value!r}"
             raise TypeError(msg)
+        if kind is float and not math.isfinite(cast(float, value)):
+            msg = f"expected a finite number, got {value!r}"
+            raise ValueError(msg)
         return kind(value)
 
     return structure
@@ -268,6 +272,25 @@ def make_config_converter() -> cattrs.Converter:
     converter.register_structure_hook_func(
         lambda cl: isinstance(cl, type) and issubclass(cl, enum.Enum), _structure_enum
     )
+
+    def table_first(cl: Any) -> Any:
+        structure = (
+            cattrs.gen.make_dict_structure_fn(cl, converter, _cattrs_forbid_extra_keys=True)
+            if attrs.has(cl)
+            else converter.gen_structure_mapping(cl)
+        )
+
+        def check(value: Any, cl: Any) -> Any:
+            if not isinstance(value, Mapping):
+                msg = f"expected a table, got {type(value).__name__} {value!r}"
+                raise TypeError(msg)
+            return structure(value, cl)
+
+        return check
+
+    converter.register_structure_hook_factory(
+        lambda cl: attrs.has(cl) or getattr(cl, "__origin__", None) is dict, table_first
+    )
     return converter
 
 
@@ -280,9 +303,12 @@ _CONVERTER = make_config_converter()
 def parse_value(raw: str) -> Any:
     """Read ``raw`` as a TOML value when it parses as one, else as a plain string."""
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        document = tomllib.loads(f"v = {raw}")
     except tomllib.TOMLDecodeError:
         return raw
+    if list(document) != ["v"]:  # "3\nw = 4" is not one value
+        return raw
+    value = document["v"]
     # No field holds a TOML date/time; keep it as typed so runtime.start=2024-01-01T00:00:00Z works.
     return raw if isinstance(value, date | time) else value
 
@@ -323,13 +349,22 @@ def _merge(
             origins[path] = origin
 
 
+_SYMBOL_KEYED = ("market", "synthetic", "start_prices")
+
+
 def env_layer(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """The ``PLANES__SECTION__KEY`` variables as one layer per variable (keys lower-cased)."""
+    """The ``PLANES__SECTION__KEY`` variables as one layer per variable.
+
+    Key names are lower-cased, except the symbols under ``market.synthetic.start_prices``.
+    """
     layers: dict[str, dict[str, Any]] = {}
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX):
             continue
-        key = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        parts = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if len(parts) == 4 and parts[:3] == list(_SYMBOL_KEYED):
+            parts[3] = parts[3].upper()  # symbols are upper-case; names of keys are not
+        key = ".".join(parts)
         origin = f"environment variable {name}"
         tree: dict[str, Any] = {}
         _set_path(tree, _split_key(key, origin), parse_value(environ[name]), origin)
@@ -380,7 +415,8 @@ def load_config(
 ) -> Config:
     """Build the ``Config``: defaults < ``path`` (or ``configs/default.toml``) < env < ``sets``."""
     environ = os.environ if environ is None else environ
-    tree: dict[str, Any] = {}
+    # The defaults are the first layer, so a partial table (one more start price) merges.
+    tree: dict[str, Any] = to_tree(Config())
     origins: dict[str, str] = {}
     if path is None and use_default_file:
         path = default_config_path()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import attrs
 import structlog
@@ -38,6 +38,7 @@ from plugins.builtin import BUILTIN_PLUGINS
 from plugins.manager import Catalog, PluginError, PluginHost
 
 log = structlog.get_logger("planes.runtime")
+T = TypeVar("T")
 
 PLANE_ORDER: Mapping[str, int] = {
     "observability": 0,
@@ -155,15 +156,37 @@ class Runtime:
         source, rights = rights_for("system", [CONTROL_COMMAND.name])
         self._system = self.bus.handle("system", source, rights)
         self._system.subscribe(CONTROL_STATE, self._on_state)
-        exchanges = {name: owned.item for name, owned in self.catalog.exchanges.items()}
+        exchanges = {
+            name: attrs.evolve(
+                owned.item,
+                market_data=self._own_settings(owned.owner, owned.item.market_data),
+                execution=self._own_settings(owned.owner, owned.item.execution),
+            )
+            for name, owned in self.catalog.exchanges.items()
+        }
         strategies = {name: owned.item for name, owned in self.catalog.strategies.items()}
-        notifiers = {name: owned.item for name, owned in self.catalog.notifiers.items()}
+        notifiers = {
+            name: attrs.evolve(
+                owned.item, factory=self._with_settings(owned.owner, owned.item.factory)
+            )
+            for name, owned in self.catalog.notifiers.items()
+        }
         specs = sorted(
             enumerate(self.catalog.planes),
             key=lambda pair: (PLANE_ORDER.get(pair[1].item.plane, 500), pair[0]),
         )
+        seen: dict[tuple[str, str], str] = {}
         for _, owned in specs:
             spec = owned.item
+            first = seen.setdefault((spec.plane, spec.name), owned.owner)
+            if first != owned.owner or any(
+                r.spec.plane == spec.plane and r.spec.name == spec.name for r in self._components
+            ):
+                msg = (
+                    f"component {spec.plane}/{spec.name} from plugin {owned.owner!r} clashes "
+                    f"with the one from plugin {first!r}"
+                )
+                raise PluginError(msg)
             source, rights = rights_for(spec.plane, spec.publishes)
             handle = self.bus.handle(spec.plane, source, rights)
             ctx = PlaneContext(
@@ -191,6 +214,24 @@ class Runtime:
                 raise RuntimeStartError(msg)
             self._components.append(_Running(spec, owned.owner, component, handle))
         self._assembled = True
+
+    def _own_settings(
+        self, owner: str, factory: Callable[[ComponentContext], T] | None
+    ) -> Callable[[ComponentContext], T] | None:
+        return None if factory is None else self._with_settings(owner, factory)
+
+    def _with_settings(
+        self, owner: str, factory: Callable[[ComponentContext], T]
+    ) -> Callable[[ComponentContext], T]:
+        """Wrap ``factory`` so it sees its own plugin's settings, whoever's context calls it."""
+        settings = self.config.plugins.settings.get(owner, {})
+
+        def build(ctx: ComponentContext) -> T:
+            if isinstance(ctx, PlaneContext):
+                ctx = attrs.evolve(ctx, settings=settings)
+            return factory(ctx)
+
+        return build
 
     def attach(self, plane: str) -> PlaneHandle:
         """A bus handle for a client of the runtime (``cli``, ``telegram``) after ``assemble``."""
@@ -233,7 +274,8 @@ class Runtime:
     def request_stop(self, reason: str = "") -> None:
         """Ask the Orchestrator to stop (a ``control:command stop`` from the system); once."""
         handle = self._system
-        if handle is None or self._stopped.is_set() or self._stop_requested:
+        stopping = self.lifecycle in (Lifecycle.STOPPING, Lifecycle.STOPPED)
+        if handle is None or stopping or self._stop_requested:
             return
         self._stop_requested = True
         log.info("runtime.stop_requested", reason=reason)
@@ -241,6 +283,8 @@ class Runtime:
 
     async def wait_stopped(self, within_s: float | None = None) -> bool:
         """Wait until the Orchestrator publishes STOPPED; False after ``within_s`` seconds."""
+        if self._stopped.is_set():
+            return True
         try:
             await asyncio.wait_for(self._stopped.wait(), within_s)
         except TimeoutError:

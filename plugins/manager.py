@@ -2,9 +2,11 @@
 
 Plugins come from three places, loaded in this order: the built-in list (``plugins.builtin``),
 the ``planes`` entry-point group of installed distributions, and ``plugins.modules`` in config
-(``pkg.mod`` or ``pkg.mod:attr``). ``plugins.disabled`` leaves any of them out by name. A plugin
-that fails to import, or raises in a hook, fails start-up with a ``PluginError`` naming it and
-the cause, unless ``plugins.optional`` names it: then it is logged and skipped whole.
+(``pkg.mod``, ``pkg.mod:attr``, or ``name = pkg.mod:attr`` to give the plugin a short name for
+``plugins.disabled``, ``plugins.optional`` and ``[plugins.settings.<name>]``).
+``plugins.disabled`` leaves any of them out by name. A plugin that fails to import, or raises in
+a hook, fails start-up with a ``PluginError`` naming it and the cause, unless
+``plugins.optional`` names it: then it is logged and skipped whole.
 """
 
 from __future__ import annotations
@@ -97,6 +99,14 @@ def _import_target(target: str) -> object:
     return obj
 
 
+def _config_entry(entry: str) -> tuple[str, str]:
+    """``"name = pkg.mod:attr"`` names a config plugin; a bare target is its own name."""
+    name, sep, target = entry.partition("=")
+    if not sep:
+        return entry.strip(), entry.strip()
+    return name.strip(), target.strip()
+
+
 def _as_plugin(obj: object) -> object:
     """Modules and instances register as they are; a class is instantiated with no arguments."""
     return obj() if inspect.isclass(obj) else obj
@@ -145,9 +155,10 @@ class PluginHost:
             for ep in sorted(self._entry_point_source(), key=lambda e: e.name):
                 dist_version = ep.dist.version if ep.dist is not None else "?"
                 self._load(ep.name, ENTRY_POINT, dist_version, ep.value, ep.load)
-        for target in self._modules:
+        for entry in self._modules:
+            name, target = _config_entry(entry)
             version = self._module_version(target)
-            self._load(target, CONFIG, version, target, functools.partial(_import_target, target))
+            self._load(name, CONFIG, version, target, functools.partial(_import_target, target))
         unknown = self._disabled - {rec.name for rec in self.records}
         if unknown:
             log.warning("plugins.disabled_unknown", names=sorted(unknown))

@@ -13,7 +13,7 @@ import os
 from hypothesis import settings
 
 settings.register_profile("fast", max_examples=50)
-settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True, database=None)
+settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True)
 
 
 def _profile_name() -> str:

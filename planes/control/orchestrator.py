@@ -1,7 +1,8 @@
 """The Orchestrator: sole owner of the lifecycle, driven by ``control:command``.
 
 Boot: STARTING, ``market:connect``, ``market:subscribe`` (configured symbols and channels), wait
-for ``market:connected`` (``control.connect_timeout_s``), RUNNING. Shutdown (``stop`` command):
+for ``market:connected`` (``control.connect_timeout_s``; a ``market:error`` with code
+``connect_failed`` fails the boot at once), RUNNING. Shutdown (``stop`` command):
 STOPPING, ``market:disconnect``, wait for ``market:disconnected``
 (``control.disconnect_timeout_s``), STOPPED; the runtime then stops the other planes (storage
 flushes last). Pause is a flag: PAUSED stops trading (risk rejects with ``paused``) while market
@@ -22,6 +23,7 @@ import structlog
 from contracts.control import ControlCommand, ControlState
 from contracts.enums import Lifecycle
 from contracts.market import (
+    CONNECT_FAILED,
     END_OF_DATA,
     MarketConnected,
     MarketConnectRequest,
@@ -69,6 +71,7 @@ class Orchestrator:
         self.paused = False
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
+        self._connect_failed = asyncio.Event()
         self._last_market_error = ""
         self._stop_task: asyncio.Task[None] | None = None
         self._started_wall = time.monotonic()
@@ -89,13 +92,23 @@ class Orchestrator:
             MarketSubscribeRequest(bus.meta(), symbols=market.symbols, channels=market.channels),
         )
         timeout = self._config.control.connect_timeout_s
+        waiters = [
+            asyncio.ensure_future(self._connected.wait()),
+            asyncio.ensure_future(self._connect_failed.wait()),
+        ]
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        except TimeoutError:
-            reason = f"market source {market.source!r} did not connect within {timeout:g}s"
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if not self._connected.is_set():
+            if self._connect_failed.is_set():
+                reason = f"market source {market.source!r} failed to connect"
+            else:
+                reason = f"market source {market.source!r} did not connect within {timeout:g}s"
             if self._last_market_error:
                 reason += f" (last error: {self._last_market_error})"
-            raise BootError(reason) from None
+            raise BootError(reason)
         if self.lifecycle is Lifecycle.STARTING:
             self._set(Lifecycle.RUNNING, f"market {market.source} connected")
 
@@ -195,3 +208,5 @@ class Orchestrator:
 
     def _on_market_error(self, event: MarketErrorEvent) -> None:
         self._last_market_error = f"{event.code}: {event.message}"
+        if event.code == CONNECT_FAILED and self.lifecycle is Lifecycle.STARTING:
+            self._connect_failed.set()

@@ -2,7 +2,9 @@
 
 It owns the configured source (``market.source``, looked up among registered exchanges) and
 reports ``market:connected``, ``market:disconnected`` and ``market:error``. Requests are
-handled one at a time in arrival order, so a disconnect never overtakes the connect before it.
+handled one at a time in arrival order, so a disconnect never overtakes the connect before it;
+a disconnect request cancels a connect still in progress instead of waiting behind it.
+``stop()`` cancels requests still in flight (a source whose connect hangs cannot block shutdown).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import structlog
 
 from contracts.market import (
+    CONNECT_FAILED,
     MarketConnected,
     MarketConnectRequest,
     MarketDisconnected,
@@ -58,6 +61,8 @@ class MarketGateway:
             raise UnknownSourceError(msg)
         self.sources: dict[str, MarketDataSource] = {name: spec.market_data(ctx)}
         self._lock = asyncio.Lock()
+        self._requests: set[asyncio.Task[Any]] = set()
+        self._connecting: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         """Subscribe to the request topics."""
@@ -66,10 +71,21 @@ class MarketGateway:
         self._bus.subscribe(MARKET_SUBSCRIBE, self._on_subscribe)
 
     async def stop(self) -> None:
-        """Disconnect every source (idempotent)."""
+        """Cancel requests in flight, then disconnect every source (idempotent)."""
+        pending = [task for task in self._requests if task is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         async with self._lock:
             for source in self.sources.values():
                 await self._guard(source, "disconnect_failed", source.disconnect)
+
+    def _track(self, *groups: set[asyncio.Task[Any]]) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            for group in (self._requests, *groups):
+                group.add(task)
+                task.add_done_callback(group.discard)
 
     def _selected(self, name: str | None) -> list[MarketDataSource]:
         if name is None:
@@ -106,9 +122,10 @@ class MarketGateway:
         return True
 
     async def _on_connect(self, request: MarketConnectRequest) -> None:
+        self._track(self._connecting)
         async with self._lock:
             for source in self._selected(request.source):
-                if await self._guard(source, "connect_failed", source.connect):
+                if await self._guard(source, CONNECT_FAILED, source.connect):
                     bus = self._bus
                     meta = bus.meta(request.meta.correlation_id)
                     bus.publish(
@@ -116,6 +133,7 @@ class MarketGateway:
                     )
 
     async def _on_subscribe(self, request: MarketSubscribeRequest) -> None:
+        self._track()
         async with self._lock:
             for source in self._selected(request.source):
 
@@ -125,6 +143,10 @@ class MarketGateway:
                 await self._guard(source, "subscribe_failed", call, request.meta.correlation_id)
 
     async def _on_disconnect(self, request: MarketDisconnectRequest) -> None:
+        self._track()
+        # A disconnect overrides a connect still in progress (a source stuck connecting).
+        for task in list(self._connecting):
+            task.cancel()
         async with self._lock:
             for source in self._selected(request.source):
                 await self._guard(source, "disconnect_failed", source.disconnect)

@@ -86,12 +86,13 @@ class SymbolPath:
         self.regime = self.rng.choice(REGIMES)
         self.bar: _Bar | None = None
         self.bars_closed = 0
+        # The closed bars of the last 24 h, with running sums and monotonic deques for the
+        # rolling high and low, so closing a bar is O(1) amortized, not O(bars per day).
         self.history: deque[_Bar] = deque()
-        self._hist_high = Decimal(0)
-        self._hist_low = Decimal(0)
+        self._highs: deque[_Bar] = deque()
+        self._lows: deque[_Bar] = deque()
         self._hist_volume = Decimal(0)
         self._hist_turnover = Decimal(0)
-        self._open_24h: Decimal | None = None
         self._config = config
         self._bar_ms = config.bar_s * 1000
         self._dt = config.tick_ms / _MS_PER_YEAR
@@ -127,15 +128,25 @@ class SymbolPath:
 
     def _close(self, bar: _Bar) -> None:
         self.bars_closed += 1
-        history = self.history
+        history, highs, lows = self.history, self._highs, self._lows
         history.append(bar)
-        while history and history[0].start <= bar.start - _DAY_MS:
-            history.popleft()
-        self._hist_high = max(b.high for b in history)
-        self._hist_low = min(b.low for b in history)
-        self._hist_volume = sum((b.volume for b in history), Decimal(0))
-        self._hist_turnover = sum((b.turnover for b in history), Decimal(0))
-        self._open_24h = history[0].open
+        self._hist_volume += bar.volume
+        self._hist_turnover += bar.turnover
+        while highs and highs[-1].high <= bar.high:
+            highs.pop()
+        highs.append(bar)
+        while lows and lows[-1].low >= bar.low:
+            lows.pop()
+        lows.append(bar)
+        horizon = bar.start - _DAY_MS
+        while history[0].start <= horizon:
+            old = history.popleft()
+            self._hist_volume -= old.volume
+            self._hist_turnover -= old.turnover
+        while highs[0].start <= horizon:
+            highs.popleft()
+        while lows[0].start <= horizon:
+            lows.popleft()
         if self.rng.random() < 1.0 / self._config.regime_mean_bars:
             self.regime = self.rng.choice([r for r in REGIMES if r is not self.regime])
 
@@ -143,9 +154,9 @@ class SymbolPath:
         """The full ticker for the current state."""
         bar = self.bar
         assert bar is not None  # noqa: S101 - step() ran first
-        high = max(self._hist_high, bar.high) if self.history else bar.high
-        low = min(self._hist_low, bar.low) if self.history else bar.low
-        open_24h = self._open_24h if self._open_24h is not None else bar.open
+        high = max(self._highs[0].high, bar.high) if self.history else bar.high
+        low = min(self._lows[0].low, bar.low) if self.history else bar.low
+        open_24h = self.history[0].open if self.history else bar.open
         spread = Decimal(f"{self.price * self._half_spread:.{_price_decimals(self.price)}f}")
         return TickerEvent(
             meta,

@@ -37,7 +37,6 @@ from contracts.system import ErrorEvent
 from contracts.topics import (
     ANALYTICS_DRIFT,
     ANALYTICS_FEATURES,
-    BotEventMap,
     CONTROL_COMMAND,
     CONTROL_STATE,
     ERROR_EVENT,
@@ -49,6 +48,7 @@ from contracts.topics import (
     PORTFOLIO_POSITION,
     RESEARCH_REJECTED,
     RISK_REJECTED,
+    BotEventMap,
     Topic,
     TopicClashError,
 )
@@ -80,6 +80,11 @@ DEMO_PING = Topic("demo:ping", DemoPing, "a plugin topic")
 @attrs.frozen
 class SubTicker(TickerEvent):
     """A subclass of the ticker payload: still not the topic's class."""
+
+
+@attrs.frozen
+class FakeMetaPayload(Payload):
+    """A payload class no built-in topic uses."""
 
 
 @attrs.frozen
@@ -125,10 +130,26 @@ PAYLOADS: dict[Topic[Any], Callable[[EventMeta], Payload]] = {
     CONTROL_STATE: lambda m: ControlState(m, Lifecycle.RUNNING, paused=False),
     RISK_REJECTED: lambda m: RejectedIntent(m, intent(m), "paused"),
     EXEC_ORDER_EVENT: lambda m: OrderEvent(
-        m, "o1", "c1", "paper", "BTCUSDT", Side.BUY, OrderType.MARKET, OrderStatus.FILLED, Decimal(1)
+        m,
+        "o1",
+        "c1",
+        "paper",
+        "BTCUSDT",
+        Side.BUY,
+        OrderType.MARKET,
+        OrderStatus.FILLED,
+        Decimal(1),
     ),
     PORTFOLIO_POSITION: lambda m: PositionUpdate(
-        m, "BTCUSDT", Decimal(1), Decimal(1), Decimal(0), Decimal(0), Decimal(1), Decimal(1), Decimal(0)
+        m,
+        "BTCUSDT",
+        Decimal(1),
+        Decimal(1),
+        Decimal(0),
+        Decimal(0),
+        Decimal(1),
+        Decimal(1),
+        Decimal(0),
     ),
     RESEARCH_REJECTED: lambda m: ScenarioRejected(m, "cand-1", ("too few trades",)),
     ERROR_EVENT: lambda m: ErrorEvent(m, "someone", "market:ticker", "ValueError", "x"),
@@ -289,11 +310,6 @@ def test_register_topic_name_clash_names_both_owners() -> None:
     # The clashing topics were not half-registered.
     assert bus.topics["demo:ping"] is DEMO_PING
     assert bus.topics["market:ticker"] is MARKET_TICKER
-
-
-@attrs.frozen
-class FakeMetaPayload(Payload):
-    """A payload class no built-in topic uses."""
 
 
 # -- subscription order --------------------------------------------------------------------
@@ -562,11 +578,18 @@ def test_a_raising_wildcard_handler_is_reported_under_its_own_name() -> None:
     def broken_tap(_: Topic[Any], __: Payload) -> None:
         raise KeyError("nope")
 
+    class BrokenTap:
+        def __call__(self, _: Topic[Any], __: Payload) -> None:
+            raise LookupError("object")
+
     bus.subscribe_prefix("market:*", broken_tap)
+    bus.subscribe_all(BrokenTap())
     with capture_logs():
         bus.publish(MARKET_TRADE, trade())
     assert [(e.origin, e.topic, e.error_type) for e in errors] == [
-        (origin_of(broken_tap), "market:trade", "KeyError")
+        (origin_of(broken_tap), "market:trade", "KeyError"),
+        # A callable object is named by its class.
+        (f"{__name__}.{BrokenTap.__qualname__}", "market:trade", "LookupError"),
     ]
 
 
@@ -675,9 +698,7 @@ async def test_async_handler_failures_are_reported_as_error_events() -> None:
         bus.publish(MARKET_TICKER, ticker(5))
         await bus.drain()
 
-    by_type = {e.error_type: e for e in errors}
     assert len(errors) == 3
-    assert by_type["ValueError"].origin in {origin_of(failing), origin_of(broken_object.__call__)}
     assert {(e.topic, e.message) for e in errors} == {
         ("market:ticker", "async boom"),
         ("market:ticker", "bad 5"),
@@ -686,7 +707,8 @@ async def test_async_handler_failures_are_reported_as_error_events() -> None:
     origins = {e.message: e.origin for e in errors}
     assert origins["async boom"] == origin_of(failing)
     assert origins["tap boom"] == origin_of(failing_tap)
-    assert "AsyncBroken" in origins["bad 5"]
+    # A callable object is named by its class, never by its repr (which holds an address).
+    assert origins["bad 5"] == f"{__name__}.AsyncBroken"
     assert sum(bus.handler_errors.values()) == 3
     assert len(failed_logs(logs)) == 3
     assert bus.pending_tasks == 0
@@ -724,9 +746,7 @@ async def test_drain_with_grace_cancels_a_hanging_handler_and_reports_it() -> No
     assert hangs.__qualname__ in error.origin
 
 
-def test_an_async_handler_without_a_running_loop_is_reported_without_a_dangling_coroutine() -> (
-    None
-):
+def test_an_async_handler_without_a_running_loop_is_reported_without_a_dangling_coroutine() -> None:
     bus = EventBus()
     errors = errors_of(bus)
     ran: list[TickerEvent] = []
@@ -854,13 +874,20 @@ def test_research_publishing_anything_else_raises_and_is_reported(topic: Topic[A
     errors = errors_of(bus)
     delivered: list[object] = []
     bus.subscribe(topic, delivered.append)
-    with capture_logs(), pytest.raises(PublishDeniedError, match=topic.name):
+    with capture_logs() as logs, pytest.raises(PublishDeniedError, match=topic.name):
         research.publish(topic, PAYLOADS[topic](research.meta()))
-    assert [e for e in delivered if not isinstance(e, ErrorEvent)] == []
-    [error] = errors
-    assert error.error_type == "PublishDeniedError"
-    assert error.topic == topic.name
-    assert "research" in error.origin
+    assert [e for e in delivered if e not in errors] == []
+    assert [(e["origin"], e["topic"]) for e in failed_logs(logs)] == [
+        ("plane:research", topic.name)
+    ]
+    assert bus.handler_errors == Counter({"plane:research": 1})
+    if topic is ERROR_EVENT:
+        # A failure about error:event is only logged, like a failing error:event handler.
+        assert errors == []
+    else:
+        assert [(e.origin, e.topic, e.error_type) for e in errors] == [
+            ("plane:research", topic.name, "PublishDeniedError")
+        ]
 
 
 PLUGIN_DECLARED = ("risk:*", "control:state", "demo:*", "exec:*", "portfolio:*")
@@ -886,7 +913,7 @@ def test_reserved_topics_belong_to_one_plane_whatever_is_declared(plane: str) ->
 def test_builtin_planes_publish_their_own_topics() -> None:
     bus = EventBus()
     assert handle_for(bus, "market").may_publish(MARKET_TICKER)
-    assert not handle_for(bus, "market").may_publish(MARKET_CONNECT)
+    assert not handle_for(bus, "market").may_publish(CONTROL_COMMAND)
     control = handle_for(bus, "control")
     assert control.may_publish(CONTROL_STATE)
     assert control.may_publish(CONTROL_COMMAND)
@@ -1069,11 +1096,14 @@ def test_property_delivery_order_is_subscription_order(ops: list[tuple[str, Any]
             subs.append(subscribe(len(subs), arg))
         elif op == "cancel" and subs:
             target = subs[arg % len(subs)]
-            target.cancel()
-            target.active = False
+            # BusSubscription.cancel is idempotent; blinker's disconnect is not a subscription.
+            if target.active or target.kind != "blinker":
+                target.cancel()
+                target.active = False
         elif op == "resub" and subs:
             old = subs[arg % len(subs)]
-            if not old.active and old.kind in {"exact", "blinker"}:
+            live = any(s.active and s.handler is old.handler for s in subs)
+            if not live and old.kind in {"exact", "blinker"}:
                 # The same function again: it takes a new, last place.
                 subs.append(subscribe(old.label, old.kind, old.handler))
         elif op == "publish":
@@ -1132,9 +1162,7 @@ def _trees() -> st.SearchStrategy[Any]:
     leaf = st.tuples(st.sampled_from((0, 1)), st.just(()))
     return st.recursive(
         leaf,
-        lambda kids: st.tuples(
-            st.sampled_from((0, 1)), st.lists(kids, max_size=4).map(tuple)
-        ),
+        lambda kids: st.tuples(st.sampled_from((0, 1)), st.lists(kids, max_size=4).map(tuple)),
         max_leaves=40,
     )
 

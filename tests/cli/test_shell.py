@@ -1,0 +1,110 @@
+"""The interactive shell drives a real runtime only through the bus."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prompt_toolkit import PromptSession
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from cli.shell import Shell
+from contracts.control import ControlCommand, ControlState
+from contracts.enums import Lifecycle
+from contracts.topics import CONTROL_COMMAND, CONTROL_STATE
+from planes.config import load_config
+from planes.runtime import Runtime
+
+
+def _runtime(tmp_path: object) -> Runtime:
+    config = load_config(
+        sets=[
+            f"runtime.data_dir={tmp_path}",
+            "market.synthetic.tick_ms=20",
+            "observability.status_interval_s=0",
+        ],
+        environ={},
+    )
+    return Runtime(config)
+
+
+async def test_commands_publish_control_command_and_print_replies(tmp_path: object) -> None:
+    runtime = _runtime(tmp_path)
+    runtime.assemble()
+    lines: list[str] = []
+    shell = Shell(runtime.attach("cli"), write=lines.append)
+    shell.attach()
+    commands: list[ControlCommand] = []
+    states: list[ControlState] = []
+    runtime.bus.subscribe(CONTROL_COMMAND, commands.append)
+    runtime.bus.subscribe(CONTROL_STATE, states.append)
+    await runtime.start()
+    try:
+        assert shell.execute("status")
+        assert shell.execute("pause")
+        assert runtime.paused
+        assert shell.execute("resume")
+        assert shell.execute("nonsense")
+        assert shell.execute("")
+        assert shell.execute("help")
+        assert not shell.execute("quit")
+        assert await runtime.wait_stopped(5)
+    finally:
+        await runtime.stop()
+    assert [c.name for c in commands] == ["status", "pause", "resume", "stop"]
+    assert all(c.meta.source.value == "cli" and c.command_id for c in commands)
+    replies = [s for s in states if s.reply_to is not None]
+    assert [s.reply_to for s in replies[:3]] == [c.command_id for c in commands[:3]]
+    assert any(line.startswith("RUNNING: status") for line in lines)
+    assert any("market_source" in line and "synthetic" in line for line in lines)
+    assert any(line.startswith("PAUSED (paused)") for line in lines)
+    assert any("unknown command 'nonsense'" in line for line in lines)
+    assert any(line.strip().startswith("pause") for line in lines)  # help text
+    assert states[-1].lifecycle is Lifecycle.STOPPED
+
+
+async def test_prompt_loop_reads_lines_until_quit(tmp_path: object) -> None:
+    runtime = _runtime(tmp_path)
+    runtime.assemble()
+    lines: list[str] = []
+    await runtime.start()
+    try:
+        with create_pipe_input() as pipe:
+            session: PromptSession[str] = PromptSession(input=pipe, output=DummyOutput())
+            shell = Shell(runtime.attach("cli"), session=session, write=lines.append)
+            shell.attach()
+            pipe.send_text("status\npause\n")
+            task = asyncio.create_task(shell.run())
+            for _ in range(100):
+                if runtime.paused:
+                    break
+                await asyncio.sleep(0.01)
+            assert runtime.paused
+            pipe.send_text("quit\n")
+            await asyncio.wait_for(task, 5)
+        assert await runtime.wait_stopped(5)
+    finally:
+        await runtime.stop()
+    assert any(line.startswith("RUNNING: status") for line in lines)
+
+
+async def test_end_of_input_stops_the_runtime(tmp_path: object) -> None:
+    runtime = _runtime(tmp_path)
+    runtime.assemble()
+    await runtime.start()
+    try:
+        with create_pipe_input() as pipe:
+            session: PromptSession[str] = PromptSession(input=pipe, output=DummyOutput())
+            shell = Shell(runtime.attach("cli"), session=session, write=lambda _: None)
+            shell.attach()
+            pipe.close()
+            await asyncio.wait_for(shell.run(), 5)
+        assert await runtime.wait_stopped(5)
+    finally:
+        await runtime.stop()
+
+
+def test_attach_needs_an_assembled_runtime(tmp_path: object) -> None:
+    with pytest.raises(RuntimeError, match="assemble"):
+        _runtime(tmp_path).attach("cli")
