@@ -54,8 +54,8 @@ What the factories build (Protocols in ``contracts.ports``):
 Factories of components, sources and notifiers get a ``ComponentContext``: ``bus`` (a handle bound
 to the plane, which stamps ``meta.source`` and enforces publish rights), ``clock``, ``config``,
 ``settings`` (the plugin's ``[plugins.settings.<plugin name>]`` table) and the registries. A market
-source gets the MarketGateway's context, so it publishes as the market plane. Strategy factories
-get the scenario's params.
+source gets the MarketGateway's context, so it publishes as the market plane, with its own
+plugin's ``settings``. Strategy factories get the scenario's params.
 
 Configuration: ``plugins.disabled`` leaves a plugin out by name; ``plugins.optional`` turns its
 failure (import error, a hook raising or returning the wrong type) from a start-up error into a
