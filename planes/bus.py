@@ -133,7 +133,9 @@ class EventBus:
         self._now_ms = now_ms or _wall_ms
         self._namespace = blinker.Namespace()
         self._signals: dict[str, blinker.NamedSignal] = {}
-        self._dispatch: dict[str, tuple[type[Payload], tuple[Handler, ...]]] = {}
+        # Keyed by payload class (the registry binds each to one topic): publish finds the
+        # handlers and checks the topic with one lookup and one identity test.
+        self._dispatch: dict[type[Payload], tuple[Topic[Any], tuple[Handler, ...]]] = {}
         self._seq: dict[tuple[str, object], int] = {}
         self._next_seq = 0
         self._wildcards: list[_Wildcard] = []
@@ -242,7 +244,9 @@ class EventBus:
         return self._next_seq
 
     def _adapt(self, handler: Callable[..., object], where: str) -> Handler:
-        call = type(handler).__dict__.get("__call__")  # an object with an ``async def __call__``
+        # An object with an ``async def __call__`` (its own or inherited); B004 is about
+        # callable() checks, and this looks the method up on purpose.
+        call = getattr(type(handler), "__call__", None)  # noqa: B004
         if not inspect.iscoroutinefunction(handler) and not inspect.iscoroutinefunction(call):
             return handler
         return self._async_adapter(handler, where)
@@ -305,24 +309,24 @@ class EventBus:
             (sub.seq, sub.adapter(topic)) for sub in self._wildcards if name.startswith(sub.prefix)
         )
         entries.sort(key=lambda entry: entry[0])
-        self._dispatch[name] = (topic.payload, tuple(fn for _, fn in entries))
+        self._dispatch[topic.payload] = (topic, tuple(fn for _, fn in entries))
 
     def handlers(self, topic: Topic[Any]) -> tuple[Handler, ...]:
         """The handlers ``topic`` is delivered to, in order (adapters for wildcard ones)."""
         self._require(topic)
-        return self._dispatch[topic.name][1]
+        return self._dispatch[topic.payload][1]
 
     # -- publishing ----------------------------------------------------------------------
 
     def publish(self, topic: Topic[P], payload: P) -> None:
         """Deliver ``payload`` to the handlers of ``topic`` (see the module docstring)."""
-        entry = self._dispatch.get(topic.name)
-        cls = payload.__class__
-        if (
-            entry is None
-            or cls is not entry[0]
-            or cls is not topic.payload
-            or payload.meta.__class__ is not EventMeta
+        registered: Topic[Any] | None
+        try:
+            registered, handlers = self._dispatch[payload.__class__]
+        except KeyError:
+            registered, handlers = None, ()
+        if (registered is not topic and registered != topic) or (
+            payload.meta.__class__ is not EventMeta
         ):
             self._reject(topic, payload)
         if self._dispatching:
@@ -330,22 +334,45 @@ class EventBus:
             return
         self._dispatching = True
         try:
-            for handler in entry[1]:
+            for handler in handlers:
                 try:
                     handler(payload)
                 except Exception as exc:  # noqa: BLE001 - isolation is the contract
                     self._handler_failed(handler, topic, exc)
             if self._queue:
                 self._drain_queue()
-        finally:
+        except BaseException:
+            self._interrupted()
+            raise
+        self._dispatching = False
+
+    def _interrupted(self) -> None:
+        """A BaseException (KeyboardInterrupt, cancellation) escaped a handler mid-delivery.
+
+        Events still queued are not dropped: with a loop bound, the bus stays "dispatching" so
+        later publishes queue behind them, and the rest of the queue is delivered on the next
+        loop turn (FIFO kept). Without a loop they wait for the next ``publish`` to drain them.
+        """
+        loop = self._loop
+        if self._queue and loop is not None and not loop.is_closed():
+            loop.call_soon(self._resume)
+        else:
             self._dispatching = False
+
+    def _resume(self) -> None:
+        try:
+            self._drain_queue()
+        except BaseException:
+            self._interrupted()
+            raise
+        self._dispatching = False
 
     def _drain_queue(self) -> None:
         queue = self._queue
         dispatch = self._dispatch
         while queue:
             topic, payload = queue.popleft()
-            for handler in dispatch[topic.name][1]:
+            for handler in dispatch[payload.__class__][1]:
                 try:
                     handler(payload)
                 except Exception as exc:  # noqa: BLE001 - isolation is the contract
@@ -357,7 +384,7 @@ class EventBus:
             msg = f"publish() needs a Topic, got {topic!r}"
             raise PayloadTypeError(msg)
         self._require(topic)
-        if topic.name not in self._dispatch:
+        if topic.payload not in self._dispatch:
             raise UnknownTopicError(topic.name)
         if not isinstance(payload, topic.payload) or type(payload) is not topic.payload:
             msg = (
@@ -403,7 +430,10 @@ class EventBus:
     # -- threads and the loop ------------------------------------------------------------
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Run async handlers and ``publish_threadsafe`` on ``loop`` (the runtime's loop)."""
+        """Run async handlers and ``publish_threadsafe`` on ``loop`` (the runtime's loop).
+
+        Call it from the loop's own thread: that thread becomes the one ``publish`` runs on.
+        """
         self._loop = loop
         self._loop_thread = threading.get_ident()
 
@@ -465,6 +495,9 @@ def _wall_ms() -> int:
 
 RESERVED: dict[str, str] = {
     "control:state": "control",
+    "market:connect": "control",
+    "market:disconnect": "control",
+    "market:subscribe": "control",
     "risk:*": "risk",
     "exec:*": "execution",
     "portfolio:*": "execution",

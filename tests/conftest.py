@@ -12,8 +12,14 @@ import os
 
 from hypothesis import settings
 
-settings.register_profile("fast", max_examples=50)
-settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True)
+# Hypothesis loads its own "ci" profile (derandomize=True, no database) whenever a CI variable
+# is set, and a profile without a parent inherits whatever is loaded; the explicit parent keeps
+# ours the same everywhere, and random: each CI run explores new examples.
+_DEFAULT = settings.get_profile("default")
+settings.register_profile("fast", parent=_DEFAULT, max_examples=50)
+settings.register_profile(
+    "ci", parent=_DEFAULT, max_examples=200, deadline=None, print_blob=True, derandomize=False
+)
 
 
 def _profile_name() -> str:

@@ -13,7 +13,7 @@ import inspect
 import threading
 import warnings
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
@@ -42,6 +42,8 @@ from contracts.topics import (
     ERROR_EVENT,
     EXEC_ORDER_EVENT,
     MARKET_CONNECT,
+    MARKET_DISCONNECT,
+    MARKET_SUBSCRIBE,
     MARKET_TICKER,
     MARKET_TRADE,
     OBSERVABILITY_ALERT,
@@ -83,7 +85,7 @@ class SubTicker(TickerEvent):
 
 
 @attrs.frozen
-class FakeMetaPayload(Payload):
+class UnusedPayload(Payload):
     """A payload class no built-in topic uses."""
 
 
@@ -123,33 +125,33 @@ def intent(meta: EventMeta) -> Intent:
     return Intent(meta, "i1", "s1", "demo", "BTCUSDT", Side.BUY, size_hint=Decimal("1"))
 
 
-PAYLOADS: dict[Topic[Any], Callable[[EventMeta], Payload]] = {
+PAYLOADS: dict[Topic[Any], Callable[[EventMeta], Any]] = {
     MARKET_TICKER: lambda m: attrs.evolve(ticker(), meta=m),
     ANALYTICS_FEATURES: lambda m: FeatureVector(m, "BTCUSDT", "1m", 1, {"rsi": 50.0}),
     ANALYTICS_DRIFT: lambda m: MarketDriftDetected(m, "BTCUSDT", "rsi", "adwin", 1, 0.9),
     CONTROL_STATE: lambda m: ControlState(m, Lifecycle.RUNNING, paused=False),
     RISK_REJECTED: lambda m: RejectedIntent(m, intent(m), "paused"),
     EXEC_ORDER_EVENT: lambda m: OrderEvent(
-        m,
-        "o1",
-        "c1",
-        "paper",
-        "BTCUSDT",
-        Side.BUY,
-        OrderType.MARKET,
-        OrderStatus.FILLED,
-        Decimal(1),
+        meta=m,
+        order_id="o1",
+        client_order_id="c1",
+        venue="paper",
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        order_type=OrderType.MARKET,
+        status=OrderStatus.FILLED,
+        qty=Decimal(1),
     ),
     PORTFOLIO_POSITION: lambda m: PositionUpdate(
-        m,
-        "BTCUSDT",
-        Decimal(1),
-        Decimal(1),
-        Decimal(0),
-        Decimal(0),
-        Decimal(1),
-        Decimal(1),
-        Decimal(0),
+        meta=m,
+        symbol="BTCUSDT",
+        qty=Decimal(1),
+        avg_price=Decimal(1),
+        realized_pnl=Decimal(0),
+        unrealized_pnl=Decimal(0),
+        mark_price=Decimal(1),
+        equity=Decimal(1),
+        cash=Decimal(0),
     ),
     RESEARCH_REJECTED: lambda m: ScenarioRejected(m, "cand-1", ("too few trades",)),
     ERROR_EVENT: lambda m: ErrorEvent(m, "someone", "market:ticker", "ValueError", "x"),
@@ -185,7 +187,7 @@ def stack_depth() -> int:
     return depth
 
 
-def failed_logs(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def failed_logs(logs: Sequence[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [entry for entry in logs if entry["event"] == "bus.handler_failed"]
 
 
@@ -256,6 +258,23 @@ def test_a_rejected_publish_from_a_handler_is_that_handlers_failure() -> None:
     ]
 
 
+def test_an_equal_topic_object_is_as_good_as_the_constant() -> None:
+    bus = EventBus()
+    seen: list[tuple[Topic[Any], TickerEvent]] = []
+    bus.subscribe_all(lambda topic, payload: seen.append((topic, cast(TickerEvent, payload))))
+    copy = Topic("market:ticker", TickerEvent)
+    assert copy is not MARKET_TICKER
+    event = ticker()
+    bus.publish(copy, event)
+    assert seen == [(MARKET_TICKER, event)]
+
+
+def test_publish_needs_a_topic_object() -> None:
+    bus = EventBus()
+    with pytest.raises(PayloadTypeError, match="needs a Topic"):
+        bus.publish(cast(Any, "market:ticker"), ticker())
+
+
 def test_unregistered_topic_is_refused_for_publish_and_subscribe() -> None:
     bus = EventBus()
     tapped = everything_on(bus)
@@ -304,7 +323,7 @@ def test_register_topic_name_clash_names_both_owners() -> None:
     assert "first-plugin" in str(info.value)
     assert "second-plugin" in str(info.value)
     with pytest.raises(TopicClashError) as builtin:
-        bus.register_topic(Topic("market:ticker", FakeMetaPayload), "third-plugin")
+        bus.register_topic(Topic("market:ticker", UnusedPayload), "third-plugin")
     assert "builtin" in str(builtin.value)
     assert "third-plugin" in str(builtin.value)
     # The clashing topics were not half-registered.
@@ -319,8 +338,8 @@ def test_order_is_subscription_order_across_every_kind_of_subscription() -> None
     bus = EventBus()
     calls: list[str] = []
 
-    def exact(name: str) -> Callable[[TickerEvent], None]:
-        def handler(_: TickerEvent) -> None:
+    def exact(name: str) -> Callable[[object], None]:
+        def handler(_: object) -> None:
             calls.append(name)
 
         return handler
@@ -401,16 +420,27 @@ def test_subscribing_the_same_handler_twice_delivers_once() -> None:
 
 async def test_subscribing_the_same_async_handler_twice_delivers_once() -> None:
     bus = EventBus()
-    calls: list[TickerEvent] = []
+    calls: list[str] = []
 
-    async def handler(payload: TickerEvent) -> None:
-        calls.append(payload)
+    async def handler(_: TickerEvent) -> None:
+        calls.append("function")
 
-    bus.subscribe(MARKET_TICKER, handler)
-    bus.subscribe(MARKET_TICKER, handler)
+    class Owner:
+        async def method(self, _: TickerEvent) -> None:
+            calls.append("method")
+
+    owner = Owner()
+    recorder = AsyncRecorder()
+    for _ in range(2):
+        bus.subscribe(MARKET_TICKER, handler)
+        bus.subscribe(MARKET_TICKER, owner.method)  # a new but equal bound method each time
+        bus.subscribe(MARKET_TICKER, recorder)
+    bus.subscribe(MARKET_TICKER, Owner().method)  # another instance: another handler
+    assert len(bus.handlers(MARKET_TICKER)) == 4
     bus.publish(MARKET_TICKER, ticker())
     await bus.drain()
-    assert len(calls) == 1
+    assert sorted(calls) == ["function", "method", "method"]
+    assert len(recorder.seen) == 1
 
 
 def test_cancel_is_idempotent_and_does_not_touch_a_later_subscription() -> None:
@@ -642,6 +672,10 @@ class AsyncRecorder:
         self.seen.append(payload)
 
 
+class InheritedAsyncRecorder(AsyncRecorder):
+    """Inherits its ``async def __call__``: still an async handler."""
+
+
 class AsyncBroken:
     """A handler object whose ``async def __call__`` raises."""
 
@@ -664,18 +698,21 @@ async def test_async_handlers_are_scheduled_tracked_and_drained() -> None:
         tapped.append(topic.name)
 
     recorder = AsyncRecorder()
+    inherited = InheritedAsyncRecorder()
     bus.subscribe(MARKET_TICKER, handler)
     bus.subscribe(MARKET_TICKER, recorder)
+    bus.subscribe(MARKET_TICKER, inherited)
     bus.subscribe_prefix("market:*", tap)
     event = ticker()
     bus.publish(MARKET_TICKER, event)
     assert seen == []
     assert recorder.seen == []
-    assert bus.pending_tasks == 3
+    assert bus.pending_tasks == 4
     await bus.drain()
     assert bus.pending_tasks == 0
     assert seen == [event]
     assert recorder.seen == [event]
+    assert inherited.seen == [event]
     assert tapped == ["market:ticker"]
 
 
@@ -1051,7 +1088,7 @@ def test_property_delivery_order_is_subscription_order(ops: list[tuple[str, Any]
     calls: list[int] = []
     subs: list[_Sub] = []
 
-    def subscribe(label: int, kind: str, handler: Callable[..., None] | None = None) -> _Sub:
+    def subscribe(label: int, kind: str, handler: Any = None) -> _Sub:
         if handler is None:
             if kind in {"exact", "blinker", "other"}:
 
@@ -1134,12 +1171,20 @@ def test_property_raising_handlers_never_disturb_the_others(
             if raises:
                 raise RuntimeError(f"handler {i}")
 
+        def exact(payload: TickerEvent, record: Callable[[str, Payload], None] = record) -> None:
+            record("market:ticker", payload)
+
+        def wild(
+            topic: Topic[Any], payload: Payload, record: Callable[[str, Payload], None] = record
+        ) -> None:
+            record(topic.name, payload)
+
         if kind == "exact":
-            bus.subscribe(MARKET_TICKER, lambda p, record=record: record("market:ticker", p))
+            bus.subscribe(MARKET_TICKER, exact)
         elif kind == "prefix":
-            bus.subscribe_prefix("market:*", lambda t, p, record=record: record(t.name, p))
+            bus.subscribe_prefix("market:*", wild)
         else:
-            bus.subscribe_all(lambda t, p, record=record: record(t.name, p))
+            bus.subscribe_all(wild)
 
     with capture_logs() as logs:
         for n in range(n_events):
@@ -1222,3 +1267,35 @@ def test_property_cascades_are_delivered_breadth_first(tree: Any) -> None:
     # Each event reaches the catch-all, then the cascade, then the prefix tap before the next.
     assert delivered == [entry for entry in model for _ in range(2)]
     assert not bus.handler_errors
+
+
+async def test_an_interrupted_delivery_keeps_fifo_order_on_the_next_loop_turn() -> None:
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+    seen: list[int] = []
+
+    def on_ticker(payload: TickerEvent) -> None:
+        seen.append(payload.exchange_ts)
+        if payload.exchange_ts == 1:
+            bus.publish(MARKET_TICKER, ticker(2))
+            raise KeyboardInterrupt  # a BaseException escapes isolation on purpose
+
+    bus.subscribe(MARKET_TICKER, on_ticker)
+    with pytest.raises(KeyboardInterrupt):
+        bus.publish(MARKET_TICKER, ticker(1))
+    bus.publish(MARKET_TICKER, ticker(3))  # queued behind the leftover 2, not before it
+    assert seen == [1]
+    await asyncio.sleep(0)
+    assert seen == [1, 2, 3]
+    bus.publish(MARKET_TICKER, ticker(4))
+    assert seen == [1, 2, 3, 4]
+
+
+def test_only_control_may_request_market_connections() -> None:
+    bus = EventBus()
+    source, rights = rights_for("market")
+    market = bus.handle("market", source, rights)
+    assert market.may_publish(MARKET_TICKER)
+    for topic in (MARKET_CONNECT, MARKET_DISCONNECT, MARKET_SUBSCRIBE):
+        assert not market.may_publish(topic)
+        assert bus.handle("control", *rights_for("control")).may_publish(topic)
