@@ -11,11 +11,13 @@ import attrs
 import cattrs
 import pytest
 from attrs.exceptions import FrozenInstanceError
+from cattrs.errors import ClassValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.control import ControlState
 from contracts.converter import CONVERTER, from_json, to_json
-from contracts.enums import OrderStatus, OrderType, Side
+from contracts.enums import Lifecycle, OrderStatus, OrderType, Side
 from contracts.execution import OrderEvent, PositionUpdate
 from contracts.market import BookLevel, KlineEvent, TickerEvent, TradeEvent
 from contracts.meta import EventMeta, Payload, Source
@@ -240,3 +242,32 @@ def test_unknown_enum_value_is_rejected() -> None:
     assert cattrs.transform_error(info.value) == [
         "invalid value for type, expected Source @ $.meta.source"
     ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("exchange_ts", 5.5, "expected an integer"),
+        ("exchange_ts", "5", "expected an integer"),
+        ("exchange_ts", True, "expected an integer"),
+        ("exchange", 3, "expected a string"),
+    ],
+)
+def test_scalars_are_structured_without_coercion(field: str, value: object, reason: str) -> None:
+    ticker = TickerEvent(
+        EventMeta(Source.MARKET, 1), "bybit", "BTCUSDT", Decimal("1.10"), exchange_ts=5
+    )
+    raw = CONVERTER.unstructure(ticker)
+    raw[field] = value
+    with pytest.raises(ClassValidationError) as info:
+        CONVERTER.structure(raw, TickerEvent)
+    assert reason in repr(info.value.exceptions)
+
+
+def test_a_bool_field_refuses_a_string() -> None:
+    state = ControlState(EventMeta(Source.SYSTEM, 1), Lifecycle.RUNNING, paused=False)
+    raw = CONVERTER.unstructure(state)
+    raw["paused"] = "false"
+    with pytest.raises(ClassValidationError) as info:
+        CONVERTER.structure(raw, ControlState)
+    assert "true or false" in repr(info.value.exceptions)
