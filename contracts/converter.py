@@ -19,33 +19,52 @@ from contracts.meta import Payload
 T = TypeVar("T")
 
 
-def _structure_decimal(value: Any, _: type[Decimal]) -> Decimal:
+def structure_decimal(value: Any, _: type) -> Decimal:
+    """Structure a finite ``Decimal`` from a string, an int or a float (never a bool).
+
+    A float goes through its shortest ``repr``, so 0.1 stays 0.1, not 0.1000000000000000055.
+    """
     if isinstance(value, bool):
-        msg = f"expected a decimal number, got the boolean {value!r}"
+        msg = f"expected a decimal number, got the boolean {str(value).lower()}"
         raise TypeError(msg)
-    if isinstance(value, str | int):
-        try:
-            result = Decimal(value)
-        except InvalidOperation:
-            msg = f"expected a decimal number, got {value!r}"
-            raise ValueError(msg) from None
-    elif isinstance(value, float):
-        # repr() is the shortest string that round-trips: 0.1 stays 0.1, not 0.1000000000000000055.
-        result = Decimal(repr(value))
-    else:
+    if not isinstance(value, str | int | float):
         msg = f"expected a decimal number, got {type(value).__name__} {value!r}"
         raise TypeError(msg)
+    try:
+        result = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        msg = f"expected a decimal number, got {value!r}"
+        raise ValueError(msg) from None
     if not result.is_finite():
         msg = f"expected a finite decimal number, got {value!r}"
         raise ValueError(msg)
     return result
 
 
-def _strict(kind: type, accepts: tuple[type, ...], what: str) -> Any:
+def structure_enum(value: Any, cl: type[enum.Enum]) -> enum.Enum:
+    """Structure an enum member by value; the error lists the allowed values."""
+    try:
+        return cl(value)
+    except ValueError:
+        choices = " | ".join(str(m.value) for m in cl)
+        msg = f"{value!r} is not one of {choices}"
+        raise ValueError(msg) from None
+
+
+def strict_scalar(kind: type, accepts: tuple[type, ...], what: str) -> Any:
+    """A structure hook for ``kind`` that coerces nothing: ``value`` must be one of ``accepts``.
+
+    Enum fields whose class subclasses ``kind`` (``StrEnum`` is a ``str``) are structured by
+    value, since cattrs dispatches them to the hook of their base class.
+    """
+
     def structure(value: Any, cl: type) -> Any:
         if cl is not kind and issubclass(cl, enum.Enum):
-            return cl(value)  # StrEnum fields reach the str hook as str subclasses
-        if (isinstance(value, bool) and bool not in accepts) or not isinstance(value, accepts):
+            return structure_enum(value, cl)
+        if isinstance(value, bool) and bool not in accepts:
+            msg = f"expected {what}, got the boolean {str(value).lower()}"
+            raise TypeError(msg)
+        if not isinstance(value, accepts):
             msg = f"expected {what}, got {type(value).__name__} {value!r}"
             raise TypeError(msg)
         if kind is float and not math.isfinite(cast(float, value)):
@@ -54,6 +73,15 @@ def _strict(kind: type, accepts: tuple[type, ...], what: str) -> Any:
         return kind(value)
 
     return structure
+
+
+SCALARS: tuple[tuple[type, tuple[type, ...], str], ...] = (
+    (str, (str,), "a string"),
+    (int, (int,), "an integer"),
+    (float, (int, float), "a number"),
+    (bool, (bool,), "true or false"),
+)
+"""``(type, accepted value types, what the error calls it)`` of every strict scalar hook."""
 
 
 def configure_converter(converter: JsonConverter) -> None:
@@ -68,11 +96,9 @@ def configure_converter(converter: JsonConverter) -> None:
       scalars (``str | int | float | bool``) passed through.
     """
     converter.register_unstructure_hook(Decimal, str)
-    converter.register_structure_hook(Decimal, _structure_decimal)
-    converter.register_structure_hook(str, _strict(str, (str,), "a string"))
-    converter.register_structure_hook(int, _strict(int, (int,), "an integer"))
-    converter.register_structure_hook(float, _strict(float, (int, float), "a number"))
-    converter.register_structure_hook(bool, _strict(bool, (bool,), "true or false"))
+    converter.register_structure_hook(Decimal, structure_decimal)
+    for kind, accepts, what in SCALARS:
+        converter.register_structure_hook(kind, strict_scalar(kind, accepts, what))
 
 
 def make_converter() -> JsonConverter:

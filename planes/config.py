@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import enum
-import math
 import os
 import re
 import tomllib
@@ -20,11 +19,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from contracts.converter import SCALARS, strict_scalar, structure_decimal, structure_enum
 
 ENV_PREFIX = "PLANES__"
 DEFAULT_CONFIG = Path("configs") / "default.toml"
@@ -202,58 +203,14 @@ class Config:
 # -- strict structuring ------------------------------------------------------------------
 
 
-def _structure_enum(value: Any, cl: type[enum.Enum]) -> enum.Enum:
-    try:
-        return cl(value)
-    except ValueError:
-        choices = " | ".join(str(m.value) for m in cl)
-        msg = f"{value!r} is not one of {choices}"
-        raise ValueError(msg) from None
-
-
-def _strict(kind: type[Any], accepts: tuple[type, ...], what: str) -> Any:
-    def structure(value: Any, cl: type) -> Any:
-        if cl is not kind and issubclass(cl, enum.Enum):
-            return _structure_enum(value, cl)  # StrEnum fields dispatch here as str subclasses
-        if isinstance(value, bool) and bool not in accepts:
-            msg = f"expected {what}, got the boolean {str(value).lower()}"
-            raise TypeError(msg)
-        if not isinstance(value, accepts):
-            msg = f"expected {what}, got {type(value).__name__} {value!r}"
-            raise TypeError(msg)
-        if kind is float and not math.isfinite(cast(float, value)):
-            msg = f"expected a finite number, got {value!r}"
-            raise ValueError(msg)
-        return kind(value)
-
-    return structure
-
-
-def _structure_decimal(value: Any, _: type) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        msg = f"expected a decimal number, got {type(value).__name__} {value!r}"
-        raise TypeError(msg)
-    try:
-        result = Decimal(value) if not isinstance(value, float) else Decimal(repr(value))
-    except ArithmeticError:
-        msg = f"expected a decimal number, got {value!r}"
-        raise ValueError(msg) from None
-    if not result.is_finite():
-        msg = f"expected a finite decimal number, got {value!r}"
-        raise ValueError(msg)
-    return result
-
-
 def make_config_converter() -> cattrs.Converter:
     """A converter that refuses extra keys and never coerces ("3" is not an int, 1 not a bool)."""
     converter = cattrs.Converter(forbid_extra_keys=True)
-    converter.register_structure_hook(bool, _strict(bool, (bool,), "true or false"))
-    converter.register_structure_hook(int, _strict(int, (int,), "an integer"))
-    converter.register_structure_hook(float, _strict(float, (int, float), "a number"))
-    converter.register_structure_hook(str, _strict(str, (str,), "a string"))
-    converter.register_structure_hook(Decimal, _structure_decimal)
+    for kind, accepts, what in SCALARS:
+        converter.register_structure_hook(kind, strict_scalar(kind, accepts, what))
+    converter.register_structure_hook(Decimal, structure_decimal)
 
-    def is_str_tuple(cl: Any) -> bool:
+    def is_tuple(cl: Any) -> bool:
         return getattr(cl, "__origin__", None) is tuple
 
     base_tuple = converter.get_structure_hook(tuple[str, ...])
@@ -267,10 +224,9 @@ def make_config_converter() -> cattrs.Converter:
             raise TypeError(msg)
         return base_tuple(value, cl)
 
-    converter.register_structure_hook_func(is_str_tuple, structure_tuple)
-
+    converter.register_structure_hook_func(is_tuple, structure_tuple)
     converter.register_structure_hook_func(
-        lambda cl: isinstance(cl, type) and issubclass(cl, enum.Enum), _structure_enum
+        lambda cl: isinstance(cl, type) and issubclass(cl, enum.Enum), structure_enum
     )
 
     def table_first(cl: Any) -> Any:
