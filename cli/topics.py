@@ -8,8 +8,8 @@ from typing import Any
 
 import attrs
 
+from contracts.rights import BUILTIN_RIGHTS, rights_for
 from contracts.topics import Topic, TopicRegistry
-from planes.bus import BUILTIN_RIGHTS, rights_for
 
 _PREFIXES = re.compile(r"\b(?:typing|collections\.abc|decimal|contracts\.[a-z_]+)\.")
 

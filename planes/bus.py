@@ -33,13 +33,14 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar, cast
 
 import blinker
 import structlog
 
 from contracts.meta import EventMeta, Payload, Source
+from contracts.rights import PublishRights
 from contracts.system import ErrorEvent
 from contracts.topics import ERROR_EVENT, Topic, TopicRegistry
 
@@ -491,73 +492,6 @@ def _same(a: object, b: object) -> bool:
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-RESERVED: dict[str, str] = {
-    "control:state": "control",
-    "market:connect": "control",
-    "market:disconnect": "control",
-    "market:subscribe": "control",
-    "risk:*": "risk",
-    "exec:*": "execution",
-    "portfolio:*": "execution",
-}
-"""Topics only one plane may publish, whatever rights a plugin declares."""
-
-
-def _matches(pattern: str, name: str) -> bool:
-    if pattern.endswith("*"):
-        return name.startswith(pattern[:-1])
-    return name == pattern
-
-
-class PublishRights:
-    """Which topic names a plane may publish: exact names and ``prefix:*`` patterns."""
-
-    __slots__ = ("patterns", "plane")
-
-    def __init__(self, plane: str, patterns: Iterable[str]) -> None:
-        self.plane = plane
-        self.patterns = tuple(patterns)
-
-    def allows(self, name: str) -> bool:
-        """True when ``name`` matches a pattern and no other plane reserved it."""
-        for reserved, owner in RESERVED.items():
-            if owner != self.plane and _matches(reserved, name):
-                return False
-        return any(_matches(p, name) for p in self.patterns)
-
-
-BUILTIN_RIGHTS: dict[str, tuple[Source, tuple[str, ...]]] = {
-    "control": (
-        Source.SYSTEM,
-        ("control:*", "market:connect", "market:disconnect", "market:subscribe"),
-    ),
-    "market": (Source.MARKET, ("market:*",)),
-    "analytics": (Source.ANALYTICS, ("analytics:*",)),
-    "strategy": (Source.STRATEGY, ("strategy:*",)),
-    "risk": (Source.RISK, ("risk:*",)),
-    "execution": (Source.TRADING, ("exec:*", "portfolio:*")),
-    "storage": (Source.STORAGE, ("state:*",)),
-    "observability": (Source.SYSTEM, ("observability:*",)),
-    "research": (Source.RESEARCH, ("research:*", "analytics:marketDriftDetected")),
-    "cli": (Source.CLI, ("control:command",)),
-    "telegram": (Source.TELEGRAM, ("control:command",)),
-}
-"""Each built-in plane's source and what it may publish. Every plane except research may also
-publish ``error:event`` and ``observability:alert``."""
-
-_SHARED = ("error:event", "observability:alert")
-
-
-def rights_for(plane: str, declared: Iterable[str] = ()) -> tuple[Source, PublishRights]:
-    """The source and rights of ``plane``: fixed for built-in planes, ``declared`` for new ones."""
-    builtin = BUILTIN_RIGHTS.get(plane)
-    if builtin is not None:
-        source, patterns = builtin
-        extra = () if plane == "research" else _SHARED
-        return source, PublishRights(plane, (*patterns, *extra))
-    return Source.SYSTEM, PublishRights(plane, (*declared, *_SHARED))
 
 
 class PlaneHandle:

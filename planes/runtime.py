@@ -30,8 +30,9 @@ from contracts.ports import (
     PlaneSpec,
     StrategySpec,
 )
+from contracts.rights import rights_for
 from contracts.topics import CONTROL_COMMAND, CONTROL_STATE, TopicRegistry
-from planes.bus import EventBus, PlaneHandle, rights_for
+from planes.bus import EventBus, PlaneHandle
 from planes.clock import HistoricalClock, RealtimeClock
 from planes.config import ClockKind, Config, Mode
 from plugins.builtin import BUILTIN_PLUGINS

@@ -31,6 +31,7 @@ from contracts.execution import OrderEvent, PositionUpdate
 from contracts.market import TickerEvent, TradeEvent
 from contracts.meta import EventMeta, Payload, Source
 from contracts.research import ScenarioRejected
+from contracts.rights import BUILTIN_RIGHTS, RESERVED, rights_for
 from contracts.risk import RejectedIntent
 from contracts.strategy import Intent
 from contracts.system import ErrorEvent
@@ -55,15 +56,12 @@ from contracts.topics import (
     TopicClashError,
 )
 from planes.bus import (
-    BUILTIN_RIGHTS,
-    RESERVED,
     BusError,
     EventBus,
     PayloadTypeError,
     PlaneHandle,
     PublishDeniedError,
     UnknownTopicError,
-    rights_for,
 )
 
 # -- payloads and helpers ------------------------------------------------------------------

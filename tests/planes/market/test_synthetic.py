@@ -17,8 +17,9 @@ from contracts.market import (
     TickerEvent,
 )
 from contracts.meta import Payload
+from contracts.rights import rights_for
 from contracts.topics import MARKET_TICKER, Topic
-from planes.bus import EventBus, rights_for
+from planes.bus import EventBus
 from planes.clock import HistoricalClock
 from planes.config import SyntheticSection, load_config
 from planes.market.synthetic import REGIMES, SymbolPath, SyntheticSource
