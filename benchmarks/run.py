@@ -2,7 +2,8 @@
 
 Each ``bench_*.py`` is a script that measures its contestants in one process and prints a table;
 this runner runs them one after the other with the interpreter it was started with.
-``--json`` collects each benchmark's ``--json`` object into one JSON document.
+``--json`` collects each benchmark's ``--json`` object into one JSON document; other options
+(``--events 1000``) are handed to every benchmark.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="one JSON object for all benchmarks")
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all), e.g. bus")
-    args = parser.parse_args()
+    args, passthrough = parser.parse_known_args()
     scripts = sorted(HERE.glob("bench_*.py"))
     if args.names:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.names]
@@ -28,7 +29,7 @@ def main() -> int:
     status = 0
     for script in scripts:
         name = script.stem.removeprefix("bench_")
-        cmd = [sys.executable, str(script), *(["--json"] if args.json else [])]
+        cmd = [sys.executable, str(script), *(["--json"] if args.json else []), *passthrough]
         if not args.json:
             print(f"== {name} ==", flush=True)
         proc = subprocess.run(cmd, check=False, capture_output=args.json, text=True)  # noqa: S603
