@@ -134,14 +134,104 @@ class SyntheticSection:
     """Start price per symbol; symbols not listed start at 100."""
 
 
+class BybitCategory(enum.StrEnum):
+    """Bybit V5 public stream category."""
+
+    LINEAR = "linear"
+    SPOT = "spot"
+
+
+BYBIT_CHANNELS = ("tickers", "trades", "orderbook", "kline")
+BYBIT_KLINE_INTERVALS = ("1", "3", "5", "15", "30", "60", "120", "240", "360", "720", "D", "W", "M")
+BYBIT_DEPTHS = {BybitCategory.LINEAR: (1, 50, 200, 500), BybitCategory.SPOT: (1, 50, 200)}
+
+
+def _one_of(choices: tuple[Any, ...]) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        values = value if isinstance(value, tuple) else (value,)
+        for item in values:
+            if item not in choices:
+                reason = f"{item!r} is not one of {', '.join(map(str, choices))}"
+                raise _BadValueError(attribute.name, reason)
+
+    return check
+
+
+def _ws_url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not re.fullmatch(r"wss?://[^\s/]+(/\S*)?", value):
+        raise _BadValueError(attribute.name, f"{value!r} is not a ws:// or wss:// URL")
+
+
+@attrs.frozen
+class BybitSection:
+    """``[market.bybit]``: the Bybit V5 public WebSocket client."""
+
+    ws_url: str = attrs.field(default="wss://stream.bybit.com/v5/public/linear", validator=_ws_url)
+    category: BybitCategory = BybitCategory.LINEAR
+    channels: tuple[str, ...] = attrs.field(
+        default=("tickers", "kline"), validator=_one_of(BYBIT_CHANNELS)
+    )
+    orderbook_depth: int = 50
+    kline_interval: str = attrs.field(default="1", validator=_one_of(BYBIT_KLINE_INTERVALS))
+    ping_interval_s: float = attrs.field(default=20.0, validator=_positive)
+    watchdog_s: float = attrs.field(default=30.0, validator=_positive)
+    """Reconnect when nothing at all arrived for this long (catches half-open sockets)."""
+    backoff_initial_s: float = attrs.field(default=0.5, validator=_positive)
+    backoff_max_s: float = attrs.field(default=30.0, validator=_positive)
+    alert_after_failures: int = attrs.field(default=5, validator=_positive)
+    """Consecutive failed connection attempts before an alert (it keeps retrying)."""
+    open_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        depths = BYBIT_DEPTHS[self.category]
+        if self.orderbook_depth not in depths:
+            reason = (
+                f"{self.orderbook_depth} is not a {self.category.value} depth "
+                f"({', '.join(map(str, depths))})"
+            )
+            raise _BadValueError("orderbook_depth", reason)
+        if self.backoff_max_s < self.backoff_initial_s:
+            reason = f"{self.backoff_max_s} is below backoff_initial_s {self.backoff_initial_s}"
+            raise _BadValueError("backoff_max_s", reason)
+        if self.watchdog_s <= self.ping_interval_s:
+            reason = f"{self.watchdog_s} must exceed ping_interval_s {self.ping_interval_s}"
+            raise _BadValueError("watchdog_s", reason)
+
+
+class ReplayFormat(enum.StrEnum):
+    """File formats the replay source reads."""
+
+    AUTO = "auto"
+    CSV = "csv"
+    BYBIT_JSON = "bybit_json"
+
+
+@attrs.frozen
+class ReplaySection:
+    """``[market.replay]``: closed bars from an OHLCV file."""
+
+    path: str = ""
+    format: ReplayFormat = ReplayFormat.AUTO
+    symbol: str = ""
+    """The symbol of a CSV file (Bybit JSON names its own); empty: the first of market.symbols."""
+    interval: str = ""
+    """The bar interval label (``1``, ``5``, ``60``, ``D`` ...); empty: inferred from the data."""
+    speed: float = attrs.field(default=0.0, validator=_non_negative)
+    """0: as fast as the clock allows (full speed under the historical clock); N > 0: N times
+    real time under the real-time clock (1 = the bars' own pace)."""
+
+
 @attrs.frozen
 class MarketSection:
     """``[market]``: which source, which symbols."""
 
     source: str = "synthetic"
     symbols: tuple[str, ...] = attrs.field(default=("BTCUSDT", "ETHUSDT"), validator=_symbols)
-    channels: tuple[str, ...] = ("tickers", "kline")
+    channels: tuple[str, ...] = ()
+    """What the Orchestrator subscribes at boot; empty: each source's own configured channels."""
     synthetic: SyntheticSection = attrs.field(factory=SyntheticSection)
+    bybit: BybitSection = attrs.field(factory=BybitSection)
+    replay: ReplaySection = attrs.field(factory=ReplaySection)
 
 
 @attrs.frozen

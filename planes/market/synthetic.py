@@ -189,7 +189,7 @@ class SyntheticSource:
         self._bus = ctx.bus
         self._clock = ctx.clock
         self._config = config.market.synthetic
-        self._default_channels = tuple(c for c in config.market.channels if c in CHANNELS)
+        self._default_channels = config.market.channels or ("tickers", "kline")
         self.endpoint = f"synthetic://seed={self._config.seed}"
         self.paths: dict[str, SymbolPath] = {}
         self.channels: set[str] = set()

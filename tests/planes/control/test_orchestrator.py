@@ -155,7 +155,7 @@ async def test_boot_and_shutdown_sequences() -> None:
     ]
     subscribe = next(p for _, p in events if isinstance(p, MarketSubscribeRequest))
     assert subscribe.symbols == ("BTCUSDT", "SOLUSDT")
-    assert subscribe.channels == ("tickers", "kline")
+    assert subscribe.channels == ()  # market.channels is empty: each source streams its own
     connected = next(p for _, p in events if isinstance(p, MarketConnected))
     assert connected.source == "synthetic"
     boot = len(events)
