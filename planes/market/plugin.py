@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from contracts.ports import ExchangeSpec, PlaneSpec
+from planes.market.bybit import BybitPublicSource
 from planes.market.gateway import MarketGateway
 from planes.market.synthetic import SyntheticSource
 from plugins.hookspecs import hookimpl
@@ -18,5 +19,8 @@ def planes_register_planes() -> Sequence[PlaneSpec]:
 
 @hookimpl
 def planes_register_exchanges() -> Sequence[ExchangeSpec]:
-    """Register the offline synthetic generator as the ``synthetic`` source."""
-    return [ExchangeSpec(name="synthetic", market_data=SyntheticSource)]
+    """Register the sources: ``synthetic`` (offline generator), ``bybit`` (V5 public WS)."""
+    return [
+        ExchangeSpec(name="synthetic", market_data=SyntheticSource),
+        ExchangeSpec(name="bybit", market_data=BybitPublicSource),
+    ]
