@@ -125,13 +125,15 @@ def main() -> int:
         print(json.dumps(results))
         return 0
     print(
-        f"Bybit frame -> normalize -> publish vs json.loads ({args.frames:,} frames, best of {args.repeats})"
+        "Bybit frame -> normalize -> publish vs json.loads "
+        f"({args.frames:,} frames, best of {args.repeats})"
     )
     print()
     print(f"{'stream':<16} {'client msg/s':>14} {'json.loads msg/s':>18} {'client/json':>12}")
     for name, r in results.items():
         print(
-            f"{name:<16} {r['client_mps']:>14,.0f} {r['json_loads_mps']:>18,.0f} {r['ratio']:>11.2f}x"
+            f"{name:<16} {r['client_mps']:>14,.0f} {r['json_loads_mps']:>18,.0f}"
+            f" {r['ratio']:>11.2f}x"
         )
     return 0
 
