@@ -1436,7 +1436,13 @@ async def _run_cli(args: argparse.Namespace) -> int:
     jobs = []
     if args.stall_s is not None:
         stall_s = args.stall_s
-        jobs.append(_every(args.stall_after_s, args.stall_every_s, lambda: server.stall(stall_s)))
+
+        async def stall_an_open_connection() -> None:
+            # Connections come and go (drops): wait for one to be open, or the stall hits none.
+            await server.wait_for(lambda: server.open_connections > 0, timeout_s=30, what="open")
+            server.stall(stall_s)
+
+        jobs.append(_every(args.stall_after_s, args.stall_every_s, stall_an_open_connection))
     if args.restart_every_s:
         down_s = args.restart_down_s
         jobs.append(
