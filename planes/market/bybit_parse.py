@@ -145,6 +145,22 @@ def _int(value: Any, field: str) -> int:
 
 
 def _levels(raw: Any, field: str) -> tuple[BookLevel, ...]:
+    if raw.__class__ is list:
+        try:  # the fast path: well-formed [["price", "size"], ...]
+            levels = tuple([BookLevel(Decimal(p), Decimal(q)) for p, q in raw])
+        except (ValueError, TypeError, ArithmeticError):
+            pass
+        else:
+            if all(lv.price.is_finite() and lv.size.is_finite() for lv in levels) and all(
+                item.__class__ is list and item[0].__class__ is str and item[1].__class__ is str
+                for item in raw
+            ):
+                return levels
+    return _levels_checked(raw, field)
+
+
+def _levels_checked(raw: Any, field: str) -> tuple[BookLevel, ...]:
+    """The slow path, for a precise error message."""
     if not isinstance(raw, list):
         raise FrameError(f"{field}: expected a list of [price, size], got {raw!r}")
     levels = []
