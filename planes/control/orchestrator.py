@@ -72,6 +72,8 @@ class Orchestrator:
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._connect_failed = asyncio.Event()
+        self._ever_connected = False
+        self._data_ended = False
         self._last_market_error = ""
         self._stop_task: asyncio.Task[None] | None = None
         self._started_wall = time.monotonic()
@@ -101,7 +103,7 @@ class Orchestrator:
         finally:
             for waiter in waiters:
                 waiter.cancel()
-        if not self._connected.is_set():
+        if not self._ever_connected:
             if self._connect_failed.is_set():
                 reason = f"market source {market.source!r} failed to connect"
             else:
@@ -111,6 +113,9 @@ class Orchestrator:
             raise BootError(reason)
         if self.lifecycle is Lifecycle.STARTING:
             self._set(Lifecycle.RUNNING, f"market {market.source} connected")
+            if self._data_ended and self._config.control.stop_on_end_of_data:
+                # A short file or bounded generator can end while the boot finishes.
+                self._stop_task = asyncio.ensure_future(self._shutdown("market data ended"))
 
     async def stop(self) -> None:
         """Make sure the shutdown sequence ran (the runtime calls this after STOPPED)."""
@@ -191,6 +196,7 @@ class Orchestrator:
         self._set(Lifecycle.STOPPED, reason)
 
     def _on_connected(self, event: MarketConnected) -> None:
+        self._ever_connected = True
         self._connected.set()
 
     def _on_disconnected(self, event: MarketDisconnected) -> None:
@@ -199,6 +205,7 @@ class Orchestrator:
             return
         self._connected.clear()
         ended = event.reason == END_OF_DATA
+        self._data_ended = self._data_ended or ended
         stop_on_end = self._config.control.stop_on_end_of_data
         if ended and self.lifecycle in (Lifecycle.RUNNING, Lifecycle.PAUSED) and stop_on_end:
             if self._stop_task is None:

@@ -146,15 +146,17 @@ def _int(value: Any, field: str) -> int:
 
 def _levels(raw: Any, field: str) -> tuple[BookLevel, ...]:
     if raw.__class__ is list:
-        try:  # the fast path: well-formed [["price", "size"], ...]
+        # The fast path: well-formed [["price", "size"], ...]. Decimal() refuses anything that
+        # is not a number (the checked path then says which); NaN and infinities are refused here.
+        try:
             levels = tuple([BookLevel(Decimal(p), Decimal(q)) for p, q in raw])
         except (ValueError, TypeError, ArithmeticError):
             pass
         else:
-            if all(lv.price.is_finite() and lv.size.is_finite() for lv in levels) and all(
-                item.__class__ is list and item[0].__class__ is str and item[1].__class__ is str
-                for item in raw
-            ):
+            for level in levels:
+                if not (level.price.is_finite() and level.size.is_finite()):
+                    break
+            else:
                 return levels
     return _levels_checked(raw, field)
 

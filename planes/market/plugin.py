@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from contracts.ports import ExchangeSpec, PlaneSpec
 from planes.market.bybit import BybitPublicSource
 from planes.market.gateway import MarketGateway
+from planes.market.replay import ReplaySource
 from planes.market.synthetic import SyntheticSource
 from plugins.hookspecs import hookimpl
 
@@ -23,4 +24,5 @@ def planes_register_exchanges() -> Sequence[ExchangeSpec]:
     return [
         ExchangeSpec(name="synthetic", market_data=SyntheticSource),
         ExchangeSpec(name="bybit", market_data=BybitPublicSource),
+        ExchangeSpec(name="replay", market_data=ReplaySource),
     ]

@@ -161,7 +161,7 @@ def test_an_unknown_market_source_exits_1_naming_the_known_ones(tmp_path: Path) 
     )
     assert result.returncode == 1
     assert "'nope'" in result.stderr
-    assert "known: synthetic" in result.stderr
+    assert "known: bybit, replay, synthetic" in result.stderr
 
 
 def test_topics_lists_every_topic() -> None:

@@ -423,7 +423,7 @@ async def test_an_unknown_source_fails_start_naming_the_known_ones() -> None:
     runtime = Runtime(config)
     with pytest.raises(RuntimeStartError, match="'nope'") as info:
         await runtime.start()
-    assert "known: synthetic" in str(info.value)
+    assert "known: bybit, replay, synthetic" in str(info.value)
 
 
 class Recorder:

@@ -1,0 +1,814 @@
+"""The ``replay`` source: closed ``market:kline`` bars from an OHLCV file, in time order.
+
+Formats (``market.replay.format``; ``auto`` goes by the extension, ``.json`` or ``.csv``, and
+by the first character of the file otherwise):
+
+* **CSV as pandas writes it**: a header row, then one bar a row. The time column is the first
+  column named ``date``, ``datetime``, ``timestamp`` or ``time`` (any case), or else an unnamed
+  first column (``DataFrame.to_csv()`` of a frame with a ``DatetimeIndex``). The columns ``open``,
+  ``high``, ``low``, ``close`` and ``volume`` are found in any letter case and any order; an
+  optional ``turnover`` column is read too, anything else (``Adj Close`` ...) is ignored.
+  Times are ISO-8601 (``2024-01-01 00:00:00``, ``2024-01-01T00:00:00+02:00``, ``2024-01-01``;
+  naive means UTC) or integer epoch timestamps: below ``10**11`` they are seconds (2001-09-09
+  onward, so at least ``10**9``), from ``10**11`` up to ``10**14`` milliseconds (1973-03-03 to
+  year 5138). The first row decides the kind and the unit; every row must then use the same.
+* **Bybit kline JSON** as ``GET /v5/market/kline`` returns it: ``{"retCode": 0, "retMsg": "OK",
+  "result": {"symbol": ..., "list": [[start, open, high, low, close, volume, turnover], ...]}}``,
+  newest first (it is reversed). A ``retCode`` other than 0 is an error quoting ``retMsg``.
+
+The whole file is read and checked at ``connect()``, before the first bar goes out: a malformed
+row is a ``ReplayError`` whose message is ``<path>:<line>: <reason>`` (a bad number or date, high
+below low, high below open or close, low above open or close, a price not above zero, a negative
+volume, a timestamp not after the one before, bars that overlap). Nothing is skipped, nothing is
+re-sorted. Through the MarketGateway that becomes a ``market:error`` with code
+``connect_failed``, which fails the boot at once.
+
+The symbol is the JSON's ``result.symbol``; for a CSV ``market.replay.symbol`` or else the first
+of ``market.symbols``. The interval is ``market.replay.interval`` or else the most common gap
+between bars, labelled the Bybit way (``1``, ``5``, ``60`` minutes, ``D``, ``W``, ``M``; other
+whole minutes as their count, anything else in seconds like ``90s``). A bar ends one
+millisecond before the next interval starts (``end_ts = start_ts + interval - 1``).
+
+Playback starts once the source is connected, was asked to subscribe and, when a control plane
+is booting the bot, the lifecycle reached RUNNING (or PAUSED): bars played during the boot
+would reach no running bot, and a short file could end before the boot saw it connect. With
+``market.replay.speed = 0`` each bar is paced to its end with ``clock.pace``: under the historical
+clock that jumps data time to the bar's end (so ``meta.ts == end_ts``) and the file plays as fast
+as the planes take it, yielding to the loop every ``YIELD_EVERY`` bars for async handlers. With
+``speed = N > 0`` under the real-time clock, bars are spaced by their data-time distance divided
+by N (scaled real time, anchored at the first bar so errors do not accumulate). After the last
+bar it publishes ``market:disconnected`` with reason ``end_of_data``. ``disconnect()`` pauses
+(the next ``connect()`` resumes with the next bar); a bar is never published twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import csv
+import itertools
+import json
+import operator
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+import structlog
+
+from contracts.control import ControlState
+from contracts.enums import Lifecycle
+from contracts.market import END_OF_DATA, KlineEvent, MarketDisconnected, MarketErrorEvent
+from contracts.ports import ComponentContext
+from contracts.topics import CONTROL_STATE, MARKET_DISCONNECTED, MARKET_ERROR, MARKET_KLINE
+from planes.config import Config, ReplayFormat
+
+log = structlog.get_logger("planes.market.replay")
+
+EXCHANGE = "replay"
+CHANNELS = frozenset({"kline"})
+YIELD_EVERY = 32
+"""Bars between two turns given to the event loop under the historical clock.
+
+A turn costs about as much as building a bar, so giving one per bar would tax a backtest by a
+third; synchronous handlers see every bar at its own time regardless, and the historical clock
+yields by itself whenever a sleeper becomes due.
+"""
+
+TIME_COLUMNS = ("date", "datetime", "timestamp", "time")
+PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+_NUMBER_NAMES = (*PRICE_COLUMNS, "turnover")
+
+Bar = tuple[int, int, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal | None]
+"""``(start_ts, end_ts, open, high, low, close, volume, turnover)``."""
+_Row = tuple[int, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal | None]
+
+_MINUTE = 60_000
+_DAY = 1440 * _MINUTE
+_WEEK = 7 * _DAY
+_MONTH = "M"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)  # naive times in a file are UTC
+_ONE_MS = timedelta(milliseconds=1)
+_SECONDS_FROM, _MS_FROM, _MS_UNTIL = 10**9, 10**11, 10**14
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+_LABEL = re.compile(
+    r"(?P<minutes>[1-9]\d*)|(?P<seconds>[1-9]\d*)s|(?P<millis>[1-9]\d*)ms|(?P<fixed>[DW])|M"
+)
+
+
+class ReplayError(ValueError):
+    """An OHLCV file cannot be replayed; ``str()`` is ``<path>:<line>: <reason>``."""
+
+    def __init__(self, path: str, line: int | None, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}" if line else f"{path}: {reason}")
+        self.path = path
+        self.line = line
+        self.reason = reason
+
+
+@attrs.frozen
+class ReplayData:
+    """A validated file: its bars in time order, with symbol and interval."""
+
+    path: str
+    format: ReplayFormat
+    symbol: str
+    interval: str
+    bars: tuple[Bar, ...] = attrs.field(repr=lambda bars: f"<{len(bars)} bars>")
+
+
+def iso(ts_ms: int) -> str:
+    """``ts_ms`` as an ISO-8601 UTC instant (``2024-01-01T00:00:00Z``)."""
+    text = (_EPOCH + ts_ms * _ONE_MS).isoformat()
+    return text.removesuffix("+00:00") + "Z"
+
+
+def interval_label(gap_ms: int) -> str:
+    """The Bybit-style label of a bar length: ``1``, ``60``, ``D``, ``W``; ``90s`` when odd."""
+    if gap_ms == _DAY:
+        return "D"
+    if gap_ms == _WEEK:
+        return "W"
+    if gap_ms % _MINUTE == 0:
+        return str(gap_ms // _MINUTE)
+    if gap_ms % 1000 == 0:
+        return f"{gap_ms // 1000}s"
+    return f"{gap_ms}ms"
+
+
+def interval_ms(label: str) -> int | None:
+    """The length of an interval label in ms; ``None`` for ``M`` (months differ in length).
+
+    Raises ``ValueError`` for a label that is none of ``<minutes>``, ``<seconds>s``, ``<ms>ms``,
+    ``D``, ``W`` or ``M``.
+    """
+    match = _LABEL.fullmatch(label)
+    if match is None:
+        msg = f"{label!r} is not an interval like 1, 5, 60, D, W, M or 90s"
+        raise ValueError(msg)
+    if match["minutes"]:
+        return int(match["minutes"]) * _MINUTE
+    if match["seconds"]:
+        return int(match["seconds"]) * 1000
+    if match["millis"]:
+        return int(match["millis"])
+    if match["fixed"]:
+        return _DAY if match["fixed"] == "D" else _WEEK
+    return None
+
+
+def _next_month(start_ms: int) -> int:
+    day = _EPOCH + start_ms * _ONE_MS
+    year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+    return calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
+
+
+def _month_aligned(start_ms: int) -> bool:
+    day = _EPOCH + start_ms * _ONE_MS
+    return day.day == 1 and start_ms % _DAY == 0
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def detect_format(path: Path) -> ReplayFormat:
+    """``bybit_json`` for ``*.json``, ``csv`` for ``*.csv``, otherwise by the first character."""
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return ReplayFormat.BYBIT_JSON
+    if suffix == ".csv":
+        return ReplayFormat.CSV
+    with path.open("rb") as fh:
+        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return ReplayFormat.BYBIT_JSON if head[:1] in (b"{", b"[") else ReplayFormat.CSV
+
+
+def load_replay(
+    path: str | Path,
+    *,
+    fmt: ReplayFormat = ReplayFormat.AUTO,
+    symbol: str = "",
+    default_symbol: str = "",
+    interval: str = "",
+) -> ReplayData:
+    """Read and check a whole OHLCV file (see the module docstring); raise ``ReplayError``.
+
+    ``symbol`` is the configured one (for JSON it must agree with the file's),
+    ``default_symbol`` the fallback for a CSV, ``interval`` a label or empty to infer it.
+    """
+    name = str(path)
+    file = Path(path)
+    if not name:
+        raise ReplayError("market.replay.path", None, "is empty: name an OHLCV CSV or JSON file")
+    if not file.is_file():
+        raise ReplayError(name, None, "no such file")
+    try:
+        if fmt is ReplayFormat.AUTO:
+            fmt = detect_format(file)
+        if fmt is ReplayFormat.CSV:
+            rows, where = _read_csv(name, file)
+            file_symbol = ""
+        else:
+            rows, where, file_symbol = _read_bybit_json(name, file)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReplayError(name, None, f"cannot read the file: {exc}") from exc
+    if file_symbol and symbol and file_symbol != symbol:
+        reason = f"holds {file_symbol}, but market.replay.symbol is {symbol}"
+        raise ReplayError(name, None, reason)
+    resolved = file_symbol or symbol or default_symbol
+    if not resolved:
+        raise ReplayError(name, None, "no symbol: set market.replay.symbol")
+    if not rows:
+        raise ReplayError(name, None, "holds no bars")
+    label, bars = _bars(name, rows, where, interval)
+    return ReplayData(name, fmt, resolved, label, bars)
+
+
+class _Where(Protocol):
+    """Where row ``i`` (in time order) came from: its line, and how a message names it."""
+
+    def line(self, i: int) -> int | None:
+        """The 1-based line of row ``i``, when known."""
+        ...
+
+    def name(self, i: int) -> str:
+        """``line 12`` or ``result.list[3] (line 5)``."""
+        ...
+
+
+class _Lines:
+    def __init__(self, lines: list[int]) -> None:
+        self._lines = lines
+
+    def line(self, i: int) -> int | None:
+        return self._lines[i]
+
+    def name(self, i: int) -> str:
+        return f"line {self._lines[i]}"
+
+
+class _Entries:
+    """Entries of ``result.list``, read newest first: row ``i`` is entry ``count - 1 - i``."""
+
+    def __init__(self, text: str, count: int) -> None:
+        self._text = text
+        self._count = count
+        self._offsets: list[int] | None = None
+
+    def entry_line(self, entry: int) -> int | None:
+        # Only errors need lines, so the positions are found (once) when the first one asks.
+        if self._offsets is None:
+            self._offsets = _list_offsets(self._text) or []
+        if entry >= len(self._offsets):
+            return None
+        return self._text.count("\n", 0, self._offsets[entry]) + 1
+
+    def line(self, i: int) -> int | None:
+        return self.entry_line(self._count - 1 - i)
+
+    def name(self, i: int) -> str:
+        entry = self._count - 1 - i
+        line = self.entry_line(entry)
+        return f"result.list[{entry}]" + (f" (line {line})" if line else "")
+
+
+def _plausible(bar: _Row) -> bool:
+    """The fast check of a bar (``_check_bar`` says what is wrong); NaN raises InvalidOperation.
+
+    0 < low <= open, close <= high, with high finite, bounds every price; volume and turnover
+    must be finite and not negative.
+    """
+    _, o, h, low, c, v, t = bar
+    return (
+        0 < low <= o <= h
+        and low <= c <= h
+        and v >= 0
+        and h.is_finite()
+        and v.is_finite()
+        and (t is None or (t >= 0 and t.is_finite()))
+    )
+
+
+def _check_bar(row: _Row) -> str | None:  # noqa: PLR0911 - one return per rule, in order
+    """Why a bar is impossible, or None."""
+    _, o, h, low, c, v, t = row
+    if not (
+        o.is_finite()
+        and h.is_finite()
+        and low.is_finite()
+        and c.is_finite()
+        and v.is_finite()
+        and (t is None or t.is_finite())
+    ):
+        named = zip(_NUMBER_NAMES, (o, h, low, c, v, t), strict=True)
+        column, value = next((n, x) for n, x in named if x is not None and not x.is_finite())
+        return f"bad number {value} in {column}"
+    if h < low:
+        return f"high < low ({h} < {low})"
+    if h < o or h < c:
+        return f"high < max(open, close) ({h} < {max(o, c)})"
+    if low > o or low > c:
+        return f"low > min(open, close) ({low} > {min(o, c)})"
+    if low <= 0:
+        return f"price not above zero (low {low})"
+    if v < 0:
+        return f"negative volume {v}"
+    if t is not None and t < 0:
+        return f"negative turnover {t}"
+    return None
+
+
+def _columns(path: str, line: int, header: list[str]) -> tuple[int, list[int], int | None]:
+    names = [h.strip().lower() for h in header]
+    wanted = (*PRICE_COLUMNS, "turnover")
+    found: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in wanted or name in TIME_COLUMNS:
+            if name in found:
+                first = header[found[name]].strip()
+                reason = f"column {first!r} appears twice (columns {found[name] + 1}, {index + 1})"
+                raise ReplayError(path, line, reason)
+            found[name] = index
+    missing = [c.capitalize() for c in PRICE_COLUMNS if c not in found]
+    if missing:
+        noun = "column" if len(missing) == 1 else "columns"
+        reason = f"missing {noun} {', '.join(missing)} (the header is {','.join(header)})"
+        raise ReplayError(path, line, reason)
+    named = [found[c] for c in TIME_COLUMNS if c in found]
+    if named:
+        time_column = min(named)
+    elif names[0] == "":
+        time_column = 0
+    else:
+        reason = (
+            f"no time column: the first column is {header[0].strip()!r}; name it Date, "
+            "Datetime, Timestamp or Time, or leave it unnamed (a pandas index)"
+        )
+        raise ReplayError(path, line, reason)
+    return time_column, [found[c] for c in PRICE_COLUMNS], found.get("turnover")
+
+
+def _iso_ms(text: str) -> int:
+    """Unix ms of an ISO-8601 date or instant (naive: UTC)."""
+    text = text.strip()
+    try:
+        # fromisoformat also takes the basic form, which would read 1704067200000 as 1704-07-08.
+        if text[4:5] != "-":
+            raise ValueError  # noqa: TRY301 - one message for every way to fail
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        msg = "not an ISO-8601 date like 2024-01-01 00:00:00"
+        raise ValueError(msg) from None
+    return (moment - (_NAIVE_EPOCH if moment.tzinfo is None else _EPOCH)) // _ONE_MS
+
+
+def _epoch_parser(first: str) -> Callable[[str], int]:
+    """A parser of integer timestamps in the unit that the first row's value implies."""
+    value = int(first)
+    if _SECONDS_FROM <= value < _MS_FROM:
+        low, high, scale, unit = _SECONDS_FROM, _MS_FROM, 1000, "seconds"
+    elif _MS_FROM <= value < _MS_UNTIL:
+        low, high, scale, unit = _MS_FROM, _MS_UNTIL, 1, "milliseconds"
+    else:
+        msg = (
+            "not an epoch timestamp (milliseconds from 10**11 up to 10**14, "
+            "or seconds from 10**9 up to 10**11)"
+        )
+        raise ValueError(msg)
+
+    def parse(text: str) -> int:
+        number = int(text) if _INTEGER.fullmatch(text) else -1
+        if not low <= number < high:
+            msg = f"not epoch {unit} like the first row's {first.strip()}"
+            raise ValueError(msg)
+        return number * scale
+
+    return parse
+
+
+def _read_csv(path: str, file: Path) -> tuple[list[_Row], _Where]:
+    rows: list[_Row] = []
+    lines: list[int] = []
+    with file.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next((row for row in reader if any(cell.strip() for cell in row)), None)
+        if header is None:
+            raise ReplayError(path, None, "the file is empty")
+        tc, columns, it = _columns(path, reader.line_num, header)
+        width = len(header)
+        parse_time: Callable[[str], int] | None = None
+        dec, pick = Decimal, operator.itemgetter(*columns)
+        for row in reader:
+            line = reader.line_num
+            if len(row) != width:
+                if not any(cell.strip() for cell in row):
+                    continue  # a blank line holds no bar
+                raise ReplayError(path, line, f"expected {width} fields, got {len(row)}")
+            stamp = row[tc]
+            try:
+                if parse_time is None:
+                    parse_time = _epoch_parser(stamp) if _INTEGER.fullmatch(stamp) else _iso_ms
+                start = parse_time(stamp)
+            except (ValueError, OverflowError) as exc:
+                column = header[tc].strip() or "the index column"
+                reason = f"bad date {stamp.strip()!r} in {column}: {exc}"
+                raise ReplayError(path, line, reason) from None
+            try:
+                o, h, low, c, v = map(dec, pick(row))
+                bar = (start, o, h, low, c, v, None if it is None else dec(row[it]))
+                good = _plausible(bar)
+            except InvalidOperation:
+                good = False
+            if not good:
+                raise ReplayError(path, line, _csv_problem(row, header, start, columns, it))
+            rows.append(bar)
+            lines.append(line)
+    return rows, _Lines(lines)
+
+
+def _csv_problem(
+    row: list[str], header: list[str], start: int, columns: list[int], turnover: int | None
+) -> str:
+    """What is wrong with a row that failed the fast check."""
+    for column in (*columns, turnover):
+        if column is not None and not _is_number(row[column]):
+            return f"bad number {row[column].strip()!r} in {header[column].strip()}"
+    o, h, low, c, v = (Decimal(row[column]) for column in columns)
+    t = None if turnover is None else Decimal(row[turnover])
+    return _check_bar((start, o, h, low, c, v, t)) or "impossible bar"
+
+
+def _number(value: Any) -> Decimal:
+    kind = type(value)  # exact types: a JSON true is no number, though bool is an int
+    if kind is str or kind is Decimal or kind is int:
+        return Decimal(value)
+    raise InvalidOperation
+
+
+def _read_bybit_json(path: str, file: Path) -> tuple[list[_Row], _Where, str]:
+    text = file.read_text(encoding="utf-8-sig")
+    try:
+        document = json.loads(text, parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        raise ReplayError(
+            path, exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})"
+        ) from None
+    shape = 'a Bybit kline response like {"retCode": 0, "result": {"list": [...]}}'
+    if not isinstance(document, dict):
+        raise ReplayError(path, 1, f"not {shape}")
+    code = document.get("retCode", 0)
+    if code not in (0, "0"):
+        reason = f"Bybit answered retCode {code}: {document.get('retMsg', '(no retMsg)')}"
+        raise ReplayError(path, None, reason)
+    result = document.get("result")
+    entries = result.get("list") if isinstance(result, dict) else None
+    if not isinstance(result, dict) or not isinstance(entries, list):
+        raise ReplayError(path, None, f"no result.list: not {shape}")
+    symbol = result.get("symbol") or ""
+    if not isinstance(symbol, str):
+        raise ReplayError(path, None, f"result.symbol is {symbol!r}, not a symbol")
+    where = _Entries(text, len(entries))
+    rows: list[_Row] = []
+    for entry, item in zip(range(len(entries) - 1, -1, -1), reversed(entries), strict=True):
+        if not isinstance(item, list) or len(item) not in (6, 7):
+            reason = "expected [start, open, high, low, close, volume, turnover]"
+            raise ReplayError(path, where.entry_line(entry), f"result.list[{entry}]: {reason}")
+        start = _json_ms(item[0])
+        if start is None:
+            reason = f"result.list[{entry}]: bad date {item[0]!r}: not epoch milliseconds"
+            raise ReplayError(path, where.entry_line(entry), reason)
+        try:
+            o, h, low, c, v = map(_number, item[1:6])
+            bar = (start, o, h, low, c, v, _number(item[6]) if len(item) == 7 else None)
+            good = _plausible(bar)
+        except InvalidOperation:
+            good = False
+        if not good:
+            problem = _json_problem(item, start)
+            raise ReplayError(path, where.entry_line(entry), f"result.list[{entry}]: {problem}")
+        rows.append(bar)
+    return rows, where, symbol
+
+
+def _json_problem(item: list[Any], start: int) -> str:
+    """What is wrong with an entry that failed the fast check."""
+    for name, value in zip(_NUMBER_NAMES, item[1:], strict=False):
+        if not _is_number(value):
+            return f"bad number {value!r} in {name}"
+    o, h, low, c, v = map(_number, item[1:6])
+    t = _number(item[6]) if len(item) == 7 else None
+    return _check_bar((start, o, h, low, c, v, t)) or "impossible bar"
+
+
+def _json_ms(value: Any) -> int | None:
+    if type(value) is str and value.isascii() and value.isdigit():
+        value = int(value)
+    if type(value) is int and _MS_FROM <= value < _MS_UNTIL:
+        return value
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        _number(value)
+    except InvalidOperation:
+        return False
+    return True
+
+
+def _list_offsets(text: str) -> list[int] | None:
+    """Character offsets of the entries of ``result.list`` in a valid JSON ``text``."""
+    decoder = json.JSONDecoder()
+    space = re.compile(r"\s*")
+
+    def skip(i: int) -> int:
+        match = space.match(text, i)
+        return i if match is None else match.end()
+
+    def value_of(i: int, key: str) -> int | None:
+        """The offset of ``key``'s value in the object at ``i`` (its last occurrence)."""
+        i = skip(i)
+        if text[i : i + 1] != "{":
+            return None
+        found, i = None, skip(i + 1)
+        while text[i : i + 1] == '"':
+            name, i = decoder.raw_decode(text, i)
+            i = skip(skip(i) + 1)  # past the colon
+            if name == key:
+                found = i
+            _, i = decoder.raw_decode(text, i)
+            i = skip(i)
+            if text[i : i + 1] == ",":
+                i = skip(i + 1)
+        return found
+
+    try:
+        result = value_of(0, "result")
+        start = None if result is None else value_of(result, "list")
+        if start is None or text[start] != "[":
+            return None
+        offsets, i = [], skip(start + 1)
+        while text[i : i + 1] not in ("]", ""):
+            offsets.append(i)
+            _, i = decoder.raw_decode(text, i)
+            i = skip(i)
+            if text[i : i + 1] == ",":
+                i = skip(i + 1)
+    except (ValueError, IndexError):
+        return None
+    return offsets
+
+
+def _sequence_error(path: str, rows: list[_Row], where: _Where, i: int, label: str) -> ReplayError:
+    """The error for row ``i``, which does not start after the end of the bar before it."""
+    start, before = rows[i][0], rows[i - 1][0]
+    if start == before:
+        reason = f"duplicate timestamp {iso(start)} (also on {where.name(i - 1)})"
+    elif start < before:
+        reason = f"out-of-order timestamp {iso(start)}: before {iso(before)} on {where.name(i - 1)}"
+    else:
+        return ReplayError(
+            path,
+            where.line(i),
+            f"bar at {iso(start)} overlaps the one on {where.name(i - 1)}: "
+            f"it starts {start - before} ms after it, but the interval is {label}",
+        )
+    if isinstance(where, _Entries):
+        reason = f"{where.name(i)}: {reason} (Bybit lists bars newest first)"
+    return ReplayError(path, where.line(i), reason)
+
+
+def _bars(path: str, rows: list[_Row], where: _Where, label: str) -> tuple[str, tuple[Bar, ...]]:
+    """Give each row its end; check that each bar starts after the one before has ended."""
+    starts = [row[0] for row in rows]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    if gaps and min(gaps) <= 0:  # out of order, whatever the interval
+        raise _sequence_error(
+            path, rows, where, next(i for i, g in enumerate(gaps, 1) if g <= 0), ""
+        )
+    if label:
+        try:
+            length = interval_ms(label)
+        except ValueError as exc:
+            raise ReplayError(path, None, f"market.replay.interval: {exc}") from None
+    elif not gaps:
+        raise ReplayError(path, None, "one bar: set market.replay.interval, it cannot be inferred")
+    else:
+        label, length = _infer_interval(starts, gaps)
+    if length is None:  # months: each bar ends where its calendar month does
+        ends = [_next_month(start) - 1 for start in starts]
+        late = next((i for i in range(1, len(starts)) if starts[i] <= ends[i - 1]), None)
+        if late is not None:
+            raise _sequence_error(path, rows, where, late, label)
+        return label, tuple(
+            [
+                (start, end, o, h, low, c, v, t)
+                for (start, o, h, low, c, v, t), end in zip(rows, ends, strict=True)
+            ]
+        )
+    if gaps and min(gaps) < length:
+        late = next(i for i, gap in enumerate(gaps, 1) if gap < length)
+        raise _sequence_error(path, rows, where, late, label)
+    last = length - 1
+    return label, tuple(
+        [(start, start + last, o, h, low, c, v, t) for start, o, h, low, c, v, t in rows]
+    )
+
+
+def _infer_interval(starts: list[int], gaps: list[int]) -> tuple[str, int | None]:
+    if all(28 * _DAY <= gap <= 31 * _DAY for gap in gaps) and all(map(_month_aligned, starts)):
+        return _MONTH, None
+    counts = Counter(gaps)
+    top = max(counts.values())
+    gap = min(g for g, n in counts.items() if n == top)  # ties: the shortest, so none overlap
+    return interval_label(gap), gap
+
+
+# -- the source ---------------------------------------------------------------------------
+
+
+class ReplaySource:
+    """The ``replay`` market source (see the module docstring)."""
+
+    name = EXCHANGE
+
+    def __init__(self, ctx: ComponentContext) -> None:
+        config = ctx.config
+        if not isinstance(config, Config):
+            msg = "the replay source needs planes.config.Config"
+            raise TypeError(msg)
+        self._bus = ctx.bus
+        self._clock = ctx.clock
+        self._market = config.market
+        self._config = config.market.replay
+        self.endpoint = f"replay:{self._config.path}"
+        self.data: ReplayData | None = None
+        self.position = 0
+        """How many bars have been published."""
+        self._asked: list[str] = []
+        self._subscribed = asyncio.Event()
+        self._running = asyncio.Event()
+        self._running.set()  # until a control plane says it is booting
+        self._task: asyncio.Task[None] | None = None
+        # Subscribed now, before anything starts: the Orchestrator says STARTING before it asks
+        # for market:connect, and bars played during the boot would reach no running bot.
+        ctx.bus.subscribe(CONTROL_STATE, self._on_state)
+
+    def _on_state(self, state: ControlState) -> None:
+        if state.lifecycle in (Lifecycle.RUNNING, Lifecycle.PAUSED):
+            self._running.set()
+        else:
+            self._running.clear()
+
+    async def connect(self) -> None:
+        """Load and check the file (first time only), then play it from ``position``.
+
+        Idempotent; raises ``ReplayError`` for a file that cannot be replayed.
+        """
+        if self._task is not None and not self._task.done():
+            return
+        if self.data is None:
+            self.data = self._load()
+            self._report_unknown(self._asked)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="replay-source")
+
+    def _load(self) -> ReplayData:
+        config, clock = self._config, self._clock
+        began = time.perf_counter()
+        data = load_replay(
+            config.path,
+            fmt=config.format,
+            symbol=config.symbol,
+            default_symbol=self._market.symbols[0],
+            interval=config.interval,
+        )
+        first_end = data.bars[0][1]
+        if not clock.is_realtime and first_end < clock.now_ms():
+            reason = (
+                f"the data starts at {iso(data.bars[0][0])}, before the historical clock "
+                f"({iso(clock.now_ms())}, runtime.start); "
+                f"set runtime.start={iso(data.bars[0][0])} or earlier"
+            )
+            raise ReplayError(data.path, None, reason)
+        if config.speed and not clock.is_realtime:
+            log.warning("replay.speed_ignored", speed=config.speed, clock="historical")
+        log.info(
+            "replay.loaded",
+            path=data.path,
+            format=data.format.value,
+            symbol=data.symbol,
+            interval=data.interval,
+            bars=len(data.bars),
+            first=iso(data.bars[0][0]),
+            last=iso(data.bars[-1][0]),
+            load_s=round(time.perf_counter() - began, 3),
+        )
+        return data
+
+    async def disconnect(self) -> None:
+        """Stop playback and wait for its task to end (idempotent); ``connect()`` resumes."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # we were cancelled ourselves, not just the playback
+
+    async def subscribe(self, symbols: Sequence[str], channels: Sequence[str]) -> None:
+        """Start playback; report channels other than ``kline`` and symbols not in the file."""
+        bus = self._bus
+        for channel in dict.fromkeys(channels or ("kline",)):
+            if channel not in CHANNELS:
+                message = f"the replay source streams {sorted(CHANNELS)}, not {channel!r}"
+                bus.publish(
+                    MARKET_ERROR,
+                    MarketErrorEvent(
+                        bus.meta(), self.name, "unsupported_channel", message, topic=channel
+                    ),
+                )
+        if self.data is None:
+            self._asked.extend(symbols)  # the symbol of a JSON file is known once it is read
+        else:
+            self._report_unknown(symbols)
+        self._subscribed.set()
+
+    def _report_unknown(self, symbols: Sequence[str]) -> None:
+        data, bus = self.data, self._bus
+        assert data is not None  # noqa: S101 - called once the file is loaded
+        for symbol in dict.fromkeys(symbols):
+            if symbol != data.symbol:
+                message = f"no data for {symbol}: {data.path} holds {data.symbol} only"
+                log.warning("replay.unknown_symbol", symbol=symbol, serves=data.symbol)
+                bus.publish(
+                    MARKET_ERROR,
+                    MarketErrorEvent(
+                        bus.meta(), self.name, "unknown_symbol", message, topic=symbol
+                    ),
+                )
+        self._asked.clear()
+
+    async def _run(self) -> None:
+        await self._subscribed.wait()
+        await self._running.wait()
+        data, clock, bus = self.data, self._clock, self._bus
+        assert data is not None  # noqa: S101 - connect() loaded it
+        if self._config.speed and clock.is_realtime:
+            await self._play_scaled(data, self._config.speed)
+        else:
+            await self._play(data)
+        log.info("replay.end_of_data", path=data.path, bars=self.position)
+        bus.publish(
+            MARKET_DISCONNECTED,
+            MarketDisconnected(bus.meta(), self.name, END_OF_DATA, will_reconnect=False),
+        )
+
+    async def _play(self, data: ReplayData) -> None:
+        """Pace each bar to its end with the clock (full speed under the historical clock)."""
+        bus = self._bus
+        publish, meta, pace, sleep = bus.publish, bus.meta, self._clock.pace, asyncio.sleep
+        symbol, interval = data.symbol, data.interval
+        done = self.position
+        try:
+            for start, end, o, h, low, c, v, t in itertools.islice(data.bars, done, None):
+                await pace(end)
+                publish(
+                    MARKET_KLINE,
+                    KlineEvent(
+                        meta(), EXCHANGE, symbol, interval, start, end, o, h, low, c, v, True, t
+                    ),
+                )
+                done += 1
+                if not done % YIELD_EVERY:
+                    await sleep(0)
+        finally:
+            self.position = done
+
+    async def _play_scaled(self, data: ReplayData, speed: float) -> None:
+        """Space bars by their data-time distance / ``speed``, anchored at the first one."""
+        bus, clock = self._bus, self._clock
+        symbol, interval = data.symbol, data.interval
+        done = self.position
+        if done >= len(data.bars):
+            return
+        anchor_wall, anchor_data = clock.now_ms(), data.bars[done][1]
+        try:
+            for start, end, o, h, low, c, v, t in itertools.islice(data.bars, done, None):
+                await clock.sleep_until(anchor_wall + round((end - anchor_data) / speed))
+                bus.publish(
+                    MARKET_KLINE,
+                    KlineEvent(
+                        bus.meta(), EXCHANGE, symbol, interval, start, end, o, h, low, c, v, True, t
+                    ),
+                )
+                done += 1
+        finally:
+            self.position = done
