@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -337,4 +341,65 @@ async def test_the_runtime_boots_and_stops_on_the_bybit_source(server: FakeBybit
         assert len(tickers) >= 5
     finally:
         await runtime.stop()
+    assert our_tasks() == []
+
+
+REPO = str(Path(__file__).resolve().parents[3])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _start_server_process(port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fakes.bybit_server",
+        "--port",
+        str(port),
+        "--rate-hz",
+        "50",
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 15)
+    assert b"ws://127.0.0.1" in line, line
+    return proc
+
+
+@pytest.mark.subprocess
+async def test_a_killed_server_process_restarted_on_the_same_port() -> None:
+    port = _free_port()
+    first = await _start_server_process(port)
+    second: asyncio.subprocess.Process | None = None
+    h = Harness(f"ws://127.0.0.1:{port}/v5/public/linear")
+    try:
+        await h.source.subscribe(["BTCUSDT", "ETHUSDT"], ["tickers", "trades"])
+        await h.source.connect()
+        await h.until(lambda: len(h.of(TickerEvent)) >= 5)
+        first.kill()  # SIGKILL: no close frame, no FIN from a clean shutdown
+        await first.wait()
+        await h.until(lambda: h.source.metrics.reconnects >= 1)
+        second = await _start_server_process(port)
+        before = len(h.of(TickerEvent))
+        await h.until(lambda: len(h.of(TickerEvent)) >= before + 10, within_s=10)
+        assert any(c.reconnect for c in h.of(MarketConnected))
+        await h.source.disconnect()
+        second.send_signal(signal.SIGINT)
+        out, _ = await asyncio.wait_for(second.communicate(), 10)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    subscribed = [line for line in out.decode().splitlines() if " subscribe [" in line]
+    assert len(subscribed) == 1, out.decode()  # one connection to the new process
+    for topic in h.source.topics:
+        assert subscribed[0].count(f"'{topic}'") == 1
     assert our_tasks() == []
