@@ -26,12 +26,11 @@ from contracts.meta import EventMeta, Source
 from contracts.topics import MARKET_ORDERBOOK_DELTA, MARKET_TICKER
 from planes.bus import EventBus
 from planes.market.bybit_parse import BybitNormalizer
-
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "bybit" / "ws" / "public"
+from tests.fakes.bybit_server import load_samples  # the real Bybit samples, or their copies
 
 
 def ticker_frames(n: int, rng: random.Random) -> list[str]:
-    snap = json.loads((SAMPLES / "ticker_linear_snapshot.json").read_text())
+    snap = load_samples()["ticker_linear"]
     frames = [json.dumps(snap)]
     cs, ts, price = snap["cs"], snap["ts"], 17216.0
     for _ in range(n):
@@ -50,7 +49,7 @@ def ticker_frames(n: int, rng: random.Random) -> list[str]:
 
 
 def book_frames(n: int, rng: random.Random) -> list[str]:
-    snap = json.loads((SAMPLES / "orderbook_snapshot.json").read_text())
+    snap = load_samples()["orderbook_snapshot"]
     frames = [json.dumps(snap)]
     u, ts = snap["data"]["u"], snap["ts"]
     for _ in range(n):

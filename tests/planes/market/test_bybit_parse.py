@@ -1,11 +1,14 @@
-"""BybitNormalizer on real Bybit V5 frames (shared/data/bybit/ws/public) and on broken ones."""
+"""BybitNormalizer on real Bybit V5 frames (shared/data/bybit/ws/public) and on broken ones.
+
+The samples come through the fake server's loader: the shared folder when it is there, else the
+copies embedded in tests/fakes/bybit_server.py (a test there keeps them equal to the files).
+"""
 
 from __future__ import annotations
 
 import copy
 import json
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,13 +20,13 @@ from contracts.market import KlineEvent, OrderBookDelta, TickerEvent, TradeEvent
 from contracts.meta import EventMeta, Source
 from contracts.topics import MARKET_ORDERBOOK_DELTA, MARKET_TICKER
 from planes.market.bybit_parse import _TICKER_FIELDS, BybitNormalizer
+from tests.fakes.bybit_server import SAMPLE_FILES, load_samples
 
-SAMPLES = Path(__file__).resolve().parents[4] / "shared" / "data" / "bybit" / "ws" / "public"
+_BY_FILE = {file: key for key, file in SAMPLE_FILES.items()}
 
 
 def sample(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((SAMPLES / name).read_text())
-    return data
+    return copy.deepcopy(load_samples()[_BY_FILE[name]])
 
 
 def normalizer() -> BybitNormalizer:
@@ -32,10 +35,6 @@ def normalizer() -> BybitNormalizer:
 
 def feed(n: BybitNormalizer, message: dict[str, Any] | str) -> Any:
     return n.handle(message if isinstance(message, str) else json.dumps(message))
-
-
-def test_samples_are_there() -> None:
-    assert SAMPLES.is_dir(), SAMPLES
 
 
 def test_linear_ticker_snapshot_then_deltas_merge_into_the_full_state() -> None:
