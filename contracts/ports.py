@@ -8,12 +8,13 @@ these Protocols.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
 from contracts.meta import EventMeta, Payload, Source
-from contracts.strategy import Intent, ParamValue
+from contracts.strategy import IntentDraft, ParamValue
 from contracts.topics import Topic
 
 P = TypeVar("P", bound=Payload)
@@ -181,26 +182,42 @@ class MarketDataSource(Protocol):
 
 
 class StrategyView(Protocol):
-    """The read-only world a strategy sees: time from the clock, features, positions."""
+    """The read-only world a strategy sees: time from the clock, features, regime, positions."""
+
+    @property
+    def symbol(self) -> str:
+        """The symbol this strategy instance trades."""
+        ...
 
     def now_ms(self) -> int:
-        """Current time of the runtime clock."""
+        """Current time of the runtime clock (never the wall clock)."""
         ...
 
-    def features(self, symbol: str) -> Mapping[str, float]:
-        """The latest feature values of ``symbol`` (empty when none yet)."""
+    def features(self) -> Mapping[str, float]:
+        """The latest ``analytics:features`` values of the symbol (empty when none yet)."""
         ...
 
-    def position(self, symbol: str) -> Any:
-        """The current position quantity of ``symbol`` (a ``Decimal``; zero when flat)."""
+    def regime(self) -> str | None:
+        """The latest ``analytics:context`` regime label of the symbol, or None."""
+        ...
+
+    def position(self) -> Decimal:
+        """The current position quantity of the symbol (signed; zero when flat)."""
         ...
 
 
 class Strategy(Protocol):
-    """Turns events into intents. No I/O, no wall clock, no exchange access of its own."""
+    """Turns events into intent drafts. No I/O, no wall clock, no exchange access of its own.
 
-    def on_event(self, topic: Topic[Any], payload: Payload, view: StrategyView) -> Sequence[Intent]:
-        """Return the intents this event causes (often none)."""
+    One instance serves one scenario on one symbol. It is called for the closed
+    ``market:kline`` bars of its symbol and for its symbol's ``analytics:features``; it keeps
+    whatever state it needs between calls and returns what it wants now (often nothing).
+    """
+
+    def on_event(
+        self, topic: Topic[Any], payload: Payload, view: StrategyView
+    ) -> Sequence[IntentDraft]:
+        """Return the intent drafts this event causes."""
         ...
 
 

@@ -37,6 +37,26 @@ class Intent(Payload):
 
 
 @attrs.frozen
+class IntentDraft:
+    """What a strategy returns: the wish without the bookkeeping.
+
+    The StrategyManager turns each draft into an ``Intent``: it stamps ``meta`` (with the
+    causing event's correlation id), a deterministic ``intent_id``, the scenario, the strategy
+    name and the symbol. ``size_hint`` is a quantity; ``target_exposure`` a signed fraction of
+    equity; with neither, the RiskManager applies its default size.
+    """
+
+    side: Side
+    size_hint: Decimal | None = None
+    target_exposure: Decimal | None = None
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    reduce_only: bool = False
+    reason: str = ""
+
+
+@attrs.frozen
 class ScenarioEnabled(Payload):
     """A scenario (strategy + params + optional regime condition + version) now trades."""
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.strategies import configure_union_passthrough
 
 from contracts.converter import SCALARS, strict_scalar, structure_decimal, structure_enum
 
@@ -234,6 +235,139 @@ class MarketSection:
     replay: ReplaySection = attrs.field(factory=ReplaySection)
 
 
+INDICATOR_KINDS = ("returns", "sma", "ema", "rsi", "atr", "volatility", "zscore")
+
+
+@attrs.frozen
+class FeatureSpec:
+    """One ``[[analytics.features]]`` entry: an indicator by kind and window, named."""
+
+    name: str
+    kind: str = attrs.field(validator=_one_of(INDICATOR_KINDS))
+    window: int = attrs.field(default=14, validator=_positive)
+
+
+def _default_features() -> tuple[FeatureSpec, ...]:
+    return (
+        FeatureSpec("ret_1", "returns", 1),
+        FeatureSpec("sma_20", "sma", 20),
+        FeatureSpec("ema_20", "ema", 20),
+        FeatureSpec("rsi_14", "rsi", 14),
+        FeatureSpec("atr_14", "atr", 14),
+        FeatureSpec("vol_20", "volatility", 20),
+        FeatureSpec("zscore_20", "zscore", 20),
+    )
+
+
+@attrs.frozen
+class AnalyticsSection:
+    """``[analytics]``: features per symbol and timeframe, and the market-context rules."""
+
+    features: tuple[FeatureSpec, ...] = attrs.field(factory=_default_features)
+    trend_fast: int = attrs.field(default=20, validator=_positive)
+    """EMA window of the fast trend line."""
+    trend_slow: int = attrs.field(default=50, validator=_positive)
+    """EMA window of the slow trend line; |fast - slow| / slow under trend_band is a range."""
+    trend_band: float = attrs.field(default=0.001, validator=_non_negative)
+    vol_window: int = attrs.field(default=20, validator=_positive)
+    """Bars of log returns whose standard deviation buckets the volatility."""
+    vol_low: float = attrs.field(default=0.001, validator=_non_negative)
+    """Per-bar volatility below this is ``low``."""
+    vol_high: float = attrs.field(default=0.004, validator=_non_negative)
+    """Per-bar volatility above this is ``high``."""
+
+
+@attrs.frozen
+class ScenarioSpec:
+    """One ``[[strategy.scenarios]]`` entry: strategy + params + regime condition + version."""
+
+    id: str
+    strategy: str
+    params: dict[str, str | int | float | bool] = attrs.field(factory=dict)
+    symbols: tuple[str, ...] = ()
+    """The symbols it trades; empty: all of market.symbols."""
+    regime: str = ""
+    """Act only while analytics:context says this regime (empty: always)."""
+    version: int = 1
+    enabled: bool = True
+
+
+def _default_scenarios() -> tuple[ScenarioSpec, ...]:
+    return (ScenarioSpec("sma_cross_demo", "sma_cross", {"fast": 5, "slow": 13}),)
+
+
+@attrs.frozen
+class StrategySection:
+    """``[strategy]``: the scenarios, and strategies loaded by class path."""
+
+    scenarios: tuple[ScenarioSpec, ...] = attrs.field(factory=_default_scenarios)
+    class_paths: tuple[str, ...] = ()
+    """More strategies: ``"name = pkg.module:Class"`` (the class takes the params mapping)."""
+
+
+@attrs.frozen
+class RiskSection:
+    """``[risk]``: every limit the RiskManager enforces (money in the quote currency)."""
+
+    allowlist: tuple[str, ...] = ()
+    """Symbols that may be traded; empty: market.symbols."""
+    default_qty: Decimal = Decimal("0.01")
+    """Size of an intent that carries neither size_hint nor target_exposure."""
+    max_position: dict[str, Decimal] = attrs.field(factory=dict)
+    """Largest absolute position per symbol (quantity); others: default_max_position."""
+    default_max_position: Decimal = Decimal(1)
+    max_notional: Decimal = Decimal(100_000)
+    """Largest absolute position value per symbol."""
+    max_gross_exposure: Decimal = Decimal(250_000)
+    """Largest sum of absolute position values."""
+    daily_loss_limit: Decimal = Decimal(5_000)
+    """Loss since the UTC day started that halts new entries (reducing is still allowed)."""
+    max_drawdown: float = attrs.field(default=0.25, validator=_non_negative)
+    """Drop from peak equity (fraction) that halts new entries."""
+    cooldown_after_loss_s: float = attrs.field(default=0.0, validator=_non_negative)
+    """No new entry on a symbol for this long after a losing exit on it."""
+    stale_data_s: float = attrs.field(default=120.0, validator=_non_negative)
+    """No new risk when the symbol's last market data is older (clock time); 0: off."""
+    max_orders_per_minute: int = attrs.field(default=60, validator=_positive)
+
+
+class FillModel(enum.StrEnum):
+    """When paper market orders fill."""
+
+    NEXT_OPEN = "next_open"
+    CLOSE = "close"
+
+
+class SlippageModel(enum.StrEnum):
+    """How paper fills are moved against the trader."""
+
+    FIXED = "fixed"
+    VOLUME = "volume"
+
+
+@attrs.frozen
+class ExecutionSection:
+    """``[execution]``: the venue and the paper/backtest fill, fee and slippage models."""
+
+    venue: str = "paper"
+    fill: FillModel = FillModel.NEXT_OPEN
+    fee_bps_taker: float = attrs.field(default=5.5, validator=_non_negative)
+    fee_bps_maker: float = attrs.field(default=2.0, validator=_non_negative)
+    slippage: SlippageModel = SlippageModel.FIXED
+    slippage_bps: float = attrs.field(default=0.0, validator=_non_negative)
+    """Fixed model: bps against the trader. Volume model: bps per 1 % of the bar's volume."""
+    max_volume_share: float = attrs.field(default=1.0, validator=_positive)
+    """Largest share of a bar's volume one order may fill in that bar (< 1: partial fills)."""
+
+
+@attrs.frozen
+class PortfolioSection:
+    """``[portfolio]``: starting cash of the ledger."""
+
+    cash: Decimal = Decimal(10_000)
+    quote: str = "USDT"
+
+
 @attrs.frozen
 class ControlSection:
     """``[control]``: how long the Orchestrator waits at boot and shutdown."""
@@ -284,6 +418,11 @@ class Config:
 
     runtime: RuntimeSection = attrs.field(factory=RuntimeSection)
     market: MarketSection = attrs.field(factory=MarketSection)
+    analytics: AnalyticsSection = attrs.field(factory=AnalyticsSection)
+    strategy: StrategySection = attrs.field(factory=StrategySection)
+    risk: RiskSection = attrs.field(factory=RiskSection)
+    execution: ExecutionSection = attrs.field(factory=ExecutionSection)
+    portfolio: PortfolioSection = attrs.field(factory=PortfolioSection)
     control: ControlSection = attrs.field(factory=ControlSection)
     logging: LoggingSection = attrs.field(factory=LoggingSection)
     observability: ObservabilitySection = attrs.field(factory=ObservabilitySection)
@@ -299,6 +438,8 @@ def make_config_converter() -> cattrs.Converter:
     for kind, accepts, what in SCALARS:
         converter.register_structure_hook(kind, strict_scalar(kind, accepts, what))
     converter.register_structure_hook(Decimal, structure_decimal)
+    # Strategy params are TOML scalars kept as they came (3 stays an int, 0.5 a float).
+    configure_union_passthrough(str | int | float | bool, converter)
 
     def is_tuple(cl: Any) -> bool:
         return getattr(cl, "__origin__", None) is tuple

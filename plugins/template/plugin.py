@@ -20,8 +20,8 @@ from typing import Any
 import attrs
 
 from contracts.enums import Side
-from contracts.market import TickerEvent
-from contracts.meta import EventMeta, Payload, Source
+from contracts.market import KlineEvent, TickerEvent
+from contracts.meta import Payload
 from contracts.ports import (
     ComponentContext,
     ExchangeSpec,
@@ -31,7 +31,7 @@ from contracts.ports import (
     StrategyView,
     Subscription,
 )
-from contracts.strategy import Intent, ParamValue
+from contracts.strategy import IntentDraft, ParamValue
 from contracts.topics import MARKET_TICKER, Topic
 from plugins.hookspecs import hookimpl
 
@@ -157,10 +157,10 @@ class ExampleSource:
 
 
 class ThresholdCross:
-    """Buy when the last price crosses ``threshold`` upwards, sell when it crosses downwards.
+    """Buy when a closed bar's close crosses ``threshold`` upwards, sell when it crosses down.
 
-    Params: ``threshold`` (number, required), ``size`` (quantity hint, default 1),
-    ``scenario_id`` (default ``"example"``).
+    Params: ``threshold`` (number, required), ``size`` (quantity hint, default 1). The
+    StrategyManager stamps scenario, ids and meta onto what ``on_event`` returns.
     """
 
     def __init__(self, params: Mapping[str, ParamValue]) -> None:
@@ -169,32 +169,21 @@ class ThresholdCross:
             raise ValueError(msg)
         self.threshold = Decimal(str(params["threshold"]))
         self.size = Decimal(str(params.get("size", 1)))
-        self.scenario_id = str(params.get("scenario_id", "example"))
-        self._above: dict[str, bool] = {}
+        self._above: bool | None = None
 
-    def on_event(self, topic: Topic[Any], payload: Payload, view: StrategyView) -> Sequence[Intent]:
-        """Return one intent on a cross, none otherwise (the first ticker only sets the side)."""
-        if not isinstance(payload, TickerEvent):
+    def on_event(
+        self, topic: Topic[Any], payload: Payload, view: StrategyView
+    ) -> Sequence[IntentDraft]:
+        """Return one draft on a cross, none otherwise (the first bar only sets the side)."""
+        if not isinstance(payload, KlineEvent) or not payload.closed:
             return []
-        above = payload.last_price > self.threshold
-        was_above = self._above.get(payload.symbol)
-        self._above[payload.symbol] = above
+        above = payload.close > self.threshold
+        was_above, self._above = self._above, above
         if was_above is None or was_above == above:
             return []
         side = Side.BUY if above else Side.SELL
-        meta = EventMeta(Source.STRATEGY, view.now_ms(), payload.meta.correlation_id)
-        return [
-            Intent(
-                meta,
-                intent_id=f"{self.scenario_id}:{payload.symbol}:{payload.exchange_ts}",
-                scenario_id=self.scenario_id,
-                strategy="threshold_cross",
-                symbol=payload.symbol,
-                side=side,
-                size_hint=self.size,
-                reason=f"last price {payload.last_price} crossed {self.threshold}",
-            )
-        ]
+        reason = f"close {payload.close} crossed {self.threshold}"
+        return [IntentDraft(side, size_hint=self.size, reason=reason)]
 
 
 # -- a notifier --------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 
 from contracts.control import ControlState
 from contracts.enums import Lifecycle, Side
-from contracts.market import TickerEvent
+from contracts.market import KlineEvent
 from contracts.meta import EventMeta, Payload, Source
 from contracts.ports import (
     ComponentContext,
@@ -37,7 +37,7 @@ from contracts.system import ErrorEvent
 from contracts.topics import (
     CONTROL_STATE,
     ERROR_EVENT,
-    MARKET_TICKER,
+    MARKET_KLINE,
     RISK_APPROVED,
     Topic,
 )
@@ -519,27 +519,45 @@ async def test_the_template_plugin_runs_in_a_runtime() -> None:
 
 
 class _View:
+    symbol = "BTCUSDT"
+
     def now_ms(self) -> int:
         return 1_000
 
-    def features(self, symbol: str) -> Mapping[str, float]:
+    def features(self) -> Mapping[str, float]:
         return {}
 
-    def position(self, symbol: str) -> Any:
+    def regime(self) -> str | None:
+        return None
+
+    def position(self) -> Decimal:
         return Decimal(0)
 
 
-def test_the_template_strategy_emits_an_intent_on_each_cross() -> None:
-    strategy = template.ThresholdCross({"threshold": 104.5, "scenario_id": "sc1"})
+def test_the_template_strategy_emits_a_draft_on_each_cross() -> None:
+    strategy = template.ThresholdCross({"threshold": 104.5, "size": 2})
     meta = EventMeta(Source.MARKET, 0, "corr")
     sides = []
+    one = Decimal(1)
     for step in range(25):  # prices 110, 109 .. 100 .. 109, 110, 109 .. 106
         price = template.example_price(step)
-        ticker = TickerEvent(meta, "example", "BTCUSDT", price, step)
-        for intent in strategy.on_event(MARKET_TICKER, ticker, _View()):
-            assert (intent.scenario_id, intent.meta.correlation_id) == ("sc1", "corr")
-            assert intent.meta.source is Source.STRATEGY
-            sides.append((step, intent.side))
+        bar = KlineEvent(
+            meta,
+            "example",
+            "BTCUSDT",
+            "1",
+            step,
+            step + 1,
+            price,
+            price,
+            price,
+            price,
+            one,
+            closed=True,
+        )
+        for draft in strategy.on_event(MARKET_KLINE, bar, _View()):
+            assert draft.size_hint == 2
+            sides.append((step, draft.side))
     assert sides == [(6, Side.SELL), (15, Side.BUY)]
 
 

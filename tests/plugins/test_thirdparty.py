@@ -70,7 +70,7 @@ from contracts.ports import (
     StrategySpec,
     StrategyView,
 )
-from contracts.strategy import Intent, ParamValue
+from contracts.strategy import IntentDraft, ParamValue
 from contracts.topics import MARKET_DISCONNECTED, MARKET_TICKER, Topic
 from plugins.hookspecs import hookimpl
 
@@ -133,7 +133,9 @@ class DemoStrategy:
     def __init__(self, params: Mapping[str, ParamValue]) -> None:
         self.params = dict(params)
 
-    def on_event(self, topic: Topic[Any], payload: Payload, view: StrategyView) -> Sequence[Intent]:
+    def on_event(
+        self, topic: Topic[Any], payload: Payload, view: StrategyView
+    ) -> Sequence[IntentDraft]:
         return []
 
 
