@@ -1,0 +1,1 @@
+"""Strategy plane: the Strategy SDK runtime (StrategyManager) and the built-in strategies."""

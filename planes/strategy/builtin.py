@@ -1,0 +1,204 @@
+"""Built-in strategies: ``sma_cross``, ``rsi_reversion``, ``breakout``.
+
+All three are long-only, act on closed bars of their symbol, and size entries with the ``qty``
+param (a quantity; without it the RiskManager's ``risk.default_qty`` applies). Exits are
+``reduce_only`` sells of the whole position.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from contracts.enums import Side
+from contracts.market import KlineEvent
+from contracts.meta import Payload
+from contracts.ports import StrategySpec, StrategyView
+from contracts.strategy import IntentDraft, ParamValue
+from contracts.topics import Topic
+from planes.indicators import RSI, SMA
+
+
+class ParamError(ValueError):
+    """A strategy parameter is missing or wrong; the message names it."""
+
+
+def _int_param(params: Mapping[str, ParamValue], name: str, default: int) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ParamError(f"param {name!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _float_param(params: Mapping[str, ParamValue], name: str, default: float) -> float:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParamError(f"param {name!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _qty_param(params: Mapping[str, ParamValue]) -> Decimal | None:
+    value = params.get("qty")
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ParamError(f"param 'qty' must be a positive quantity, got {value!r}")
+    try:
+        qty = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        raise ParamError(f"param 'qty' must be a positive quantity, got {value!r}") from None
+    if not qty.is_finite() or qty <= 0:
+        raise ParamError(f"param 'qty' must be a positive quantity, got {value!r}")
+    return qty
+
+
+def _unknown(params: Mapping[str, ParamValue], known: set[str]) -> None:
+    extra = sorted(set(params) - known)
+    if extra:
+        raise ParamError(f"unknown params {extra} (known: {sorted(known)})")
+
+
+class _LongOnly:
+    """Entry/exit bookkeeping shared by the built-ins: in the market or not, and how much."""
+
+    def __init__(self, qty: Decimal | None) -> None:
+        self.qty = qty
+        self.long = False
+
+    def enter(self, reason: str) -> list[IntentDraft]:
+        if self.long:
+            return []
+        self.long = True
+        return [IntentDraft(Side.BUY, size_hint=self.qty, reason=reason)]
+
+    def exit(self, view: StrategyView, reason: str) -> list[IntentDraft]:
+        if not self.long:
+            return []
+        self.long = False
+        # The fill of the entry may still be on its way (next-open fills): the position the view
+        # shows can lag, so fall back to the quantity asked for. Risk clips to the position.
+        held = view.position()
+        size = held if held > 0 else self.qty
+        return [IntentDraft(Side.SELL, size_hint=size, reduce_only=True, reason=reason)]
+
+
+class SmaCross:
+    """Enter long when the fast SMA crosses above the slow one, exit on the opposite cross.
+
+    A cross is ``previous fast < previous slow and fast > slow`` (and the mirror), on closed
+    bars. Params: ``fast`` (default 10), ``slow`` (default 30, > fast), ``qty``.
+    """
+
+    name = "sma_cross"
+
+    def __init__(self, params: Mapping[str, ParamValue]) -> None:
+        _unknown(params, {"fast", "slow", "qty"})
+        self.fast_n = _int_param(params, "fast", 10)
+        self.slow_n = _int_param(params, "slow", 30)
+        if self.fast_n >= self.slow_n:
+            raise ParamError(f"param 'fast' ({self.fast_n}) must be below 'slow' ({self.slow_n})")
+        self._fast = SMA(self.fast_n)
+        self._slow = SMA(self.slow_n)
+        self._prev: tuple[float, float] | None = None
+        self._book = _LongOnly(_qty_param(params))
+
+    def on_event(
+        self, topic: Topic[Any], payload: Payload, view: StrategyView
+    ) -> Sequence[IntentDraft]:
+        """Feed closed bars; return an entry or an exit on a cross."""
+        if payload.__class__ is not KlineEvent:
+            return []
+        assert isinstance(payload, KlineEvent)  # noqa: S101 - narrowed for mypy
+        close = float(payload.close)
+        fast = self._fast.update(close)
+        slow = self._slow.update(close)
+        if fast is None or slow is None:
+            return []
+        prev, self._prev = self._prev, (fast, slow)
+        if prev is None:
+            return []
+        if prev[0] < prev[1] and fast > slow:
+            return self._book.enter(f"SMA{self.fast_n} crossed above SMA{self.slow_n}")
+        if prev[0] > prev[1] and fast < slow:
+            return self._book.exit(view, f"SMA{self.fast_n} crossed below SMA{self.slow_n}")
+        return []
+
+
+class RsiReversion:
+    """Buy when RSI falls below ``lower``; sell when it rises above ``upper``.
+
+    Params: ``window`` (default 14), ``lower`` (30), ``upper`` (70), ``qty``.
+    """
+
+    name = "rsi_reversion"
+
+    def __init__(self, params: Mapping[str, ParamValue]) -> None:
+        _unknown(params, {"window", "lower", "upper", "qty"})
+        self.window = _int_param(params, "window", 14)
+        self.lower = _float_param(params, "lower", 30.0)
+        self.upper = _float_param(params, "upper", 70.0)
+        if not 0 < self.lower < self.upper < 100:
+            raise ParamError(f"params need 0 < lower < upper < 100, got {self.lower}, {self.upper}")
+        self._rsi = RSI(self.window)
+        self._book = _LongOnly(_qty_param(params))
+
+    def on_event(
+        self, topic: Topic[Any], payload: Payload, view: StrategyView
+    ) -> Sequence[IntentDraft]:
+        """Feed closed bars; enter oversold, exit overbought."""
+        if payload.__class__ is not KlineEvent:
+            return []
+        assert isinstance(payload, KlineEvent)  # noqa: S101 - narrowed for mypy
+        rsi = self._rsi.update(float(payload.close))
+        if rsi is None:
+            return []
+        if rsi < self.lower:
+            return self._book.enter(f"RSI{self.window} {rsi:.1f} < {self.lower:g}")
+        if rsi > self.upper:
+            return self._book.exit(view, f"RSI{self.window} {rsi:.1f} > {self.upper:g}")
+        return []
+
+
+class Breakout:
+    """Donchian breakout: enter above the channel's high, exit below its low.
+
+    The channel is the ``window`` bars before the current one.
+    Params: ``window`` (default 20), ``qty``.
+    """
+
+    name = "breakout"
+
+    def __init__(self, params: Mapping[str, ParamValue]) -> None:
+        _unknown(params, {"window", "qty"})
+        self.window = _int_param(params, "window", 20)
+        self._highs: deque[Decimal] = deque(maxlen=self.window)
+        self._lows: deque[Decimal] = deque(maxlen=self.window)
+        self._book = _LongOnly(_qty_param(params))
+
+    def on_event(
+        self, topic: Topic[Any], payload: Payload, view: StrategyView
+    ) -> Sequence[IntentDraft]:
+        """Feed closed bars; enter above the channel, exit below it."""
+        if payload.__class__ is not KlineEvent:
+            return []
+        assert isinstance(payload, KlineEvent)  # noqa: S101 - narrowed for mypy
+        drafts: list[IntentDraft] = []
+        if len(self._highs) == self.window:
+            top, bottom = max(self._highs), min(self._lows)
+            close, n = payload.close, self.window
+            if close > top:
+                drafts = self._book.enter(f"close {close} above the {n}-bar high {top}")
+            elif close < bottom:
+                drafts = self._book.exit(view, f"close {close} below the {n}-bar low {bottom}")
+        self._highs.append(payload.high)
+        self._lows.append(payload.low)
+        return drafts
+
+
+BUILTIN_STRATEGIES: tuple[StrategySpec, ...] = (
+    StrategySpec("sma_cross", SmaCross, "long on a fast/slow SMA cross, out on the opposite"),
+    StrategySpec("rsi_reversion", RsiReversion, "buy oversold RSI, sell overbought"),
+    StrategySpec("breakout", Breakout, "Donchian channel breakout"),
+)
