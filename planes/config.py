@@ -321,9 +321,9 @@ class RiskSection:
     max_gross_exposure: Decimal = Decimal(250_000)
     """Largest sum of absolute position values."""
     daily_loss_limit: Decimal = Decimal(5_000)
-    """Loss since the UTC day started that halts new entries (reducing is still allowed)."""
+    """Loss since the UTC day started that halts new entries (reducing is still allowed); 0: off."""
     max_drawdown: float = attrs.field(default=0.25, validator=_non_negative)
-    """Drop from peak equity (fraction) that halts new entries."""
+    """Drop from peak equity (fraction) that halts new entries; 0: off."""
     cooldown_after_loss_s: float = attrs.field(default=0.0, validator=_non_negative)
     """No new entry on a symbol for this long after a losing exit on it."""
     stale_data_s: float = attrs.field(default=120.0, validator=_non_negative)

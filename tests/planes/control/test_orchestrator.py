@@ -278,7 +278,7 @@ async def test_pause_stops_trading_but_not_monitoring_and_resume_restores_it() -
         assert approved.qty == Decimal("0.5")
         assert approved.order_id == "sc-1:i-1"
 
-        strategy.publish(STRATEGY_INTENT, intent(strategy, "i-2", None))
+        strategy.publish(STRATEGY_INTENT, intent(strategy, "i-2", Decimal(0)))
         no_size = verdicts(events)[-1]
         assert isinstance(no_size, RejectedIntent)
         assert no_size.reason_code == "no_size"
