@@ -11,5 +11,6 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("planes.market", "planes.market.plugin"),
     ("planes.strategy", "planes.strategy.plugin"),
     ("planes.risk", "planes.risk.plugin"),
+    ("planes.execution", "planes.execution.plugin"),
     ("planes.control", "planes.control.plugin"),
 )

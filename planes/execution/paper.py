@@ -1,0 +1,431 @@
+"""PaperExecution: the paper and backtest venue, filling orders against closed bars.
+
+It takes ``risk:approved_intent`` (the only way orders come in) and reports every order's life on
+``exec:order_event`` (``venue="paper"``); the PositionManager books the fills. It is active only
+while ``execution.venue = "paper"``; another venue leaves it idle.
+
+Orders, fills and timing (``docs/execution.md`` has the full story):
+
+* Every approval is ``submitted``, then ``rejected`` (bad quantity, missing limit/stop price,
+  a reduce-only order that would not reduce) or ``accepted``. A second approval with the same
+  ``client_order_id`` (same scenario and intent id) is ignored: the first order answers for it.
+* Fills use the closed bars of the order's symbol that start after the last closed bar seen when
+  the order was accepted (the bar it "arrived on"). One bar interval per symbol: bars of another
+  interval than the first one seen, and bars not newer than the last one, are ignored.
+* **Market** orders fill at the next bar's open (``execution.fill = "next_open"``; the event's
+  ``exchange_ts`` is that bar's start) or at the close of the bar they arrived on (``"close"``;
+  ``exchange_ts`` is its end). With ``close`` and no bar seen yet, they fill at the close of the
+  next bar.
+* **Limit** orders fill at touch: a buy when ``low <= limit``, at the open if the bar opens at or
+  below the limit, else at the limit (sells mirror it). No slippage, maker fee.
+* **Stop** orders trigger when ``high >= stop`` (buy) or ``low <= stop`` (sell) and fill at
+  ``max(open, stop)`` / ``min(open, stop)``; from then on they are market orders. Taker fee.
+* **Fees** are bps of the fill's notional, taker for market and stop fills, maker for limit
+  fills, charged in the quote currency. **Slippage** (market and stop fills) moves the price
+  against the trader: ``fixed`` by ``slippage_bps``, ``volume`` by ``slippage_bps`` per 1 % of the
+  bar's volume the fill takes.
+* **Partial fills**: one order fills at most ``max_volume_share * volume`` of a bar; the rest
+  keeps working on the next bars (``partially_filled`` ... ``filled``). A bar without volume
+  fills nothing, and the order simply stays open.
+* **Reduce-only** orders never grow ``|position|`` (the venue's own position): rejected when
+  they would open or add, clipped to the position at acceptance, and cancelled (reason
+  ``reduce_only``) when the position is gone by the time they fill.
+* Orders stay working until filled, cancelled through ``cancel()``, or cancelled at shutdown
+  (reason ``shutdown``). A new intent never cancels older orders.
+
+Under the real-time clock (live paper) it also follows ``market:ticker`` to mark its own book for
+``positions()`` and ``wallet()``; fills still come from closed bars.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Sequence
+from decimal import Decimal
+
+import structlog
+
+from contracts.enums import OrderStatus, OrderType, Side
+from contracts.execution import OrderEvent
+from contracts.market import KlineEvent, TickerEvent
+from contracts.ports import ComponentContext
+from contracts.risk import ApprovedIntent
+from contracts.topics import EXEC_ORDER_EVENT, MARKET_KLINE, MARKET_TICKER, RISK_APPROVED
+from planes.config import Config, FillModel, SlippageModel
+from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet
+from planes.execution.ledger import ZERO, Ledger
+
+log = structlog.get_logger("planes.execution.paper")
+
+VENUE = "paper"
+_ROUND = decimal.Context(prec=28)
+_WORKING = (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
+
+
+def _fraction_of_bps(bps: float) -> Decimal:
+    """``bps`` (a config float) as an exact Decimal fraction: 5.5 -> 0.00055."""
+    return Decimal(repr(bps)).scaleb(-4)
+
+
+class _Order:
+    """The venue's state of one order."""
+
+    __slots__ = ("after_ts", "fees", "filled", "notional", "qty", "req", "status", "triggered")
+
+    def __init__(self, req: OrderRequest) -> None:
+        self.req = req
+        self.qty = req.qty
+        self.filled = ZERO
+        self.notional = ZERO
+        self.fees = ZERO
+        self.status = OrderStatus.SUBMITTED
+        self.triggered = False
+        self.after_ts: int | None = None
+        """Only bars starting after this (the arrival bar's end) may fill the order."""
+
+    @property
+    def price(self) -> Decimal | None:
+        if self.req.order_type is OrderType.LIMIT:
+            return self.req.limit_price
+        if self.req.order_type is OrderType.STOP:
+            return self.req.stop_price
+        return None
+
+    @property
+    def avg_price(self) -> Decimal | None:
+        return _ROUND.divide(self.notional, self.filled) if self.filled else None
+
+
+class PaperExecution:
+    """The paper venue (implements ``ExecutionAdapter``); see the module docstring."""
+
+    name = "paper_execution"
+    venue = VENUE
+
+    def __init__(self, ctx: ComponentContext) -> None:
+        config = ctx.config
+        if not isinstance(config, Config):
+            msg = "PaperExecution needs planes.config.Config"
+            raise TypeError(msg)
+        execution = config.execution
+        self._bus = ctx.bus
+        self._clock = ctx.clock
+        self.active = execution.venue == VENUE
+        self.quote = config.portfolio.quote
+        self.book = Ledger(config.portfolio.cash, self.quote)
+        """The venue's own account: what ``positions()`` and ``wallet()`` report."""
+        self._at_close = execution.fill is FillModel.CLOSE
+        self._taker = _fraction_of_bps(execution.fee_bps_taker)
+        self._maker = _fraction_of_bps(execution.fee_bps_maker)
+        self._by_volume = execution.slippage is SlippageModel.VOLUME
+        self._slippage_bps = Decimal(repr(execution.slippage_bps))
+        self._slippage = self._slippage_bps.scaleb(-4)
+        self._share = Decimal(repr(execution.max_volume_share))
+        self._bars: dict[str, KlineEvent] = {}
+        self._prices: dict[str, Decimal] = {}
+        self._working: dict[str, list[_Order]] = {}
+        self._by_id: dict[str, _Order] = {}
+        self._client_ids: set[str] = set()
+        self.submitted = 0
+        self.rejected = 0
+        self.fills = 0
+        self.cancelled = 0
+        self.duplicates = 0
+
+    # -- component -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take approved intents and closed bars (and tickers under the real-time clock)."""
+        if not self.active:
+            log.info("paper.idle", reason="execution.venue is not paper")
+            return
+        bus = self._bus
+        bus.subscribe(RISK_APPROVED, self._on_approved)
+        bus.subscribe(MARKET_KLINE, self._on_kline)
+        if self._clock.is_realtime:
+            bus.subscribe(MARKET_TICKER, self._on_ticker)
+
+    async def stop(self) -> None:
+        """Cancel what is still working (reason ``shutdown``)."""
+        for order in list(self._by_id.values()):
+            self._cancel(order, f"{OrderReason.SHUTDOWN}: the runtime is stopping")
+
+    # -- ExecutionAdapter ----------------------------------------------------------------
+
+    async def submit(self, order: OrderRequest) -> None:
+        """Place ``order`` (see ``place``)."""
+        self.place(order)
+
+    async def cancel(self, order_id: str) -> bool:
+        """Cancel a working order (reason ``requested``); False when it is not working."""
+        order = self._by_id.get(order_id)
+        if order is None:
+            return False
+        self._cancel(order, f"{OrderReason.REQUESTED}: cancelled on request")
+        return True
+
+    async def open_orders(self) -> Sequence[OrderEvent]:
+        """The working orders as their latest state, oldest first."""
+        return [self._event(o, o.status) for o in self._by_id.values()]
+
+    async def positions(self) -> Sequence[VenuePosition]:
+        """The paper account's non-zero positions, marked at the last price seen."""
+        self._mark_book()
+        return [
+            VenuePosition(p.symbol, p.qty, p.avg_price, p.mark, p.unrealized)
+            for p in self.book.open_positions()
+        ]
+
+    async def wallet(self) -> Wallet:
+        """The paper account's cash and equity in the quote currency."""
+        self._mark_book()
+        return Wallet(self.quote, self.book.cash, self.book.equity())
+
+    def _mark_book(self) -> None:
+        prices = {symbol: bar.close for symbol, bar in self._bars.items()}
+        prices.update(self._prices)
+        for symbol, price in prices.items():
+            self.book.mark(symbol, price)
+
+    # -- orders in -----------------------------------------------------------------------
+
+    def _on_approved(self, approved: ApprovedIntent) -> None:
+        self.place(OrderRequest.from_approved(approved))
+
+    def place(self, req: OrderRequest) -> None:
+        """Submit, validate and accept (or reject) ``req``; a ``close`` market order fills now."""
+        if req.client_order_id in self._client_ids:
+            self.duplicates += 1
+            log.warning("paper.duplicate_order", order_id=req.order_id, client=req.client_order_id)
+            return
+        self._client_ids.add(req.client_order_id)
+        self.submitted += 1
+        order = _Order(req)
+        self._publish(order, OrderStatus.SUBMITTED)
+        refusal = self._refusal(req)
+        if refusal:
+            self.rejected += 1
+            order.status = OrderStatus.REJECTED
+            log.info("paper.rejected", order_id=req.order_id, reason=refusal)
+            self._publish(order, OrderStatus.REJECTED, reason=refusal)
+            return
+        note = ""
+        if req.reduce_only:
+            held = abs(self.book.position(req.symbol).qty)
+            if req.qty > held:
+                order.qty = held
+                note = f"{OrderReason.REDUCE_ONLY}: qty clipped from {req.qty} to {held}"
+        last = self._bars.get(req.symbol)
+        order.after_ts = last.end_ts if last is not None else None
+        order.status = OrderStatus.ACCEPTED
+        self._publish(order, OrderStatus.ACCEPTED, reason=note)
+        self._by_id[req.order_id] = order
+        self._working.setdefault(req.symbol, []).append(order)
+        if self._at_close and last is not None and req.order_type is OrderType.MARKET:
+            self._fill(order, last)
+            self._sweep(req.symbol)
+
+    def _refusal(self, req: OrderRequest) -> str:
+        if not (req.qty.is_finite() and req.qty > 0):
+            return f"{OrderReason.INVALID_QTY}: qty must be > 0, got {req.qty}"
+        if req.order_type is OrderType.LIMIT and not _positive(req.limit_price):
+            return f"{OrderReason.MISSING_PRICE}: a limit order needs limit_price > 0"
+        if req.order_type is OrderType.STOP and not _positive(req.stop_price):
+            return f"{OrderReason.MISSING_PRICE}: a stop order needs stop_price > 0"
+        if req.reduce_only:
+            held = self.book.position(req.symbol).qty
+            if not (held < 0 if req.side is Side.BUY else held > 0):
+                return (
+                    f"{OrderReason.REDUCE_ONLY}: a {req.side.value} would open or increase "
+                    f"the position ({held})"
+                )
+        return ""
+
+    # -- market data ---------------------------------------------------------------------
+
+    def _on_ticker(self, ticker: TickerEvent) -> None:
+        self._prices[ticker.symbol] = ticker.last_price
+
+    def _on_kline(self, bar: KlineEvent) -> None:
+        if not bar.closed:
+            return
+        symbol = bar.symbol
+        last = self._bars.get(symbol)
+        if last is not None and (bar.start_ts <= last.start_ts or bar.interval != last.interval):
+            return
+        self._bars[symbol] = bar
+        working = self._working.get(symbol)
+        if working:
+            start = bar.start_ts
+            for order in tuple(working):
+                after = order.after_ts
+                if (after is None or start > after) and order.status in _WORKING:
+                    self._fill(order, bar)
+            self._sweep(symbol)
+
+    def _sweep(self, symbol: str) -> None:
+        working = [o for o in self._working[symbol] if o.status in _WORKING]
+        if working:
+            self._working[symbol] = working
+        else:
+            del self._working[symbol]
+
+    # -- matching ------------------------------------------------------------------------
+
+    def _touch(self, order: _Order, bar: KlineEvent) -> tuple[Decimal, int, bool] | None:
+        """Where ``bar`` fills ``order``: ``(price, exchange_ts, taker)``, or None (no touch)."""
+        req = order.req
+        buy = req.side is Side.BUY
+        if req.order_type is OrderType.LIMIT:
+            limit = req.limit_price
+            assert limit is not None  # noqa: S101 - _refusal checked it
+            if buy:
+                price = bar.open if bar.open <= limit else (limit if bar.low <= limit else None)
+            else:
+                price = bar.open if bar.open >= limit else (limit if bar.high >= limit else None)
+            return None if price is None else (price, bar.start_ts, False)
+        if req.order_type is OrderType.STOP and not order.triggered:
+            stop = req.stop_price
+            assert stop is not None  # noqa: S101 - _refusal checked it
+            if buy:
+                price = bar.open if bar.open >= stop else (stop if bar.high >= stop else None)
+            else:
+                price = bar.open if bar.open <= stop else (stop if bar.low <= stop else None)
+            if price is None:
+                return None
+            order.triggered = True  # a market order from now on
+            return price, bar.start_ts, True
+        if self._at_close:
+            return bar.close, bar.end_ts, True
+        return bar.open, bar.start_ts, True
+
+    def _fill(self, order: _Order, bar: KlineEvent) -> None:
+        """Fill what ``bar`` allows of ``order`` (nothing when it does not touch or trade)."""
+        touch = self._touch(order, bar)
+        if touch is None:
+            return
+        price, ts, taker = touch
+        req = order.req
+        buy = req.side is Side.BUY
+        qty = min(order.qty - order.filled, self._share * bar.volume)
+        position = self.book.position(req.symbol)
+        if req.reduce_only:
+            reducible = -position.qty if buy else position.qty
+            if reducible <= 0:
+                self._cancel(order, f"{OrderReason.REDUCE_ONLY}: the position is already closed")
+                return
+            qty = min(qty, reducible)
+        if qty <= 0:
+            return  # no volume to trade against: the order stays working
+        if taker:
+            price = self._slipped(price, buy, qty, bar.volume)
+        fee = qty * price * (self._taker if taker else self._maker)
+        order.filled += qty
+        order.notional += qty * price
+        order.fees += fee
+        self.fills += 1
+        self.book.fill(req.symbol, req.side, qty, price, fee, ts=ts, ref=req.order_id)
+        done = order.filled >= order.qty
+        order.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
+        self._publish(
+            order,
+            order.status,
+            last_qty=qty,
+            last_price=price,
+            fee=fee,
+            exchange_ts=ts,
+        )
+        if done:
+            self._forget(order)
+        elif req.reduce_only and not position.qty:
+            self._cancel(order, f"{OrderReason.REDUCE_ONLY}: the position is closed")
+
+    def _slipped(self, price: Decimal, buy: bool, qty: Decimal, volume: Decimal) -> Decimal:
+        if not self._slippage_bps:
+            return price
+        if self._by_volume:
+            # slippage_bps per 1 % of the bar's volume: bps * (100 * qty / volume) / 10_000.
+            share = _ROUND.divide(self._slippage_bps * qty, volume * 100)
+            move = (price * share).quantize(_quantum(price), rounding=decimal.ROUND_UP)
+        else:
+            move = price * self._slippage
+        return price + move if buy else price - move
+
+    # -- orders out ----------------------------------------------------------------------
+
+    def _cancel(self, order: _Order, reason: str) -> None:
+        self.cancelled += 1
+        order.status = OrderStatus.CANCELLED
+        self._forget(order)
+        self._publish(order, OrderStatus.CANCELLED, reason=reason)
+
+    def _forget(self, order: _Order) -> None:
+        self._by_id.pop(order.req.order_id, None)
+
+    def _event(
+        self,
+        order: _Order,
+        status: OrderStatus,
+        *,
+        reason: str = "",
+        last_qty: Decimal | None = None,
+        last_price: Decimal | None = None,
+        fee: Decimal = ZERO,
+        exchange_ts: int | None = None,
+    ) -> OrderEvent:
+        req = order.req
+        return OrderEvent(
+            self._bus.meta(req.correlation_id),
+            order_id=req.order_id,
+            client_order_id=req.client_order_id,
+            venue=VENUE,
+            symbol=req.symbol,
+            side=req.side,
+            order_type=req.order_type,
+            status=status,
+            qty=order.qty,
+            filled_qty=order.filled,
+            price=order.price,
+            avg_fill_price=order.avg_price,
+            last_fill_qty=last_qty,
+            last_fill_price=last_price,
+            fee=fee,
+            fee_asset=self.quote,
+            intent_id=req.intent_id,
+            scenario_id=req.scenario_id,
+            reason=reason,
+            exchange_ts=exchange_ts,
+        )
+
+    def _publish(
+        self,
+        order: _Order,
+        status: OrderStatus,
+        *,
+        reason: str = "",
+        last_qty: Decimal | None = None,
+        last_price: Decimal | None = None,
+        fee: Decimal = ZERO,
+        exchange_ts: int | None = None,
+    ) -> None:
+        event = self._event(
+            order,
+            status,
+            reason=reason,
+            last_qty=last_qty,
+            last_price=last_price,
+            fee=fee,
+            exchange_ts=exchange_ts,
+        )
+        self._bus.publish(EXEC_ORDER_EVENT, event)
+
+
+def _quantum(price: Decimal) -> Decimal:
+    """Four more decimal places than ``price`` shows: where volume slippage is rounded."""
+    exponent = price.as_tuple().exponent
+    places = min(exponent, 0) if isinstance(exponent, int) else 0
+    return Decimal(1).scaleb(places - 4)
+
+
+def _positive(value: Decimal | None) -> bool:
+    return value is not None and value.is_finite() and value > 0

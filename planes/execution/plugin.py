@@ -1,0 +1,19 @@
+"""Built-in plugin of the execution plane."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from contracts.ports import PlaneSpec
+from planes.execution.paper import PaperExecution
+from planes.execution.positions import PositionManager
+from plugins.hookspecs import hookimpl
+
+
+@hookimpl
+def planes_register_planes() -> Sequence[PlaneSpec]:
+    """Register the paper venue and the PositionManager."""
+    return [
+        PlaneSpec(name="paper_execution", plane="execution", factory=PaperExecution),
+        PlaneSpec(name="position_manager", plane="execution", factory=PositionManager),
+    ]
