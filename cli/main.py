@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import structlog
 
+from cli.backtest import backtest_config, plot, run_backtest
 from cli.shell import Shell
 from cli.topics import render_markdown, render_text
 from contracts.topics import TopicClashError, TopicRegistry
@@ -56,6 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="print the BotEventMap (with plugin topics)")
     _add_config_args(topics)
     topics.add_argument("--markdown", action="store_true", help="the docs/topics.md format")
+
+    backtest = sub.add_parser(
+        "backtest", help="run a strategy over an OHLCV file with the production planes"
+    )
+    backtest.add_argument("--data", required=True, type=Path, help="OHLCV CSV or Bybit kline JSON")
+    backtest.add_argument("--strategy", required=True, help="a registered strategy (sma_cross ...)")
+    backtest.add_argument(
+        "--param", action="append", default=[], metavar="K=V", help="strategy param (repeatable)"
+    )
+    backtest.add_argument("--symbol", help="the symbol of a CSV file (default: BTCUSDT)")
+    backtest.add_argument("--fill", choices=["next_open", "close"], help="market order fills")
+    backtest.add_argument("--qty", type=str, help="quantity per entry (the strategy's qty param)")
+    backtest.add_argument("--cash", type=str, help="starting cash (default: portfolio.cash)")
+    backtest.add_argument("--fee-bps", type=float, help="fee in bps of notional, maker and taker")
+    backtest.add_argument("--slippage-bps", type=float, help="fixed slippage in bps")
+    backtest.add_argument("--report", type=Path, help="write the JSON report here")
+    backtest.add_argument("--plot", type=Path, help="draw equity and drawdown (PNG, matplotlib)")
+    _add_config_args(backtest)
 
     plugins = sub.add_parser("plugins", help="list plugins: name, origin, version, what they add")
     _add_config_args(plugins)
@@ -179,7 +199,46 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "topics": cmd_topics, "plugins": cmd_plugins}
+def cmd_backtest(args: argparse.Namespace) -> int:
+    """``planes backtest``: print the stats, write the report and the plot when asked."""
+    try:
+        config = backtest_config(args)
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        print(f"planes backtest: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging("warning", config.logging.format.value, enabled=config.logging.enabled)
+    try:
+        result = asyncio.run(run_backtest(config, progress=sys.stderr.isatty()))
+    except (RuntimeStartError, PluginError) as exc:
+        print(f"planes backtest: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    report = result.report
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot:
+        try:
+            plot(report, result.equity, args.plot)
+        except RuntimeError as exc:
+            print(f"planes backtest: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+    stats = report["stats"]
+    print(
+        f"{report['bars']} bars in {report['elapsed_s']:.2f}s ({report['bars_per_s']:,.0f} bars/s)"
+        f"  trades {stats['n_trades']}  return {stats['total_return']:.2%}"
+        f"  sharpe {stats['sharpe']:.2f}  max drawdown {stats['max_drawdown']:.2%}"
+        f"  win rate {stats['win_rate']:.0%}  final equity {stats['final_equity']:.2f}"
+    )
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "backtest": cmd_backtest,
+    "topics": cmd_topics,
+    "plugins": cmd_plugins,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,358 @@
+"""``planes backtest``: the production planes under the historical clock on a replay source.
+
+Nothing here trades or decides: the command builds a configuration (replay source, one scenario,
+paper execution, the historical clock), runs the same ``Runtime`` that ``planes run`` uses, and
+records what the bus carries — closed bars, fills, position updates — into a report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from contracts.enums import OrderStatus, Side
+from contracts.execution import OrderEvent, PositionUpdate
+from contracts.market import KlineEvent
+from contracts.topics import EXEC_ORDER_EVENT, MARKET_KLINE, PORTFOLIO_POSITION
+from planes.config import Config, load_config
+from planes.runtime import Runtime
+
+_MS_PER_YEAR = 365 * 24 * 3600 * 1000
+_ZERO = Decimal(0)
+
+# What a backtest does not want by default: the scenario's qty and cash decide the size, and a
+# bar's volume does not cap a fill (reference engines have no such cap). --set overrides them.
+_BACKTEST_DEFAULTS = (
+    "execution.max_volume_share=1e12",
+    "risk.default_max_position=1e12",
+    "risk.max_notional=1e15",
+    "risk.max_gross_exposure=1e15",
+    "risk.daily_loss_limit=1e15",
+    "risk.max_drawdown=1.0",
+    "risk.stale_data_s=0",
+    "risk.max_orders_per_minute=1000000",
+)
+
+
+def iso(ts_ms: int) -> str:
+    """Unix milliseconds as an ISO-8601 UTC instant."""
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+@attrs.define
+class Trade:
+    """One round trip: from flat to flat on a symbol."""
+
+    symbol: str
+    side: str
+    qty: Decimal
+    entry_ts: int
+    entry_price: Decimal
+    exit_ts: int | None = None
+    exit_price: Decimal | None = None
+    pnl: Decimal = _ZERO
+    fees: Decimal = _ZERO
+    closed_at_end: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The report's shape of a trade."""
+        return {
+            "symbol": self.symbol,
+            "side": self.side,
+            "qty": str(self.qty),
+            "entry_ts": iso(self.entry_ts),
+            "entry_price": str(self.entry_price),
+            "exit_ts": iso(self.exit_ts) if self.exit_ts is not None else None,
+            "exit_price": str(self.exit_price) if self.exit_price is not None else None,
+            "pnl": str(self.pnl),
+            "fees": str(self.fees),
+            "closed_at_end": self.closed_at_end,
+        }
+
+
+@attrs.define
+class _Open:
+    side: Side
+    qty: Decimal
+    cost: Decimal
+    entry_ts: int
+    fees: Decimal
+    exit_qty: Decimal = _ZERO
+    exit_value: Decimal = _ZERO
+
+
+class Recorder:
+    """Listens to the bus of a backtest and keeps what the report needs."""
+
+    def __init__(self, cash: Decimal) -> None:
+        self.cash = cash
+        self.bars = 0
+        self.interval_ms: int | None = None
+        self.equity: list[float] = []
+        self._equity_now = float(cash)
+        self.trades: list[Trade] = []
+        self._open: dict[str, _Open] = {}
+        self.last_bar: dict[str, KlineEvent] = {}
+
+    def on_kline(self, bar: KlineEvent) -> None:
+        if not bar.closed:
+            return
+        if self.bars:
+            self.equity.append(self._equity_now)  # the previous bar, now fully processed
+        self.bars += 1
+        self.interval_ms = self.interval_ms or bar.end_ts - bar.start_ts + 1
+        self.last_bar[bar.symbol] = bar
+
+    def on_position(self, update: PositionUpdate) -> None:
+        self._equity_now = float(update.equity)
+
+    def on_order(self, event: OrderEvent) -> None:
+        if event.status not in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
+            return
+        qty, price = event.last_fill_qty, event.last_fill_price
+        if not qty or price is None:
+            return
+        ts = event.exchange_ts if event.exchange_ts is not None else event.meta.ts
+        self._fill(event, qty, price, ts)
+
+    def _fill(self, event: OrderEvent, qty: Decimal, price: Decimal, ts: int) -> None:
+        symbol, side, fee = event.symbol, event.side, event.fee
+        trade = self._open.get(symbol)
+        if trade is None:
+            self._open[symbol] = _Open(side, qty, qty * price, ts, fee)
+            return
+        if side is trade.side:
+            trade.qty += qty
+            trade.cost += qty * price
+            trade.fees += fee
+            return
+        closing = min(qty, trade.qty - trade.exit_qty)
+        trade.exit_qty += closing
+        trade.exit_value += closing * price
+        trade.fees += fee * closing / qty
+        if trade.exit_qty == trade.qty:
+            self._close(symbol, trade, ts)
+        rest = qty - closing
+        if rest > 0:  # the fill flipped the position: the rest opens a new trade
+            self._open[symbol] = _Open(side, rest, rest * price, ts, fee * rest / qty)
+
+    def _close(self, symbol: str, trade: _Open, ts: int, *, at_end: bool = False) -> None:
+        del self._open[symbol]
+        entry = trade.cost / trade.qty
+        exit_price = trade.exit_value / trade.exit_qty
+        sign = 1 if trade.side is Side.BUY else -1
+        pnl = (exit_price - entry) * trade.qty * sign - trade.fees
+        self.trades.append(
+            Trade(
+                symbol,
+                "long" if trade.side is Side.BUY else "short",
+                trade.qty,
+                trade.entry_ts,
+                entry,
+                ts,
+                exit_price,
+                pnl,
+                trade.fees,
+                at_end,
+            )
+        )
+
+    def finish(self) -> None:
+        """Close what is still open at the last close (marked), and take the last equity."""
+        if self.bars:
+            self.equity.append(self._equity_now)
+        for symbol, trade in list(self._open.items()):
+            bar = self.last_bar.get(symbol)
+            if bar is None:
+                continue
+            rest = trade.qty - trade.exit_qty
+            trade.exit_qty += rest
+            trade.exit_value += rest * bar.close
+            self._close(symbol, trade, bar.end_ts, at_end=True)
+
+    def stats(self) -> dict[str, Any]:
+        """Totals over the run."""
+        equity = self.equity or [float(self.cash)]
+        final = equity[-1]
+        peak, drawdown = equity[0], 0.0
+        for value in equity:
+            peak = max(peak, value)
+            if peak > 0:
+                drawdown = max(drawdown, (peak - value) / peak)
+        returns = [b / a - 1 for a, b in itertools.pairwise(equity) if a]
+        sharpe = 0.0
+        if len(returns) > 1 and self.interval_ms:
+            mean = sum(returns) / len(returns)
+            std = math.sqrt(sum((r - mean) ** 2 for r in returns) / (len(returns) - 1))
+            if std > 0:
+                sharpe = mean / std * math.sqrt(_MS_PER_YEAR / self.interval_ms)
+        wins = sum(1 for t in self.trades if t.pnl > 0)
+        return {
+            "n_trades": len(self.trades),
+            "total_return": final / float(self.cash) - 1 if self.cash else 0.0,
+            "sharpe": sharpe,
+            "max_drawdown": drawdown,
+            "win_rate": wins / len(self.trades) if self.trades else 0.0,
+            "final_equity": final,
+        }
+
+
+def backtest_config(args: Any) -> Config:
+    """The configuration ``planes backtest`` runs with (its flags become ``--set`` layers)."""
+    params: dict[str, Any] = {}
+    for raw in args.param:
+        key, sep, value = raw.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param {raw!r}: expected key=value")
+        params[key.strip()] = _param_value(value.strip())
+    if args.qty is not None:
+        params["qty"] = args.qty
+    scenario = {"id": "backtest", "strategy": args.strategy, "params": params}
+    sets = [
+        "runtime.mode=backtest",
+        "runtime.clock=historical",
+        "runtime.start=1970-01-01T00:00:00Z",
+        "market.source=replay",
+        f"market.replay.path={args.data}",
+        "observability.status_interval_s=0",
+        f"strategy.scenarios=[{_toml_inline(scenario)}]",
+        *_BACKTEST_DEFAULTS,
+    ]
+    if args.symbol:
+        sets += [f"market.replay.symbol={args.symbol}", f'market.symbols=["{args.symbol}"]']
+    if args.fill:
+        sets.append(f"execution.fill={args.fill}")
+    if args.cash is not None:
+        sets.append(f'portfolio.cash="{args.cash}"')
+    if args.fee_bps is not None:
+        sets += [
+            f"execution.fee_bps_taker={args.fee_bps}",
+            f"execution.fee_bps_maker={args.fee_bps}",
+        ]
+    if args.slippage_bps is not None:
+        sets.append(f"execution.slippage_bps={args.slippage_bps}")
+    config = load_config(args.config, [*sets, *args.sets])
+    if not args.symbol:
+        symbol = _data_symbol(Path(args.data), config)
+        config = load_config(args.config, [*sets, f'market.symbols=["{symbol}"]', *args.sets])
+    return config
+
+
+def _param_value(raw: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            continue
+    return {"true": True, "false": False}.get(raw.lower(), raw)
+
+
+def _toml_inline(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_inline(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def _data_symbol(path: Path, config: Config) -> str:
+    """The symbol the file holds (Bybit JSON names it), else market.replay.symbol, else BTCUSDT."""
+    from planes.market.replay import load_replay  # noqa: PLC0415 - only when no --symbol
+
+    try:
+        replay = config.market.replay
+        return load_replay(
+            path, fmt=replay.format, symbol=replay.symbol, default_symbol="BTCUSDT"
+        ).symbol
+    except Exception:  # noqa: BLE001 - the run itself reports a bad file with file:line
+        return config.market.replay.symbol or "BTCUSDT"
+
+
+@attrs.frozen
+class BacktestResult:
+    """The report (JSON-ready) and the equity curve, one value per closed bar."""
+
+    report: dict[str, Any]
+    equity: list[float]
+
+
+async def run_backtest(config: Config, *, progress: bool = False) -> BacktestResult:
+    """Run one backtest (see docs/backtesting.md)."""
+    runtime = Runtime(config)
+    runtime.assemble()
+    recorder = Recorder(config.portfolio.cash)
+    bus = runtime.bus
+    bus.subscribe(MARKET_KLINE, recorder.on_kline)
+    bus.subscribe(EXEC_ORDER_EVENT, recorder.on_order)
+    bus.subscribe(PORTFOLIO_POSITION, recorder.on_position)
+    ticker = asyncio.create_task(_progress(recorder)) if progress else None
+    started = time.perf_counter()
+    try:
+        await runtime.run()
+    finally:
+        elapsed = time.perf_counter() - started
+        if ticker is not None:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+            sys.stderr.write("\n")
+    recorder.finish()
+    report = {
+        "bars": recorder.bars,
+        "elapsed_s": elapsed,
+        "bars_per_s": recorder.bars / elapsed if elapsed > 0 else 0.0,
+        "trades": [t.as_json() for t in recorder.trades],
+        "stats": recorder.stats(),
+    }
+    return BacktestResult(report, recorder.equity)
+
+
+async def _progress(recorder: Recorder) -> None:
+    started = time.perf_counter()
+    while True:
+        await asyncio.sleep(0.25)
+        rate = recorder.bars / max(time.perf_counter() - started, 1e-9)
+        sys.stderr.write(
+            f"\r{recorder.bars:,} bars  {rate:,.0f} bars/s  {len(recorder.trades)} trades"
+        )
+        sys.stderr.flush()
+
+
+def plot(report: dict[str, Any], equity: Sequence[float], out: Path) -> None:
+    """Draw equity and drawdown to ``out`` (needs the ``plot`` extra: matplotlib)."""
+    try:
+        import matplotlib  # noqa: PLC0415 - optional dependency
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install 'planes-bot[plot]'") from None
+    peak, drawdown = [], []
+    top = -math.inf
+    for value in equity:
+        top = max(top, value)
+        peak.append(top)
+        drawdown.append((value - top) / top if top else 0.0)
+    fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(10, 6))
+    ax1.plot(equity, label="equity")
+    ax1.set_title(
+        f"{report['stats']['n_trades']} trades, return {report['stats']['total_return']:.2%}"
+    )
+    ax1.legend()
+    ax2.fill_between(range(len(drawdown)), drawdown, 0, color="tab:red", alpha=0.4)
+    ax2.set_ylabel("drawdown")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
