@@ -346,6 +346,27 @@ class SlippageModel(enum.StrEnum):
 
 
 @attrs.frozen
+class BybitExecutionSection:
+    """``[execution.bybit]``: the Bybit V5 REST venue (pybit). Keys come from the environment."""
+
+    base_url: str = "https://api.bybit.com"
+    category: BybitCategory = BybitCategory.LINEAR
+    api_key_env: str = "BYBIT_API_KEY"
+    """Name of the environment variable holding the API key (never the key itself)."""
+    api_secret_env: str = "BYBIT_API_SECRET"
+    recv_window_ms: int = attrs.field(default=5000, validator=_positive)
+    timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    max_retries: int = attrs.field(default=3, validator=_non_negative)
+    """Retries of a transient failure (timeout, 429, 5xx, retryable retCode)."""
+    backoff_initial_s: float = attrs.field(default=0.2, validator=_positive)
+    backoff_max_s: float = attrs.field(default=5.0, validator=_positive)
+    breaker_failures: int = attrs.field(default=5, validator=_positive)
+    """Consecutive failures that open an endpoint group's circuit breaker."""
+    breaker_reset_s: float = attrs.field(default=30.0, validator=_positive)
+    """How long an open breaker refuses calls before letting one through."""
+
+
+@attrs.frozen
 class ExecutionSection:
     """``[execution]``: the venue and the paper/backtest fill, fee and slippage models."""
 
@@ -358,6 +379,7 @@ class ExecutionSection:
     """Fixed model: bps against the trader. Volume model: bps per 1 % of the bar's volume."""
     max_volume_share: float = attrs.field(default=1.0, validator=_positive)
     """Largest share of a bar's volume one order may fill in that bar (< 1: partial fills)."""
+    bybit: BybitExecutionSection = attrs.field(factory=BybitExecutionSection)
 
 
 @attrs.frozen
