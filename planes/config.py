@@ -353,7 +353,7 @@ class BybitExecutionSection:
     category: BybitCategory = BybitCategory.LINEAR
     api_key_env: str = "BYBIT_API_KEY"
     """Name of the environment variable holding the API key (never the key itself)."""
-    api_secret_env: str = "BYBIT_API_SECRET"
+    api_secret_env: str = "BYBIT_API_SECRET"  # noqa: S105 - the variable's name, not a secret
     recv_window_ms: int = attrs.field(default=5000, validator=_positive)
     timeout_s: float = attrs.field(default=10.0, validator=_positive)
     max_retries: int = attrs.field(default=3, validator=_non_negative)
