@@ -9,6 +9,7 @@ from __future__ import annotations
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("planes.observability", "planes.observability.plugin"),
     ("planes.market", "planes.market.plugin"),
+    ("planes.analytics", "planes.analytics.plugin"),
     ("planes.strategy", "planes.strategy.plugin"),
     ("planes.risk", "planes.risk.plugin"),
     ("planes.execution", "planes.execution.plugin"),

@@ -4,6 +4,8 @@ The interval is wall time in every mode, so a backtest at full speed logs as cal
 
 It keeps watching while the runtime is paused (monitoring never pauses), logs every alert and
 every lifecycle change, and is throttled by design: one line per interval, never one per tick.
+The line shows the trading flow too: intents, approvals, rejections by reason code, order events
+by status, positions and equity.
 """
 
 from __future__ import annotations
@@ -15,15 +17,22 @@ from typing import Any
 import structlog
 
 from contracts.control import ControlState
+from contracts.execution import OrderEvent, PositionUpdate
 from contracts.market import TickerEvent
 from contracts.meta import Payload
 from contracts.ports import ComponentContext
+from contracts.risk import RejectedIntent
 from contracts.system import Alert
 from contracts.topics import (
     CONTROL_STATE,
     ERROR_EVENT,
+    EXEC_ORDER_EVENT,
     MARKET_TICKER,
     OBSERVABILITY_ALERT,
+    PORTFOLIO_POSITION,
+    RISK_APPROVED,
+    RISK_REJECTED,
+    STRATEGY_INTENT,
     Topic,
 )
 from planes.config import Config
@@ -45,6 +54,10 @@ class StatusReporter:
         self._interval = config.observability.status_interval_s
         self.counts: Counter[str] = Counter()
         self.prices: dict[str, str] = {}
+        self.rejections: Counter[str] = Counter()
+        self.orders: Counter[str] = Counter()
+        self.positions: dict[str, str] = {}
+        self.equity: str | None = None
         self.state: ControlState | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -55,6 +68,9 @@ class StatusReporter:
         bus.subscribe(MARKET_TICKER, self._on_ticker)
         bus.subscribe(CONTROL_STATE, self._on_state)
         bus.subscribe(OBSERVABILITY_ALERT, self._on_alert)
+        bus.subscribe(RISK_REJECTED, self._on_rejected)
+        bus.subscribe(EXEC_ORDER_EVENT, self._on_order)
+        bus.subscribe(PORTFOLIO_POSITION, self._on_position)
         if self._interval > 0:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="status")
 
@@ -74,6 +90,16 @@ class StatusReporter:
 
     def _on_state(self, state: ControlState) -> None:
         self.state = state
+
+    def _on_rejected(self, rejected: RejectedIntent) -> None:
+        self.rejections[rejected.reason_code] += 1
+
+    def _on_order(self, order: OrderEvent) -> None:
+        self.orders[order.status.value] += 1
+
+    def _on_position(self, update: PositionUpdate) -> None:
+        self.positions[update.symbol] = str(update.qty)
+        self.equity = str(update.equity)
 
     def _on_alert(self, alert: Alert) -> None:
         log.warning(
@@ -107,4 +133,10 @@ class StatusReporter:
             tickers=self.counts.get(MARKET_TICKER.name, 0),
             errors=self.counts.get(ERROR_EVENT.name, 0),
             prices=dict(sorted(self.prices.items())),
+            intents=self.counts.get(STRATEGY_INTENT.name, 0),
+            approved=self.counts.get(RISK_APPROVED.name, 0),
+            rejected=dict(sorted(self.rejections.items())),
+            orders=dict(sorted(self.orders.items())),
+            positions=dict(sorted(self.positions.items())),
+            equity=self.equity,
         )
