@@ -123,8 +123,9 @@ class SyntheticSection:
     """``[market.synthetic]``: the deterministic generator used offline."""
 
     seed: int = 7
-    tick_ms: int = attrs.field(default=1000, validator=_positive)
-    bar_s: int = attrs.field(default=60, validator=_positive)
+    tick_ms: int = attrs.field(default=500, validator=_positive)
+    bar_s: int = attrs.field(default=5, validator=_positive)
+    """Bar length; 5 s by default so the offline demo trades within a minute or two."""
     max_bars: int = attrs.field(default=0, validator=_non_negative)
     """Stop after this many closed bars per symbol (0: never); the end is ``end_of_data``."""
     regime_mean_bars: int = attrs.field(default=240, validator=_positive)

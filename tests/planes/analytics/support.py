@@ -31,6 +31,7 @@ BASE = (
     "runtime.mode=backtest",
     "observability.status_interval_s=0",
     "plugins.entry_points=false",
+    "market.synthetic.bar_s=60",
     "market.synthetic.tick_ms=30000",  # two ticks per 60 s bar keep the runs short
 )
 

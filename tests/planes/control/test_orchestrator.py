@@ -35,6 +35,7 @@ FAKE_PLUGIN = "fake_orchestrator_plugin"
 
 BASE = (
     "runtime.mode=backtest",  # historical clock: the generator runs at full speed, no waiting
+    "market.synthetic.bar_s=60",
     "observability.status_interval_s=0",
     "plugins.entry_points=false",
     "market.synthetic.max_bars=0",  # never ends by itself

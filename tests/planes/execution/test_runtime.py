@@ -113,6 +113,7 @@ async def test_intents_become_fills_and_positions_in_a_backtest(
         "plugins.entry_points=false",
         'market.symbols=["BTCUSDT"]',
         "market.synthetic.max_bars=14",
+        "market.synthetic.bar_s=60",
         "market.synthetic.tick_ms=5000",
         "strategy.scenarios=[]",  # only the test strategy trades
         "execution.max_volume_share=100",  # whole fills: this test is about the flow

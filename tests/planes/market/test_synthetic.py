@@ -29,6 +29,7 @@ BASE = (
     "runtime.mode=backtest",
     "observability.status_interval_s=0",
     "plugins.entry_points=false",
+    "market.synthetic.bar_s=60",
     "market.synthetic.tick_ms=10000",  # six ticks per 60 s bar keeps the runs short
 )
 
