@@ -48,6 +48,7 @@ from contracts.topics import (
 )
 from planes.config import BybitSection, Config
 from planes.market.bybit_parse import BybitNormalizer, Control, FeedMetrics
+from planes.tasks import cancel_and_wait
 
 log = structlog.get_logger("planes.market.bybit")
 
@@ -167,12 +168,7 @@ class BybitPublicSource:
         task, self._supervisor = self._supervisor, None
         if task is None:
             return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise
+        await cancel_and_wait(task)
         first = self._first_open
         if first is not None and not first.done():
             first.cancel()

@@ -67,6 +67,7 @@ from contracts.market import END_OF_DATA, KlineEvent, MarketDisconnected, Market
 from contracts.ports import ComponentContext
 from contracts.topics import CONTROL_STATE, MARKET_DISCONNECTED, MARKET_ERROR, MARKET_KLINE
 from planes.config import Config, ReplayFormat
+from planes.tasks import cancel_and_wait
 
 log = structlog.get_logger("planes.market.replay")
 
@@ -714,14 +715,7 @@ class ReplaySource:
     async def disconnect(self) -> None:
         """Stop playback and wait for its task to end (idempotent); ``connect()`` resumes."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # we were cancelled ourselves, not just the playback
+        await cancel_and_wait(task)
 
     async def subscribe(self, symbols: Sequence[str], channels: Sequence[str]) -> None:
         """Start playback; report channels other than ``kline`` and symbols not in the file."""

@@ -34,6 +34,7 @@ from contracts.meta import EventMeta
 from contracts.ports import ComponentContext
 from contracts.topics import MARKET_DISCONNECTED, MARKET_ERROR, MARKET_KLINE, MARKET_TICKER
 from planes.config import Config, SyntheticSection
+from planes.tasks import cancel_and_wait
 
 log = structlog.get_logger("planes.market.synthetic")
 
@@ -206,14 +207,7 @@ class SyntheticSource:
     async def disconnect(self) -> None:
         """Stop streaming and wait for the generator task to end (idempotent)."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # we were cancelled ourselves, not just the generator
+        await cancel_and_wait(task)
 
     async def subscribe(self, symbols: Sequence[str], channels: Sequence[str]) -> None:
         """Stream ``symbols``; unsupported channels are reported as ``market:error``."""
