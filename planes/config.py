@@ -294,7 +294,7 @@ class ScenarioSpec:
 
 
 def _default_scenarios() -> tuple[ScenarioSpec, ...]:
-    return (ScenarioSpec("sma_cross_demo", "sma_cross", {"fast": 5, "slow": 13}),)
+    return (ScenarioSpec("sma_cross_demo", "sma_cross", {"fast": 3, "slow": 8}),)
 
 
 @attrs.frozen
