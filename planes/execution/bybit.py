@@ -1,0 +1,1012 @@
+"""BybitExecution: the Bybit V5 venue (``execution.venue = "bybit"``), orders over pybit HTTP.
+
+It takes ``risk:approved_intent`` (the only way orders come in) and reports every order's life on
+``exec:order_event`` (``venue="bybit"``); the PositionManager books the fills. With another venue
+it stays idle and reads no keys. ``docs/execution.md`` has the full story; in short:
+
+* **Idempotent orders.** Every order carries ``orderLinkId = client_order_id(scenario, intent)``
+  (the paper venue's id, 36 characters), so resubmitting it can never make a second order: Bybit
+  answers a known ``orderLinkId`` with retCode 110072 (or 10001 "OrderLinkedID is duplicate"),
+  which counts as *accepted*. A second approval with an id this venue has seen is ignored.
+* **Lifecycle.** ``submitted``, then ``accepted`` once Bybit took the order, or ``rejected``
+  with Bybit's ``retMsg`` (``venue_rejected: ...``). Fills are not pushed by Bybit's REST API:
+  ``poll()`` asks for every unfinished order and publishes the fills (and the cancellations) not
+  published yet; ``apply_order_update()`` does the same for one order record, so the private
+  WebSocket ``order`` topic (same record shape) can feed it later.
+* **Retries** with exponential backoff and full jitter, only on transient failures: timeouts and
+  connection errors, HTTP 429 and 5xx, and the retCodes in ``TRANSIENT_RET_CODES``. Business
+  rejections (insufficient balance, bad quantity ...) are never retried. pybit's own retries are
+  off (``max_retries=1``, an empty ``retry_codes``, no ``force_retry``): they sleep in the
+  calling thread and hide the retCode.
+* **Timeout after accept.** When a place request may have reached Bybit (a timeout, a broken
+  connection, a 5xx, an ambiguous retCode), the order is looked up by ``orderLinkId`` before
+  trying again: found means accepted, and nothing is placed again.
+* **Circuit breakers**, one per endpoint group: ``orders`` (place, cancel) and ``account``
+  (open orders, order history, positions, wallet). ``breaker_failures`` failures in a row open
+  it for ``breaker_reset_s``: calls then fail fast with ``CircuitOpenError`` and one
+  ``observability:alert`` is published; after the pause one call is let through (half-open),
+  and its outcome closes the breaker or opens it again.
+* **Never blocking the loop.** Every pybit call runs in a worker thread (``asyncio.to_thread``),
+  bounded by ``timeout_s``.
+
+Keys come from the environment variables named by ``api_key_env`` / ``api_secret_env``, read at
+construction; a missing one fails start-up naming the variable. They are handed to pybit only,
+never kept on this object or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import decimal
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, Final
+
+import attrs
+import structlog
+from pybit.exceptions import FailedRequestError, InvalidRequestError
+from pybit.unified_trading import HTTP
+
+from contracts.enums import OrderStatus, OrderType, Severity, Side
+from contracts.execution import OrderEvent
+from contracts.ports import BusHandle, ComponentContext
+from contracts.risk import ApprovedIntent
+from contracts.system import Alert
+from contracts.topics import EXEC_ORDER_EVENT, OBSERVABILITY_ALERT, RISK_APPROVED
+from planes.config import BybitCategory, BybitExecutionSection, Config
+from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet
+
+log = structlog.get_logger("planes.execution.bybit")
+
+VENUE: Final = "bybit"
+ORDERS: Final = "orders"
+ACCOUNT: Final = "account"
+
+TRANSIENT_RET_CODES: Final[Mapping[int, str]] = {
+    10000: "server timeout",
+    10002: "request time outside recv_window (re-signed with a fresh timestamp)",
+    10006: "too many visits: API rate limit",
+    10016: "server error / service restarting",
+    10018: "IP rate limit",
+    10429: "system-level frequency protection",
+    170146: "spot: order creation timeout",
+    170147: "spot: order cancellation timeout",
+}
+"""Bybit retCodes worth another try (Bybit V5 error table). pybit's default ``retry_codes`` add
+legacy V3 codes (30034, 30035, 130035, 130150) that V5 endpoints do not return."""
+AMBIGUOUS_RET_CODES: Final = frozenset((10000, 10016, 170146, 170147))
+"""Transient codes after which the request may still have been executed."""
+RATE_LIMIT_RET_CODES: Final = frozenset((10006, 10018, 10429))
+AUTH_RET_CODES: Final = frozenset((10003, 10004, 10005, 10007, 10009, 10010))
+"""Key, signature, permission or IP problems: not retried, but counted by the breaker."""
+DUPLICATE_LINK_ID: Final = 110072
+ORDER_GONE_RET_CODES: Final = frozenset((110001, 110008, 170213))
+"""Cancel of an order Bybit no longer has working (filled, cancelled, unknown)."""
+RATE_LIMIT_RESET_HEADER: Final = "X-Bapi-Limit-Reset-Timestamp"
+QUERY_PAGE: Final = 50
+MAX_PAGES: Final = 20
+
+_ROUND = decimal.Context(prec=28)
+_ZERO = Decimal(0)
+_SIDES: Final = {Side.BUY: "Buy", Side.SELL: "Sell"}
+_WORKING_STATES: Final = frozenset(("New", "PartiallyFilled", "Untriggered", "Triggered"))
+_CANCELLED_STATES: Final = frozenset(("Cancelled", "PartiallyFilledCanceled", "Deactivated"))
+_DONE: Final = frozenset((OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED))
+
+
+class BybitReason:
+    """Reason codes this venue adds to ``OrderReason`` (``"code: detail"``); stable API."""
+
+    VENUE_REJECTED = "venue_rejected"
+    """Bybit refused the order; the detail is its ``retMsg`` and retCode."""
+    VENUE_UNAVAILABLE = "venue_unavailable"
+    """Retries ran out, and Bybit does not have the order."""
+    CIRCUIT_OPEN = "circuit_open"
+    """The ``orders`` breaker is open: the order was not sent."""
+    CONFIRMED = "confirmed"
+    """(on ``accepted``) Bybit had the order although the place request failed."""
+    VENUE_CANCELLED = "venue_cancelled"
+    """Bybit cancelled or deactivated the order (not at our request)."""
+
+
+class BybitConfigError(ValueError):
+    """The Bybit venue is selected but cannot be set up (a missing key, a bad URL)."""
+
+
+class BybitError(Exception):
+    """A Bybit request failed; says whether it is worth another try and whether it may have run."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool = False,
+        ambiguous: bool = False,
+        venue_fault: bool = True,
+        ret_code: int | None = None,
+        ret_msg: str = "",
+        http_status: int | None = None,
+        retry_at_ms: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+        """A timeout, a connection error, HTTP 429/5xx or a retCode in ``TRANSIENT_RET_CODES``."""
+        self.ambiguous = ambiguous
+        """The request may have been executed although no answer said so."""
+        self.venue_fault = venue_fault
+        """Counts as a failure for the circuit breaker (False for business rejections)."""
+        self.ret_code = ret_code
+        self.ret_msg = ret_msg
+        self.http_status = http_status
+        self.retry_at_ms = retry_at_ms
+        """When Bybit says the rate limit resets (unix ms), if it did."""
+
+    @property
+    def duplicate_link_id(self) -> bool:
+        """Bybit already has an order with this ``orderLinkId``."""
+        code = self.ret_code
+        return code == DUPLICATE_LINK_ID or (code == 10001 and "duplicate" in self.ret_msg.lower())
+
+
+class CircuitOpenError(BybitError):
+    """An endpoint group's breaker is open: the request was not sent."""
+
+    def __init__(self, group: str, retry_in_s: float) -> None:
+        super().__init__(
+            f"bybit {group} circuit breaker is open: not sent (next try in {retry_in_s:.1f} s)",
+            venue_fault=False,
+        )
+        self.group = group
+
+
+class CircuitBreaker:
+    """A consecutive-failure breaker: closed -> open (fail fast) -> half-open (one try) -> ...
+
+    ``acquire()`` before a call raises ``CircuitOpenError`` while open, and while half-open once
+    the single trial call is out; ``succeeded()`` / ``failed()`` after it. ``failed()`` returns
+    True only when it opens a closed breaker (the moment to alert). A trial that neither succeeds
+    nor fails (cancelled) is ``abandoned()``, which lets the next call try.
+    """
+
+    __slots__ = ("_clock", "_opened_at", "_probing", "failures", "group", "limit", "reset_s")
+
+    def __init__(
+        self, group: str, limit: int, reset_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.group = group
+        self.limit = limit
+        self.reset_s = reset_s
+        self.failures = 0
+        self._clock = clock
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half_open`` (``open`` whose pause is over counts as half)."""
+        if self._opened_at is None:
+            return "closed"
+        if self._probing or self._clock() - self._opened_at >= self.reset_s:
+            return "half_open"
+        return "open"
+
+    def acquire(self) -> None:
+        """Let a call through, or raise ``CircuitOpenError``."""
+        opened = self._opened_at
+        if opened is None:
+            return
+        left = opened + self.reset_s - self._clock()
+        if left > 0 or self._probing:
+            raise CircuitOpenError(self.group, max(left, 0.0))
+        self._probing = True
+
+    def succeeded(self) -> None:
+        """The venue answered: close the breaker."""
+        if self._opened_at is not None:
+            log.info("bybit.breaker_closed", group=self.group)
+        self.failures = 0
+        self._opened_at = None
+        self._probing = False
+
+    def failed(self) -> bool:
+        """Count a failure; True when this one opened a closed breaker."""
+        self.failures += 1
+        if self._probing or self._opened_at is not None:
+            self._probing = False
+            self._opened_at = self._clock()  # the trial failed: another full pause
+            return False
+        if self.failures >= self.limit:
+            self._opened_at = self._clock()
+            return True
+        return False
+
+    def abandoned(self) -> None:
+        """The trial call ended without an answer; the next call may try."""
+        self._probing = False
+
+
+@attrs.define
+class _Group:
+    name: str
+    http: Any  # pybit.unified_trading.HTTP: untyped
+    breaker: CircuitBreaker
+
+
+class _Order:
+    """The venue's state of one order."""
+
+    __slots__ = (
+        "cancel_requested",
+        "fees",
+        "filled",
+        "notional",
+        "placing",
+        "req",
+        "status",
+        "template",
+    )
+
+    def __init__(self, req: OrderRequest, template: OrderEvent) -> None:
+        self.req = req
+        self.template = template
+        self.status = OrderStatus.SUBMITTED
+        self.filled = _ZERO
+        self.notional = _ZERO
+        self.fees = _ZERO
+        self.cancel_requested = False
+        self.placing = False
+        """``submit`` is still talking to Bybit about it: ``poll`` leaves it alone."""
+
+    @property
+    def avg_price(self) -> Decimal | None:
+        return _ROUND.divide(self.notional, self.filled) if self.filled else None
+
+
+class BybitExecution:
+    """The Bybit venue (implements ``ExecutionAdapter``); see the module docstring."""
+
+    name = "bybit_execution"
+    venue = VENUE
+
+    def __init__(
+        self,
+        ctx: ComponentContext,
+        *,
+        environ: Mapping[str, str] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        config = ctx.config
+        if not isinstance(config, Config):
+            msg = "BybitExecution needs planes.config.Config"
+            raise TypeError(msg)
+        self._bus: BusHandle = ctx.bus
+        self.config: BybitExecutionSection = config.execution.bybit
+        self.active = config.execution.venue == VENUE
+        self.quote = config.portfolio.quote
+        self.category = self.config.category.value
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._orders_by_id: dict[str, _Order] = {}
+        self._orders_by_link: dict[str, _Order] = {}
+        self._client_ids: set[str] = set()
+        self._groups: dict[str, _Group] = {}
+        self.backoff_history: list[float] = []
+        self.submitted = 0
+        self.accepted = 0
+        self.rejected = 0
+        self.recovered = 0
+        self.retries = 0
+        self.duplicates = 0
+        self.events = 0
+        if self.active:
+            self._groups = self._connect(os.environ if environ is None else environ)
+
+    def _connect(self, environ: Mapping[str, str]) -> dict[str, _Group]:
+        """One pybit session per endpoint group, pointed at ``base_url``, its retries off."""
+        cfg = self.config
+        key = _required_env(environ, cfg.api_key_env, "api_key_env", "API key")
+        secret = _required_env(environ, cfg.api_secret_env, "api_secret_env", "API secret")
+        base_url = cfg.base_url.rstrip("/")
+        if not base_url.startswith(("https://", "http://")):
+            msg = f"execution.bybit.base_url must be an http(s) URL, got {cfg.base_url!r}"
+            raise BybitConfigError(msg)
+        groups = {}
+        for group in (ORDERS, ACCOUNT):
+            http = HTTP(
+                api_key=key,
+                api_secret=secret,
+                timeout=cfg.timeout_s,
+                recv_window=cfg.recv_window_ms,
+                max_retries=1,  # pybit's loop: 1 means one attempt and no retry of its own
+                retry_delay=0,
+                force_retry=False,
+            )
+            http.endpoint = base_url  # pybit builds https://api.{domain}.{tld}; we set it whole
+            http.retry_codes = set()  # set after __post_init__, which refills an empty set
+            breaker = CircuitBreaker(group, cfg.breaker_failures, cfg.breaker_reset_s)
+            groups[group] = _Group(group, http, breaker)
+        return groups
+
+    def breaker(self, group: str) -> CircuitBreaker:
+        """The circuit breaker of ``group`` (``orders`` or ``account``)."""
+        return self._groups[group].breaker
+
+    # -- component -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take approved intents (only while ``execution.venue = "bybit"``)."""
+        if not self.active:
+            log.info("bybit_execution.idle", reason="execution.venue is not bybit")
+            return
+        self._bus.subscribe(RISK_APPROVED, self._on_approved)
+        log.info("bybit_execution.ready", base_url=self.config.base_url, category=self.category)
+
+    async def stop(self) -> None:
+        """Close the HTTP sessions. Working orders stay on Bybit (boot-time recovery finds them)."""
+        for group in self._groups.values():
+            group.http.client.close()
+
+    # -- ExecutionAdapter ----------------------------------------------------------------
+
+    async def _on_approved(self, approved: ApprovedIntent) -> None:
+        await self.submit(OrderRequest.from_approved(approved))
+
+    async def submit(self, order: OrderRequest) -> None:
+        """Place ``order`` and report it: submitted, then accepted or rejected (never raises)."""
+        req = order
+        if req.client_order_id in self._client_ids:
+            self.duplicates += 1
+            log.warning("bybit.duplicate_order", order_id=req.order_id, client=req.client_order_id)
+            return
+        self._client_ids.add(req.client_order_id)
+        self.submitted += 1
+        state = _Order(req, self._template(req))
+        self._orders_by_id[req.order_id] = state
+        self._orders_by_link[req.client_order_id] = state
+        self._publish(state, OrderStatus.SUBMITTED)
+        if not self.active:
+            self._reject(state, f"{BybitReason.VENUE_UNAVAILABLE}: execution.venue is not bybit")
+            return
+        try:
+            params = self._order_params(req)
+        except ValueError as refusal:
+            self._reject(state, str(refusal))
+            return
+        state.placing = True
+        try:
+            await self._place(state, params)
+        except Exception:  # a bug, not a venue answer: logged and alerted, never raised
+            log.exception("bybit.place_crashed", order_id=req.order_id)
+            self._unconfirmed(state, "an unexpected error")
+        finally:
+            state.placing = False
+
+    async def cancel(self, order_id: str) -> bool:
+        """Cancel a working order (reason ``requested``); False when it is not working.
+
+        Raises ``BybitError`` when Bybit cannot be asked (retries exhausted, breaker open).
+        """
+        state = self._orders_by_id.get(order_id)
+        if state is None or state.status not in (
+            OrderStatus.ACCEPTED,
+            OrderStatus.PARTIALLY_FILLED,
+        ):
+            return False
+        state.cancel_requested = True
+        params = {
+            "category": self.category,
+            "symbol": state.req.symbol,
+            "orderLinkId": state.req.client_order_id,
+        }
+        try:
+            await self._call(self._groups[ORDERS], "cancel_order", params)
+        except BybitError as error:
+            if error.ret_code not in ORDER_GONE_RET_CODES:
+                state.cancel_requested = False
+                raise
+            # Filled or cancelled in the meantime (or our own retried cancel went through).
+            await self._refresh(state)
+            return _cancelled(state)
+        await self._refresh(state)
+        if state.status not in _DONE:  # Bybit's order query lags behind the cancel
+            self._finish(state, OrderStatus.CANCELLED, _requested())
+        return _cancelled(state)
+
+    async def open_orders(self) -> Sequence[OrderEvent]:
+        """Bybit's working orders of ``category`` as ``OrderEvent`` values (not published)."""
+        params: dict[str, object] = {"category": self.category}
+        if self.config.category is BybitCategory.LINEAR:
+            params["settleCoin"] = self.quote
+        records = await self._pages(self._groups[ACCOUNT], "get_open_orders", params)
+        events = []
+        for record in records:
+            state = self._orders_by_link.get(str(record.get("orderLinkId") or ""))
+            state = self._foreign(record) if state is None else _copy(state)
+            _absorb(state, record)
+            events.append(self._event(state, _status_of(record, state)))
+        return events
+
+    async def positions(self) -> Sequence[VenuePosition]:
+        """Bybit's non-zero positions (linear); spot has none (balances are in ``wallet``)."""
+        if self.config.category is not BybitCategory.LINEAR:
+            return []
+        params = {"category": self.category, "settleCoin": self.quote}
+        records = await self._pages(self._groups[ACCOUNT], "get_positions", params)
+        positions = []
+        for record in records:
+            size = _dec(record.get("size")) or _ZERO
+            if not size:
+                continue
+            qty = -size if record.get("side") == "Sell" else size
+            positions.append(
+                VenuePosition(
+                    str(record["symbol"]),
+                    qty,
+                    _dec(record.get("avgPrice")) or _ZERO,
+                    _dec(record.get("markPrice")),
+                    _dec(record.get("unrealisedPnl")),
+                )
+            )
+        return positions
+
+    async def wallet(self) -> Wallet:
+        """The unified account's balance and equity in the quote coin."""
+        params = {"accountType": "UNIFIED", "coin": self.quote}
+        result = await self._call(self._groups[ACCOUNT], "get_wallet_balance", params)
+        for account in result.get("list") or ():
+            for coin in account.get("coin") or ():
+                if coin.get("coin") == self.quote:
+                    cash = _dec(coin.get("walletBalance")) or _ZERO
+                    return Wallet(self.quote, cash, _dec(coin.get("equity")) or cash)
+        return Wallet(self.quote, _ZERO, _ZERO)
+
+    # -- fills: poll() now, the private WebSocket later ---------------------------------
+
+    async def poll(self) -> int:
+        """Ask Bybit about every unfinished order; publish what changed. Returns the events.
+
+        Open orders come from ``/v5/order/realtime`` per symbol; an order no longer open is
+        looked up by ``orderLinkId`` (realtime, then history) for its final fills. An order left
+        unconfirmed by a failed submit is accepted when found, rejected when Bybit has no such
+        order. Raises ``BybitError`` when Bybit cannot be asked (what was learnt is published).
+        """
+        before = self.events
+        pending: dict[str, list[_Order]] = {}
+        for state in self._orders_by_id.values():
+            if not state.placing:
+                pending.setdefault(state.req.symbol, []).append(state)
+        if not pending:
+            return 0
+        account = self._groups[ACCOUNT]
+        for symbol, states in pending.items():
+            params = {"category": self.category, "symbol": symbol}
+            records = await self._pages(account, "get_open_orders", params)
+            by_link = {str(r.get("orderLinkId") or ""): r for r in records}
+            for state in states:
+                record = by_link.get(state.req.client_order_id)
+                if record is None:
+                    record = await self._find(state)
+                if record is not None:
+                    self._apply(state, record, f"{BybitReason.CONFIRMED}: found by poll()")
+                elif state.status is OrderStatus.SUBMITTED:
+                    reason = f"{BybitReason.VENUE_UNAVAILABLE}: Bybit has no such order"
+                    self._reject(state, reason)
+        return self.events - before
+
+    def apply_order_update(self, record: Mapping[str, Any]) -> bool:
+        """Apply one Bybit order record (REST order list item or private WS ``order`` item).
+
+        Publishes the fills and the end state it shows that were not published yet. Records of
+        orders this venue did not place are ignored (False).
+        """
+        state = self._orders_by_link.get(str(record.get("orderLinkId") or ""))
+        if state is None:
+            return False
+        self._apply(state, record)
+        return True
+
+    # -- placing -------------------------------------------------------------------------
+
+    def _order_params(self, req: OrderRequest) -> dict[str, object]:
+        """The place_order arguments of ``req``; ``ValueError(reason)`` when it cannot be sent."""
+        if not (req.qty.is_finite() and req.qty > 0):
+            raise ValueError(f"{OrderReason.INVALID_QTY}: qty must be > 0, got {req.qty}")
+        linear = self.config.category is BybitCategory.LINEAR
+        params: dict[str, object] = {
+            "category": self.category,
+            "symbol": req.symbol,
+            "side": _SIDES[req.side],
+            "orderType": "Limit" if req.order_type is OrderType.LIMIT else "Market",
+            "qty": _text(req.qty),
+            "orderLinkId": req.client_order_id,
+        }
+        price = req.limit_price if req.order_type is OrderType.LIMIT else req.stop_price
+        if req.order_type is not OrderType.MARKET and not (
+            price is not None and price.is_finite() and price > 0
+        ):
+            kind = req.order_type.value
+            raise ValueError(f"{OrderReason.MISSING_PRICE}: a {kind} order needs a price > 0")
+        if req.order_type is OrderType.LIMIT:
+            params.update(price=_text(price), timeInForce="GTC")
+        elif req.order_type is OrderType.STOP:
+            params["triggerPrice"] = _text(price)
+            if linear:  # 1: triggers when the price rises to it, 2: when it falls to it
+                params.update(triggerDirection=1 if req.side is Side.BUY else 2)
+                params.update(triggerBy="LastPrice")
+            else:
+                params["orderFilter"] = "StopOrder"
+        if not linear and req.order_type is not OrderType.LIMIT:
+            params["marketUnit"] = "baseCoin"  # spot market buys count quote coin by default
+        if linear and req.reduce_only:
+            params["reduceOnly"] = True
+        return params
+
+    async def _place(self, state: _Order, params: Mapping[str, object]) -> None:
+        """Place with retries; look the order up after every failure that may have placed it."""
+        orders = self._groups[ORDERS]
+        maybe_placed = False
+        last: BybitError | None = None
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                assert last is not None  # noqa: S101 - set by the failed attempt before
+                self.retries += 1
+                await self._backoff(attempt, last)
+                if last.ambiguous and await self._adopt(state, last):
+                    return
+            try:
+                result = await self._attempt(orders, "place_order", params)
+            except CircuitOpenError as error:
+                last = error
+                break
+            except BybitError as error:
+                if error.duplicate_link_id:
+                    self._accept(state, f"{BybitReason.CONFIRMED}: {error.ret_msg}")
+                    return
+                if not error.transient:
+                    self._reject(state, _rejection(error))
+                    return
+                maybe_placed = maybe_placed or error.ambiguous
+                last = error
+                log.warning(
+                    "bybit.place_retry",
+                    order_id=state.req.order_id,
+                    attempt=attempt + 1,
+                    error=error.message,
+                )
+            else:
+                log.info(
+                    "bybit.accepted", order_id=state.req.order_id, venue_id=result.get("orderId")
+                )
+                self._accept(state)
+                return
+        assert last is not None  # noqa: S101 - the loop ran at least once
+        await self._give_up(state, last, maybe_placed=maybe_placed)
+
+    async def _adopt(self, state: _Order, after: BybitError) -> bool | None:
+        """Look ``state`` up by ``orderLinkId``; when found, report what Bybit has.
+
+        True: found; False: Bybit does not have it; None: the lookup itself failed.
+        """
+        try:
+            record = await self._find(state)
+        except BybitError as error:
+            log.warning("bybit.lookup_failed", order_id=state.req.order_id, error=error.message)
+            return None
+        if record is None:
+            return False
+        self.recovered += 1
+        log.info("bybit.recovered", order_id=state.req.order_id, after=after.message)
+        self._apply(state, record, f"{BybitReason.CONFIRMED}: found by orderLinkId after {after}")
+        return True
+
+    async def _give_up(self, state: _Order, last: BybitError, *, maybe_placed: bool) -> None:
+        """Retries are over: reject, unless Bybit may have the order (then ask it once more)."""
+        if maybe_placed:
+            found = await self._adopt(state, last)
+            if found:
+                return
+            if found is None:
+                self._unconfirmed(state, last.message)
+                return
+        code = (
+            BybitReason.CIRCUIT_OPEN
+            if isinstance(last, CircuitOpenError)
+            else BybitReason.VENUE_UNAVAILABLE
+        )
+        log.error("bybit.place_failed", order_id=state.req.order_id, error=last.message)
+        self._reject(state, f"{code}: {last.message}")
+
+    def _unconfirmed(self, state: _Order, after: str) -> None:
+        """Alert that nobody knows whether Bybit has ``state``.
+
+        It stays submitted (pending for the RiskManager) until ``poll()`` finds out.
+        """
+        message = (
+            f"order {state.req.order_id} ({state.req.client_order_id}) may or may not be on "
+            f"Bybit after {after}; poll() will find out"
+        )
+        log.warning("bybit.order_unconfirmed", order_id=state.req.order_id, error=message)
+        self._alert(Severity.WARNING, "bybit_order_unconfirmed", message, ORDERS)
+
+    async def _find(self, state: _Order) -> Mapping[str, Any] | None:
+        """Bybit's record of ``state`` by ``orderLinkId`` (realtime, then history), or None."""
+        account = self._groups[ACCOUNT]
+        params = {
+            "category": self.category,
+            "symbol": state.req.symbol,
+            "orderLinkId": state.req.client_order_id,
+        }
+        for method in ("get_open_orders", "get_order_history"):
+            result = await self._attempt(account, method, params)
+            for record in result.get("list") or ():
+                if record.get("orderLinkId") == state.req.client_order_id:
+                    return dict(record)
+        return None
+
+    async def _refresh(self, state: _Order) -> None:
+        """Apply Bybit's current record of ``state``, if it can be had (best effort)."""
+        try:
+            record = await self._find(state)
+        except BybitError as error:
+            log.warning("bybit.refresh_failed", order_id=state.req.order_id, error=error.message)
+            return
+        if record is not None:
+            self._apply(state, record)
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def _attempt(
+        self, group: _Group, method: str, params: Mapping[str, object]
+    ) -> dict[str, Any]:
+        """One request through ``group``'s breaker, in a worker thread; its ``result``."""
+        breaker = group.breaker
+        breaker.acquire()
+        call = getattr(group.http, method)
+        try:
+            # pybit edits the dict it is given (casts values): a fresh copy per attempt.
+            response = await asyncio.to_thread(call, **dict(params))
+        except asyncio.CancelledError:
+            breaker.abandoned()
+            raise
+        except Exception as exc:
+            error = _classify(exc, group.name, method)
+            if error is None:
+                breaker.abandoned()
+                raise
+            if not error.venue_fault:
+                breaker.succeeded()
+            elif breaker.failed():
+                self._breaker_opened(group, error)
+            raise error from exc
+        breaker.succeeded()
+        result = response.get("result") if isinstance(response, dict) else None
+        return result if isinstance(result, dict) else {}
+
+    async def _call(
+        self, group: _Group, method: str, params: Mapping[str, object]
+    ) -> dict[str, Any]:
+        """``_attempt`` with retries of transient failures (for requests safe to repeat)."""
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(group, method, params)
+            except CircuitOpenError:
+                raise
+            except BybitError as error:
+                if not error.transient or attempt >= self.config.max_retries:
+                    raise
+                attempt += 1
+                self.retries += 1
+                log.warning("bybit.retry", method=method, attempt=attempt, error=error.message)
+                await self._backoff(attempt, error)
+
+    async def _pages(
+        self, group: _Group, method: str, params: Mapping[str, object]
+    ) -> list[Mapping[str, Any]]:
+        """Every item of a paginated list answer (``limit`` + ``cursor``)."""
+        items: list[Mapping[str, Any]] = []
+        cursor = ""
+        for _ in range(MAX_PAGES):
+            page = {**params, "limit": QUERY_PAGE}
+            if cursor:
+                page["cursor"] = cursor
+            result = await self._call(group, method, page)
+            items.extend(result.get("list") or ())
+            cursor = str(result.get("nextPageCursor") or "")
+            if not cursor:
+                break
+        return items
+
+    async def _backoff(self, attempt: int, error: BybitError) -> None:
+        """Sleep before retry ``attempt`` (1, 2 ...): full jitter, never over ``backoff_max_s``.
+
+        A rate-limit answer that says when the limit resets is waited out, within the same cap.
+        """
+        cfg = self.config
+        ceiling = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** (attempt - 1))
+        delay = self._rng.uniform(0, ceiling)
+        if error.retry_at_ms is not None:
+            until_reset = (error.retry_at_ms - time.time() * 1000) / 1000
+            delay = min(cfg.backoff_max_s, max(delay, until_reset))
+        self.backoff_history.append(delay)
+        del self.backoff_history[:-1000]
+        await asyncio.sleep(delay)
+
+    def _breaker_opened(self, group: _Group, error: BybitError) -> None:
+        breaker = group.breaker
+        message = (
+            f"Bybit {group.name} requests failed {breaker.failures} times in a row "
+            f"(last: {error.message}); they fail fast for {breaker.reset_s:g} s, "
+            "then one is let through"
+        )
+        log.error("bybit.breaker_open", group=group.name, error=error.message)
+        self._alert(Severity.CRITICAL, "bybit_breaker_open", message, group.name)
+
+    def _alert(self, severity: Severity, code: str, message: str, group: str) -> None:
+        bus = self._bus
+        labels = {"venue": VENUE, "group": group}
+        bus.publish(OBSERVABILITY_ALERT, Alert(bus.meta(), severity, code, message, labels))
+
+    # -- order events --------------------------------------------------------------------
+
+    def _template(self, req: OrderRequest) -> OrderEvent:
+        price = req.limit_price if req.order_type is OrderType.LIMIT else req.stop_price
+        return OrderEvent(
+            self._bus.meta(req.correlation_id),
+            order_id=req.order_id,
+            client_order_id=req.client_order_id,
+            venue=VENUE,
+            symbol=req.symbol,
+            side=req.side,
+            order_type=req.order_type,
+            status=OrderStatus.SUBMITTED,
+            qty=req.qty,
+            price=None if req.order_type is OrderType.MARKET else price,
+            fee_asset=self.quote,
+            intent_id=req.intent_id,
+            scenario_id=req.scenario_id,
+        )
+
+    def _foreign(self, record: Mapping[str, Any]) -> _Order:
+        """An ``_Order`` for a Bybit order this venue did not place (manual, before a restart)."""
+        link = str(record.get("orderLinkId") or "")
+        trigger = _dec(record.get("triggerPrice"))
+        limit = _dec(record.get("price")) if record.get("orderType") == "Limit" else None
+        req = OrderRequest(
+            order_id=link or str(record.get("orderId") or ""),
+            client_order_id=link,
+            symbol=str(record.get("symbol") or ""),
+            side=Side.SELL if record.get("side") == "Sell" else Side.BUY,
+            order_type=(
+                OrderType.STOP
+                if trigger
+                else OrderType.LIMIT
+                if limit is not None
+                else OrderType.MARKET
+            ),
+            qty=_dec(record.get("qty")) or _ZERO,
+            limit_price=limit,
+            stop_price=trigger or None,
+            reduce_only=bool(record.get("reduceOnly")),
+        )
+        return _Order(req, self._template(req))
+
+    def _event(
+        self,
+        state: _Order,
+        status: OrderStatus,
+        *,
+        reason: str = "",
+        fill: tuple[Decimal, Decimal, Decimal] | None = None,
+        exchange_ts: int | None = None,
+    ) -> OrderEvent:
+        """``state`` as an event; ``fill`` is this fill's ``(qty, price, fee)``."""
+        last_qty, last_price, fee = fill if fill is not None else (None, None, _ZERO)
+        return attrs.evolve(
+            state.template,
+            meta=self._bus.meta(state.req.correlation_id),
+            status=status,
+            filled_qty=state.filled,
+            avg_fill_price=state.avg_price,
+            last_fill_qty=last_qty,
+            last_fill_price=last_price,
+            fee=fee,
+            reason=reason,
+            exchange_ts=exchange_ts,
+        )
+
+    def _publish(
+        self,
+        state: _Order,
+        status: OrderStatus,
+        *,
+        reason: str = "",
+        fill: tuple[Decimal, Decimal, Decimal] | None = None,
+        exchange_ts: int | None = None,
+    ) -> None:
+        self.events += 1
+        event = self._event(state, status, reason=reason, fill=fill, exchange_ts=exchange_ts)
+        self._bus.publish(EXEC_ORDER_EVENT, event)
+
+    def _accept(self, state: _Order, reason: str = "") -> None:
+        if state.status is not OrderStatus.SUBMITTED:
+            return
+        self.accepted += 1
+        state.status = OrderStatus.ACCEPTED
+        self._publish(state, OrderStatus.ACCEPTED, reason=reason)
+
+    def _reject(self, state: _Order, reason: str) -> None:
+        self.rejected += 1
+        log.info("bybit.rejected", order_id=state.req.order_id, reason=reason)
+        self._finish(state, OrderStatus.REJECTED, reason)
+
+    def _finish(self, state: _Order, status: OrderStatus, reason: str = "") -> None:
+        state.status = status
+        self._forget(state)
+        self._publish(state, status, reason=reason)
+
+    def _forget(self, state: _Order) -> None:
+        self._orders_by_id.pop(state.req.order_id, None)
+        self._orders_by_link.pop(state.req.client_order_id, None)
+
+    def _apply(self, state: _Order, record: Mapping[str, Any], accept_reason: str = "") -> None:
+        """Publish what ``record`` (Bybit's view of the order) shows that was not published.
+
+        ``accept_reason`` goes on the ``accepted`` event when this record is the first word
+        that Bybit has the order.
+        """
+        if state.status in _DONE:
+            return
+        venue_status = str(record.get("orderStatus") or "")
+        if venue_status == "Rejected" and not state.filled:
+            detail = record.get("rejectReason") or "rejected by Bybit"
+            self._reject(state, f"{BybitReason.VENUE_REJECTED}: {detail}")
+            return
+        self._accept(state, accept_reason)
+        fee_asset = str(record.get("feeCurrency") or "")
+        if fee_asset and fee_asset != state.template.fee_asset:
+            state.template = attrs.evolve(state.template, fee_asset=fee_asset)
+        before = (state.filled, state.notional, state.fees)
+        _absorb(state, record)
+        ts = _int(record.get("updatedTime"))
+        qty = state.filled - before[0]
+        if qty > 0:
+            price = _ROUND.divide(state.notional - before[1], qty)
+            fee = max(state.fees - before[2], _ZERO)
+            done = venue_status == "Filled" or state.filled >= state.req.qty
+            state.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
+            self._publish(state, state.status, fill=(qty, price, fee), exchange_ts=ts)
+            if done:
+                self._forget(state)
+                return
+        if venue_status in _CANCELLED_STATES:
+            if state.cancel_requested:
+                reason = _requested()
+            else:
+                why = record.get("cancelType") or record.get("rejectReason") or venue_status
+                reason = f"{BybitReason.VENUE_CANCELLED}: {why}"
+            self._finish(state, OrderStatus.CANCELLED, reason)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _required_env(environ: Mapping[str, str], name: str, key: str, what: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        msg = (
+            f'execution.venue = "bybit" needs the Bybit {what} in the environment variable '
+            f"{name} (named by execution.bybit.{key}), which is not set"
+        )
+        raise BybitConfigError(msg)
+    return value
+
+
+def _classify(exc: Exception, group: str, method: str) -> BybitError | None:
+    """What a failed pybit call means; None for a bug (not a venue problem)."""
+    where = f"bybit {group} {method}"
+    if isinstance(exc, InvalidRequestError):  # Bybit answered with a retCode
+        code = int(exc.status_code)
+        text = str(exc.message)
+        rate_limited = code in RATE_LIMIT_RET_CODES
+        transient = code in TRANSIENT_RET_CODES
+        return BybitError(
+            f"{where}: {text} (retCode {code})",
+            transient=transient,
+            ambiguous=code in AMBIGUOUS_RET_CODES,
+            venue_fault=transient or code in AUTH_RET_CODES,
+            ret_code=code,
+            ret_msg=text,
+            retry_at_ms=_reset_ms(exc.resp_headers) if rate_limited else None,
+        )
+    if isinstance(exc, FailedRequestError):
+        status = int(exc.status_code)
+        if status == 409 and exc.resp_headers is None:  # pybit's "could not decode JSON"
+            return BybitError(f"{where}: unreadable answer", transient=True, ambiguous=True)
+        return BybitError(
+            f"{where}: HTTP {status}",
+            transient=status == 429 or status >= 500,
+            ambiguous=status >= 500,  # a gateway may have passed the request on
+            http_status=status,
+            retry_at_ms=_reset_ms(exc.resp_headers) if status == 429 else None,
+        )
+    if isinstance(exc, OSError):  # requests' exceptions are OSErrors: timeouts, lost connections
+        kind = "timed out" if "Timeout" in type(exc).__name__ else "connection failed"
+        return BybitError(f"{where}: {kind} ({type(exc).__name__})", transient=True, ambiguous=True)
+    return None
+
+
+def _reset_ms(headers: Any) -> int | None:
+    """Bybit's rate-limit reset time from response headers (unix ms), if present."""
+    if headers is None:
+        return None
+    return _int(headers.get(RATE_LIMIT_RESET_HEADER))
+
+
+def _rejection(error: BybitError) -> str:
+    if error.ret_code is not None:
+        return f"{BybitReason.VENUE_REJECTED}: {error.ret_msg} (retCode {error.ret_code})"
+    return f"{BybitReason.VENUE_REJECTED}: {error.message}"
+
+
+def _cancelled(state: _Order) -> bool:
+    return state.status is OrderStatus.CANCELLED
+
+
+def _requested() -> str:
+    return f"{OrderReason.REQUESTED}: cancelled on request"
+
+
+def _absorb(state: _Order, record: Mapping[str, Any]) -> None:
+    """Take the cumulative fill figures of ``record`` when they are ahead of ``state``."""
+    filled = _dec(record.get("cumExecQty")) or _ZERO
+    if filled <= state.filled:
+        return
+    value = _dec(record.get("cumExecValue"))
+    if value is None or value <= state.notional:
+        avg = _dec(record.get("avgPrice")) or _ZERO
+        value = filled * avg
+    state.filled = filled
+    state.notional = value
+    state.fees = max(_dec(record.get("cumExecFee")) or _ZERO, state.fees)
+
+
+def _status_of(record: Mapping[str, Any], state: _Order) -> OrderStatus:
+    if record.get("orderStatus") in _WORKING_STATES:
+        return OrderStatus.PARTIALLY_FILLED if state.filled else OrderStatus.ACCEPTED
+    if record.get("orderStatus") == "Filled":
+        return OrderStatus.FILLED
+    if record.get("orderStatus") == "Rejected":
+        return OrderStatus.REJECTED
+    return OrderStatus.CANCELLED
+
+
+def _copy(state: _Order) -> _Order:
+    twin = _Order(state.req, state.template)
+    twin.status = state.status
+    twin.filled, twin.notional, twin.fees = state.filled, state.notional, state.fees
+    return twin
+
+
+def _dec(value: object) -> Decimal | None:
+    """A Bybit number (a string, maybe empty) as a Decimal; None when absent or not a number."""
+    if value is None or value == "":
+        return None
+    try:
+        number = Decimal(str(value))
+    except decimal.InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _int(value: object) -> int | None:
+    number = _dec(value)
+    return None if number is None else int(number)
+
+
+def _text(value: Decimal | None) -> str:
+    """A Decimal as Bybit wants it: plain notation, never an exponent."""
+    return "" if value is None else format(value, "f")
