@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PACKAGES := contracts planes plugins research cli
 
-.PHONY: run test lint typecheck pytest bench docs clean
+.PHONY: run test lint typecheck pytest bench bench-backtest docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,21 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# The backtest benchmark against backtrader, backtesting.py and NautilusTrader: the `bench` extra
+# in a venv of its own inside .venv (NautilusTrader pins pandas < 3; dev and CI stay as they are).
+# Options through ARGS, e.g. make bench-backtest ARGS="--sizes 5000,50000 --json".
+BENCH_VENV := $(VENV)/bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench-backtest: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python benchmarks/bench_backtest.py $(ARGS)
 
 docs: $(STAMP)
 	$(BIN)/planes topics --markdown --set plugins.entry_points=false > docs/topics.md
