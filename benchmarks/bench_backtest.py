@@ -13,26 +13,27 @@ fixture generator (``tests/planes/market/ohlcv_fixtures.walk``) and written as a
 into a temporary directory; sizes are prefixes of one walk. Each engine reads the CSV itself:
 
 * **planes**: ``cli.backtest.backtest_config`` + ``run_backtest`` in this process, every plane the
-  runtime assembles (replay source, strategy, risk, paper execution, portfolio, control,
-  observability), timed from building the config to the finished report. Loading is part of
-  that run (the replay source reads the file at connect); it is also timed alone, with the same
-  ``load_replay`` call, and reported as ``load s``.
+  runtime assembles (replay source, analytics, strategy, risk, paper execution, portfolio,
+  control, observability; the output lists them), timed from building the config to the finished
+  report. Loading is part of that run (the replay source reads the file at connect); it is also
+  timed alone, with the same ``load_replay`` call, and reported as ``load s``.
 * **backtrader**: ``Cerebro(stdstats=False)`` (no observers) with ``GenericCSVData`` (its own CSV
   reader, faster here than ``PandasData``), ``SMA`` + ``CrossOver`` indicators, ``buy(size=1)``
   and ``close()``; market orders fill at the next bar's open. Its loading (preload in ``run``)
   is timed alone too.
 * **backtesting.py**: ``pandas.read_csv`` + ``Backtest(...).run()`` with ``crossover`` on two
   rolling means (the strategy of ``tests/cli/test_backtest_parity.py``), ``finalize_trades``.
-* **NautilusTrader**: ``pandas.read_csv`` + ``Bar.from_raw_arrays_to_list`` (what its
-  ``BarDataWrangler`` does), a ``BacktestEngine`` with a zero-fee BTCUSDT spot pair on a cash
-  account, ``SimpleMovingAverage`` indicators and a ``Strategy`` that buys 1 and
-  ``close_all_positions``. It fills a market order sent from ``on_bar`` at that bar's close,
-  not at the next open; the walk's next open equals the last close, so prices and trades agree.
+* **NautilusTrader**: ``pandas.read_csv`` + ``Bar.from_raw_arrays_to_list``, a
+  ``BacktestEngine`` (logging bypassed) with a zero-fee BTCUSDT spot pair on a cash account,
+  ``SimpleMovingAverage`` indicators and a ``Strategy`` that buys 1 and ``close_all_positions``.
+  It fills a market order sent from ``on_bar`` at that bar's close, not at the next open; the
+  walk's next open equals the last close, so prices and trades agree.
 
-The figures are the best of ``R`` repeats, interleaved engine by engine; bars/s is bars divided by
-the whole time, loading included ("end to end"), and also without the load ("run only"). Trade
-counts count round trips (entries), one still open at the end included; the entries of each
-engine are compared with backtesting.py's, bar by bar. ``planes`` has no journal yet (the storage
+The figures are the best of ``R`` repeats, interleaved engine by engine, after one untimed warm-up
+run of each engine on 200 bars; bars/s is bars divided by the whole time, loading included ("end
+to end"), and also without the load ("run only"). Trade counts count round trips (entries), one
+still open at the end included; the entries of each engine are compared with backtesting.py's,
+bar by bar. ``planes`` has no journal yet (the storage
 plane comes with a later issue): its figures are journal off. An engine that is not installed is
 left out with a message; nothing is estimated.
 """
@@ -435,11 +436,6 @@ FACTORIES: dict[str, Callable[[], Runner]] = {
     "backtesting": _backtesting,
     "nautilus": _nautilus,
 }
-INSTALL = {
-    "backtrader": "backtrader",
-    "backtesting": "backtesting",
-    "nautilus": "nautilus_trader",
-}
 
 
 def load_runners(names: list[str]) -> tuple[dict[str, Runner], dict[str, str]]:
@@ -451,8 +447,8 @@ def load_runners(names: list[str]) -> tuple[dict[str, Runner], dict[str, str]]:
             runners[name] = FACTORIES[name]()
         except ImportError as exc:
             missing[name] = (
-                f"not installed ({exc}); pip install {INSTALL.get(name, name)} "
-                "or `make bench-backtest` (the bench extra, in its own venv)"
+                f"not installed ({exc}); `make bench-backtest` runs this script with the bench "
+                "extra in .venv/bench (not in the dev venv: NautilusTrader pins pandas < 3)"
             )
     return runners, missing
 

@@ -143,8 +143,8 @@ class ComponentContext(Protocol):
 class Component(Protocol):
     """A long-lived part of a plane. Subscribe in ``start``; release everything in ``stop``.
 
-    Components start in plane order (observability, storage, market, analytics, strategy, risk,
-    execution, research, plugin planes, control last) and stop in the reverse order.
+    Components start in plane order (observability, storage, market, analytics, execution,
+    strategy, risk, research, plugin planes, control last) and stop in the reverse order.
     """
 
     name: str

@@ -46,13 +46,19 @@ PLANE_ORDER: Mapping[str, int] = {
     "storage": 10,
     "market": 20,
     "analytics": 30,
+    "execution": 35,
     "strategy": 40,
     "risk": 50,
-    "execution": 60,
     "research": 70,
     "control": 1000,
 }
-"""Start order of planes (stop order is the reverse); planes not listed start at 500."""
+"""Start order of planes (stop order is the reverse); planes not listed start at 500.
+
+Start order is subscription order, hence delivery order. Execution comes before strategy so that
+on a new bar the fills it causes (a next-open fill of the previous bar's order) are queued ahead
+of the intents the strategy derives from the same bar: the RiskManager sees the position before
+an exit that reduces it.
+"""
 
 
 class RuntimeStartError(RuntimeError):

@@ -27,6 +27,7 @@ from backtesting import Backtest, Strategy  # noqa: E402
 from backtesting.lib import crossover  # noqa: E402
 
 from cli.backtest import backtest_config, iso, run_backtest  # noqa: E402
+from tests.planes.market.ohlcv_fixtures import pandas_index_csv, walk  # noqa: E402
 
 # backtesting.py 0.6 calls pandas APIs that pandas 3 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings(
@@ -56,8 +57,8 @@ class SmaCrossReference(Strategy):  # type: ignore[misc]
             self.position.close()
 
 
-def reference_trades() -> list[dict[str, Any]]:
-    frame = pd.read_csv(DATA, index_col=0, parse_dates=True)
+def reference_trades(data: Path = DATA) -> list[dict[str, Any]]:
+    frame = pd.read_csv(data, index_col=0, parse_dates=True)
     frame.columns = [c.capitalize() for c in frame.columns]
     bt = Backtest(frame, SmaCrossReference, cash=10_000_000, commission=0, finalize_trades=True)
     stats = bt.run()
@@ -89,9 +90,9 @@ def _iso(ts: Any) -> str:
     return iso(int(stamp.timestamp() * 1000))
 
 
-async def ours() -> list[dict[str, Any]]:
+async def ours(data: Path = DATA) -> list[dict[str, Any]]:
     args = argparse.Namespace(
-        data=DATA,
+        data=data,
         strategy="sma_cross",
         param=[f"fast={FAST}", f"slow={SLOW}"],
         symbol="BTCUSDT",
@@ -125,3 +126,23 @@ async def test_sma_cross_matches_backtesting_py() -> None:
         else:
             assert mine["exit_ts"] == ref["exit_ts"]
             assert Decimal(mine["exit_price"]) == ref["exit_price"]
+
+
+async def test_one_bar_trades_match_too(tmp_path: Path) -> None:
+    """A longer walk holds trades whose exit cross comes on the bar right after the entry: the
+    exit intent must reach risk after the entry's next-open fill (execution starts before
+    strategy), or it is refused as nothing to reduce and two trades merge into one."""
+    bars = walk(3000, seed=4, price=42_000.0)
+    data = tmp_path / "walk.csv"
+    data.write_text(pandas_index_csv(bars, adj_close=False))
+    expected = reference_trades(data)
+    got = await ours(data)
+    assert len(got) == len(expected)
+    assert [t["entry_ts"] for t in got] == [t["entry_ts"] for t in expected]
+    one_bar = [t for t in expected if _hours(t["entry_ts"], t["exit_ts"]) == 1]
+    assert one_bar, "the walk must hold one-bar trades for this test to mean something"
+
+
+def _hours(start: str, end: str) -> float:
+    parse = pd.Timestamp
+    return float((parse(end) - parse(start)).total_seconds() / 3600)
