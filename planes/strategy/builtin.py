@@ -84,7 +84,23 @@ class _LongOnly:
         return [IntentDraft(Side.SELL, size_hint=size, reduce_only=True, reason=reason)]
 
 
-class SmaCross:
+class _BarStrategy:
+    """Routes the closed bars of the symbol to ``on_bar``; features and the rest are ignored."""
+
+    def on_event(
+        self, topic: Topic[Any], payload: Payload, view: StrategyView
+    ) -> Sequence[IntentDraft]:
+        """The ``Strategy`` entry point: closed klines go to ``on_bar``."""
+        if isinstance(payload, KlineEvent) and payload.closed:
+            return self.on_bar(payload, view)
+        return []
+
+    def on_bar(self, payload: KlineEvent, view: StrategyView) -> Sequence[IntentDraft]:
+        """Return the drafts one closed bar causes."""
+        raise NotImplementedError
+
+
+class SmaCross(_BarStrategy):
     """Enter long when the fast SMA crosses above the slow one, exit on the opposite cross.
 
     A cross is ``previous fast < previous slow and fast > slow`` (and the mirror), on closed
@@ -104,13 +120,8 @@ class SmaCross:
         self._prev: tuple[float, float] | None = None
         self._book = _LongOnly(_qty_param(params))
 
-    def on_event(
-        self, topic: Topic[Any], payload: Payload, view: StrategyView
-    ) -> Sequence[IntentDraft]:
-        """Feed closed bars; return an entry or an exit on a cross."""
-        if payload.__class__ is not KlineEvent:
-            return []
-        assert isinstance(payload, KlineEvent)  # noqa: S101 - narrowed for mypy
+    def on_bar(self, payload: KlineEvent, view: StrategyView) -> Sequence[IntentDraft]:
+        """Return an entry or an exit on a cross."""
         close = float(payload.close)
         fast = self._fast.update(close)
         slow = self._slow.update(close)
@@ -126,7 +137,7 @@ class SmaCross:
         return []
 
 
-class RsiReversion:
+class RsiReversion(_BarStrategy):
     """Buy when RSI falls below ``lower``; sell when it rises above ``upper``.
 
     Params: ``window`` (default 14), ``lower`` (30), ``upper`` (70), ``qty``.
@@ -144,13 +155,8 @@ class RsiReversion:
         self._rsi = RSI(self.window)
         self._book = _LongOnly(_qty_param(params))
 
-    def on_event(
-        self, topic: Topic[Any], payload: Payload, view: StrategyView
-    ) -> Sequence[IntentDraft]:
-        """Feed closed bars; enter oversold, exit overbought."""
-        if payload.__class__ is not KlineEvent:
-            return []
-        assert isinstance(payload, KlineEvent)  # noqa: S101 - narrowed for mypy
+    def on_bar(self, payload: KlineEvent, view: StrategyView) -> Sequence[IntentDraft]:
+        """Enter oversold, exit overbought."""
         rsi = self._rsi.update(float(payload.close))
         if rsi is None:
             return []
@@ -161,7 +167,7 @@ class RsiReversion:
         return []
 
 
-class Breakout:
+class Breakout(_BarStrategy):
     """Donchian breakout: enter above the channel's high, exit below its low.
 
     The channel is the ``window`` bars before the current one.
@@ -177,13 +183,8 @@ class Breakout:
         self._lows: deque[Decimal] = deque(maxlen=self.window)
         self._book = _LongOnly(_qty_param(params))
 
-    def on_event(
-        self, topic: Topic[Any], payload: Payload, view: StrategyView
-    ) -> Sequence[IntentDraft]:
-        """Feed closed bars; enter above the channel, exit below it."""
-        if payload.__class__ is not KlineEvent:
-            return []
-        assert isinstance(payload, KlineEvent)  # noqa: S101 - narrowed for mypy
+    def on_bar(self, payload: KlineEvent, view: StrategyView) -> Sequence[IntentDraft]:
+        """Enter above the channel, exit below it."""
         drafts: list[IntentDraft] = []
         if len(self._highs) == self.window:
             top, bottom = max(self._highs), min(self._lows)
