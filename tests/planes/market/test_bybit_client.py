@@ -140,10 +140,15 @@ async def test_every_reconnection_resubscribes_each_topic_exactly_once(
     h = Harness(server.url)
     await h.source.subscribe(["BTCUSDT", "ETHUSDT"], ["tickers", "orderbook"])
     await h.source.connect()
-    await server.wait_for_connections(5, timeout_s=10)
+    expected = sorted(h.source.topics)
+    # an accepted connection has not necessarily subscribed yet: wait for five whole sessions
+    await server.wait_for(
+        lambda: sum(sorted(t) == expected for t in per_connection(server).values()) >= 5,
+        timeout_s=10,
+        what="5 subscribed sessions",
+    )
     await h.until(lambda: len(h.of(MarketConnected)) >= 3)
     await h.source.disconnect()
-    expected = sorted(h.source.topics)
     sessions = per_connection(server)
     assert len(sessions) >= 5
     for conn, topics in sessions.items():
