@@ -231,6 +231,10 @@ def backtest_config(args: Any) -> Config:
         f"strategy.scenarios=[{_toml_inline(scenario)}]",
         *_BACKTEST_DEFAULTS,
     ]
+    if not getattr(args, "analytics", False):
+        # The analytics plane computes what the run reads: the built-in strategies read bars
+        # only, and a scenario without a regime condition needs no market context.
+        sets += ["analytics.features=[]", "analytics.context=false"]
     if args.symbol:
         sets += [f"market.replay.symbol={args.symbol}", f'market.symbols=["{args.symbol}"]']
     if args.fill:

@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--cash", type=str, help="starting cash (default: portfolio.cash)")
     backtest.add_argument("--fee-bps", type=float, help="fee in bps of notional, maker and taker")
     backtest.add_argument("--slippage-bps", type=float, help="fixed slippage in bps")
+    backtest.add_argument(
+        "--analytics",
+        action="store_true",
+        help="compute the configured features and market context too (off by default: the "
+        "built-in strategies read neither)",
+    )
     backtest.add_argument("--report", type=Path, help="write the JSON report here")
     backtest.add_argument("--plot", type=Path, help="draw equity and drawdown (PNG, matplotlib)")
     _add_config_args(backtest)

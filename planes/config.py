@@ -265,6 +265,8 @@ class AnalyticsSection:
     """``[analytics]``: features per symbol and timeframe, and the market-context rules."""
 
     features: tuple[FeatureSpec, ...] = attrs.field(factory=_default_features)
+    context: bool = True
+    """Publish analytics:context (the regime); off, the MarketContextBuilder stays idle."""
     trend_fast: int = attrs.field(default=20, validator=_positive)
     """EMA window of the fast trend line."""
     trend_slow: int = attrs.field(default=50, validator=_positive)

@@ -104,8 +104,9 @@ class MarketContextBuilder:
         self._series: dict[tuple[str, str], _Lines] = {}
 
     async def start(self) -> None:
-        """Follow the bars."""
-        self._bus.subscribe(MARKET_KLINE, self._on_kline)
+        """Follow the bars (unless ``analytics.context`` is off: then there is nothing to do)."""
+        if self._rules.context:
+            self._bus.subscribe(MARKET_KLINE, self._on_kline)
 
     async def stop(self) -> None:
         """Nothing to release: subscriptions end with the plane handle."""

@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import csv
+import io
 import itertools
 import json
 import operator
@@ -66,6 +67,7 @@ from contracts.enums import Lifecycle
 from contracts.market import END_OF_DATA, KlineEvent, MarketDisconnected, MarketErrorEvent
 from contracts.ports import ComponentContext
 from contracts.topics import CONTROL_STATE, MARKET_DISCONNECTED, MARKET_ERROR, MARKET_KLINE
+from planes.clock import HistoricalClock
 from planes.config import Config, ReplayFormat
 from planes.tasks import cancel_and_wait
 
@@ -369,6 +371,36 @@ def _iso_ms(text: str) -> int:
     return (moment - (_NAIVE_EPOCH if moment.tzinfo is None else _EPOCH)) // _ONE_MS
 
 
+class _IsoCache:
+    """``_iso_ms`` with the date and the rest of the stamp looked up apart, each parsed once.
+
+    ``YYYY-MM-DD<rest>`` is the date's midnight plus what ``<rest>`` (separator, time of day,
+    offset) adds to 1970-01-01, so a file of hourly bars parses 24 times of day and one date a
+    day instead of every stamp. Anything else goes through ``_iso_ms`` as it is.
+    """
+
+    __slots__ = ("_days", "_rests")
+
+    def __init__(self) -> None:
+        self._days: dict[str, int] = {}
+        self._rests: dict[str, int] = {}
+
+    def __call__(self, text: str) -> int:
+        text = text.strip()
+        day, rest = text[:10], text[10:]
+        ms = self._days.get(day)
+        if ms is None:
+            if len(day) != 10 or not day[:4].isdigit():
+                return _iso_ms(text)
+            ms = self._days[day] = _iso_ms(day)
+        offset = self._rests.get(rest)
+        if offset is None:
+            if rest and rest[0] not in " T":
+                return _iso_ms(text)
+            offset = self._rests[rest] = _iso_ms("1970-01-01" + rest)
+        return ms + offset
+
+
 def _epoch_parser(first: str) -> Callable[[str], int]:
     """A parser of integer timestamps in the unit that the first row's value implies."""
     value = int(first)
@@ -393,43 +425,67 @@ def _epoch_parser(first: str) -> Callable[[str], int]:
     return parse
 
 
+class _SplitReader:
+    """``csv.reader`` for text without quotes: ``str.split`` per line, physical line numbers."""
+
+    def __init__(self, text: str) -> None:
+        self._lines = text.split("\n")
+        if self._lines and not self._lines[-1]:
+            self._lines.pop()  # the file's last newline ends a line, it does not start one
+        self.line_num = 0
+
+    def __iter__(self) -> _SplitReader:
+        return self
+
+    def __next__(self) -> list[str]:
+        if self.line_num >= len(self._lines):
+            raise StopIteration
+        line = self._lines[self.line_num]
+        self.line_num += 1
+        return (line[:-1] if line.endswith("\r") else line).split(",") if line else []
+
+
 def _read_csv(path: str, file: Path) -> tuple[list[_Row], _Where]:
     rows: list[_Row] = []
     lines: list[int] = []
     with file.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = next((row for row in reader if any(cell.strip() for cell in row)), None)
-        if header is None:
-            raise ReplayError(path, None, "the file is empty")
-        tc, columns, it = _columns(path, reader.line_num, header)
-        width = len(header)
-        parse_time: Callable[[str], int] | None = None
-        dec, pick = Decimal, operator.itemgetter(*columns)
-        for row in reader:
-            line = reader.line_num
-            if len(row) != width:
-                if not any(cell.strip() for cell in row):
-                    continue  # a blank line holds no bar
-                raise ReplayError(path, line, f"expected {width} fields, got {len(row)}")
-            stamp = row[tc]
-            try:
-                if parse_time is None:
-                    parse_time = _epoch_parser(stamp) if _INTEGER.fullmatch(stamp) else _iso_ms
-                start = parse_time(stamp)
-            except (ValueError, OverflowError) as exc:
-                column = header[tc].strip() or "the index column"
-                reason = f"bad date {stamp.strip()!r} in {column}: {exc}"
-                raise ReplayError(path, line, reason) from None
-            try:
-                o, h, low, c, v = map(dec, pick(row))
-                bar = (start, o, h, low, c, v, None if it is None else dec(row[it]))
-                good = _plausible(bar)
-            except InvalidOperation:
-                good = False
-            if not good:
-                raise ReplayError(path, line, _csv_problem(row, header, start, columns, it))
-            rows.append(bar)
-            lines.append(line)
+        text = fh.read()
+    # Quotes need the csv module; plain numbers and dates (nearly every OHLCV file) do not.
+    plain = '"' not in text and "\r" not in text.replace("\r\n", "")
+    reader: Any = _SplitReader(text) if plain else csv.reader(io.StringIO(text))
+    header = next((row for row in reader if any(cell.strip() for cell in row)), None)
+    if header is None:
+        raise ReplayError(path, None, "the file is empty")
+    tc, columns, it = _columns(path, reader.line_num, header)
+    width = len(header)
+    parse_time: Callable[[str], int] | None = None
+    dec, pick = Decimal, operator.itemgetter(*columns)
+    for row in reader:
+        line = reader.line_num
+        if len(row) != width:
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line holds no bar
+            raise ReplayError(path, line, f"expected {width} fields, got {len(row)}")
+        stamp = row[tc]
+        try:
+            if parse_time is None:
+                is_iso = _INTEGER.fullmatch(stamp) is None
+                parse_time = _IsoCache() if is_iso else _epoch_parser(stamp)
+            start = parse_time(stamp)
+        except (ValueError, OverflowError) as exc:
+            column = header[tc].strip() or "the index column"
+            reason = f"bad date {stamp.strip()!r} in {column}: {exc}"
+            raise ReplayError(path, line, reason) from None
+        try:
+            o, h, low, c, v = map(dec, pick(row))
+            bar = (start, o, h, low, c, v, None if it is None else dec(row[it]))
+            good = _plausible(bar)
+        except InvalidOperation:
+            good = False
+        if not good:
+            raise ReplayError(path, line, _csv_problem(row, header, start, columns, it))
+        rows.append(bar)
+        lines.append(line)
     return rows, _Lines(lines)
 
 
@@ -767,13 +823,19 @@ class ReplaySource:
 
     async def _play(self, data: ReplayData) -> None:
         """Pace each bar to its end with the clock (full speed under the historical clock)."""
-        bus = self._bus
-        publish, meta, pace, sleep = bus.publish, bus.meta, self._clock.pace, asyncio.sleep
+        bus, clock = self._bus, self._clock
+        publish, meta, pace, sleep = bus.publish, bus.meta, clock.pace, asyncio.sleep
+        # The historical clock's advance_to is pace without a coroutine per bar.
+        advance = clock.advance_to if isinstance(clock, HistoricalClock) else None
         symbol, interval = data.symbol, data.interval
         done = self.position
         try:
             for start, end, o, h, low, c, v, t in itertools.islice(data.bars, done, None):
-                await pace(end)
+                if advance is None:
+                    await pace(end)
+                elif advance(end):  # a sleeper became due: let it (and what it starts) run
+                    await sleep(0)
+                    await sleep(0)
                 publish(
                     MARKET_KLINE,
                     KlineEvent(

@@ -83,3 +83,29 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     result = backtest("--data", str(tmp_path / "none.csv"), "--strategy", "sma_cross")
     assert result.returncode != 0
     assert "none.csv" in result.stderr
+
+
+async def test_analytics_runs_only_when_asked_and_trades_the_same() -> None:
+    import argparse  # noqa: PLC0415
+
+    from cli.backtest import backtest_config, run_backtest  # noqa: PLC0415
+    from planes.config import Config  # noqa: PLC0415
+
+    def args(*, analytics: bool) -> argparse.Namespace:
+        return argparse.Namespace(
+            data=DATA / "btcusdt_1h_500.csv", strategy="sma_cross", param=["fast=5", "slow=20"],
+            symbol="BTCUSDT", fill="next_open", qty="1", cash=None, fee_bps=None,
+            slippage_bps=None, config=None, sets=[], analytics=analytics,
+        )  # fmt: skip
+
+    lean, full = backtest_config(args(analytics=False)), backtest_config(args(analytics=True))
+    assert lean.analytics.features == ()
+    assert not lean.analytics.context
+    assert full.analytics.features == Config().analytics.features
+    assert full.analytics.context
+    reports = {}
+    for name, config in (("lean", lean), ("full", full)):
+        result = await run_backtest(config)
+        reports[name] = result.report
+    assert reports["lean"]["trades"] == reports["full"]["trades"]
+    assert reports["lean"]["trades"]

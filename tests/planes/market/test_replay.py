@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from planes.market.replay import (
     YIELD_EVERY,
     ReplayError,
     ReplaySource,
+    _iso_ms,
+    _IsoCache,
     interval_label,
     interval_ms,
     iso,
@@ -775,3 +778,53 @@ async def test_scaled_playback_resumes_and_ends_again_after_the_end(tmp_path: Pa
     assert [k.start_ts for k in seen] == [b.start for b in fx.small()[:3]]
     assert [e.reason for e in ends] == [END_OF_DATA, END_OF_DATA]
     assert _playback_tasks() == []
+
+
+_STAMPS = st.builds(
+    lambda day, seconds, ms, sep, zone: (
+        (datetime(2000, 1, 1) + timedelta(days=day, seconds=seconds, milliseconds=ms)).isoformat(
+            sep=sep, timespec="milliseconds" if ms else "seconds"
+        )
+        + zone
+    ),
+    st.integers(0, 15_000),
+    st.integers(0, 86_399),
+    st.sampled_from([0, 0, 250]),
+    st.sampled_from([" ", "T"]),
+    st.sampled_from(["", "", "Z", "+00:00", "+05:30", "-08:00"]),
+)
+
+
+@given(st.lists(st.one_of(_STAMPS, st.sampled_from(["2024-01-01", "2024-02-30 00:00", "x"]))))
+def test_the_cached_date_parser_agrees_with_the_plain_one(stamps: list[str]) -> None:
+    cached = _IsoCache()
+    for stamp in stamps:  # one cache for the whole list: what a file does
+        try:
+            expected: int | str = _iso_ms(stamp)
+        except ValueError as exc:
+            expected = str(exc)
+        try:
+            got: int | str = cached(stamp)
+        except ValueError as exc:
+            got = str(exc)
+        assert got == expected, stamp
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_unquoted_and_quoted_csv_read_alike(tmp_path: Path, ending: str) -> None:
+    rows = [
+        "Date,Open,High,Low,Close,Volume",
+        "2024-01-01 00:00:00,1.5,2,1.0,1.8,10",
+        "",
+        "2024-01-01 01:00:00,1.8,2.5,1.5,2.0,20",
+    ]
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(ending.join(rows).encode() + ending.encode())
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_bytes(ending.join(['"Date",' + rows[0][5:], *rows[1:]]).encode())
+    assert load_replay(plain, symbol="X").bars == load_replay(quoted, symbol="X").bars
+    assert len(load_replay(plain, symbol="X").bars) == 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([*rows, "2024-01-01 02:00:00,1,2,x,1,1"]) + "\n")
+    with pytest.raises(ReplayError, match=r"bad\.csv:5: bad number 'x' in Low"):
+        load_replay(bad, symbol="X")
