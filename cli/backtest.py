@@ -42,6 +42,7 @@ _BACKTEST_DEFAULTS = (
     "risk.max_drawdown=1.0",
     "risk.stale_data_s=0",
     "risk.max_orders_per_minute=1000000",
+    "storage.enabled=false",
 )
 
 

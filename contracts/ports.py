@@ -229,6 +229,51 @@ class Notifier(Protocol):
         ...
 
 
+@runtime_checkable
+class Stateful(Protocol):
+    """A component whose in-memory state must survive a restart (positions, orders, scenarios).
+
+    The storage plane snapshots ``export_state()`` (plain JSON: Decimals as strings) under
+    ``state_key``. At boot it hands the last snapshot's section to ``restore_state`` and then
+    every journaled event after that snapshot whose topic is in ``state_topics`` to
+    ``replay_event``, in journal order, which must rebuild exactly the state the live handlers
+    built from the same events -- and publish nothing. ``recovered()`` runs once the state is
+    whole, before market data flows: the place to publish what others must learn (positions).
+    """
+
+    state_key: str
+    state_topics: frozenset[str]
+
+    def export_state(self) -> dict[str, Any]:
+        """The state as JSON-able data."""
+        ...
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Replace the state with an exported one."""
+        ...
+
+    def replay_event(self, topic: str, payload: Any) -> None:
+        """Apply one journaled event to the state, as the live handler would; publish nothing."""
+        ...
+
+    def recovered(self) -> None:
+        """Recovery is complete: announce what needs announcing."""
+        ...
+
+
+@runtime_checkable
+class Reconciling(Protocol):
+    """A venue that can compare the recovered state with what the exchange reports."""
+
+    async def reconcile(self, policy: str) -> list[str]:
+        """Check open orders and positions against the venue; return one line per action.
+
+        ``policy`` says what to do with an open order the venue has and the state does not:
+        ``adopt`` it, ``cancel`` it, or only ``alert``. A fill is never invented.
+        """
+        ...
+
+
 ComponentFactory = Callable[[ComponentContext], Component]
 SourceFactory = Callable[[ComponentContext], MarketDataSource]
 

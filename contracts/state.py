@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 
 from contracts.meta import Payload
+from contracts.strategy import ParamValue
 
 
 @attrs.frozen
@@ -28,3 +31,29 @@ class StateRecovered(Payload):
     enabled_scenarios: int
     reconciled: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    ok: bool = True
+    """False when the state could not be rebuilt (the boot then fails, naming the warnings)."""
+
+
+@attrs.frozen
+class RegistryChanged(Payload):
+    """The registry committed a change; planes act on it only after this event.
+
+    ``entity`` is ``scenario`` or ``model``; ``action`` what happened (``seeded``, ``proposed``,
+    ``enabled``, ``disabled``, ``retired``, ``rolled_back``, ``restored`` at boot for the
+    current state, ``registered``, ``activated``); ``status`` the entity's status after it.
+    A scenario carries what it takes to build it (strategy, params, regime, version).
+    ``actor`` is the ``meta.source`` of the command that caused it, ``command_id`` its id.
+    """
+
+    entity: str
+    entity_id: str
+    action: str
+    status: str
+    version: str
+    strategy: str = ""
+    params: Mapping[str, ParamValue] = attrs.field(factory=dict)
+    regime: str | None = None
+    actor: str = ""
+    command_id: str | None = None
+    detail: str = ""

@@ -37,7 +37,7 @@ from contracts.research import (
     ScenarioRejected,
 )
 from contracts.risk import ApprovedIntent, RejectedIntent
-from contracts.state import StateRecovered, StateSnapshot
+from contracts.state import RegistryChanged, StateRecovered, StateSnapshot
 from contracts.strategy import Intent, ScenarioDisabled, ScenarioEnabled
 from contracts.system import Alert, ErrorEvent
 
@@ -104,6 +104,10 @@ EXEC_ORDER_EVENT = Topic("exec:order_event", OrderEvent, "order lifecycle change
 PORTFOLIO_POSITION = Topic("portfolio:position_update", PositionUpdate, "position after a change")
 STATE_SNAPSHOT = Topic("state:snapshot", StateSnapshot, "a state snapshot was written")
 STATE_RECOVERY = Topic("state:recovery", StateRecovered, "what boot recovery restored")
+STATE_REGISTRY = Topic(
+    "state:registry", RegistryChanged, "the registry committed a scenario or model change"
+)
+"""Not in the BotEventMap: the storage plugin registers it (it exists only with storage on)."""
 ERROR_EVENT = Topic("error:event", ErrorEvent, "a handler or publish failed, isolated")
 OBSERVABILITY_ALERT = Topic("observability:alert", Alert, "something an operator should see")
 RESEARCH_FEATURE_RECORDED = Topic(

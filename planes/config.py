@@ -404,6 +404,54 @@ class ControlSection:
     """Stop the runtime when every market source reports ``end_of_data``."""
 
 
+class Synchronous(enum.StrEnum):
+    """SQLite ``synchronous`` level of the journal (durability against crashes; see operations)."""
+
+    OFF = "off"
+    NORMAL = "normal"
+    FULL = "full"
+
+
+class ReconcilePolicy(enum.StrEnum):
+    """What recovery does with an open order the venue has and the recovered state does not."""
+
+    ALERT = "alert"
+    ADOPT = "adopt"
+    CANCEL = "cancel"
+
+
+@attrs.frozen
+class StorageSection:
+    """``[storage]``: the journal, snapshots, registry and outbox under ``runtime.data_dir``."""
+
+    enabled: bool = True
+    """Journal every event, snapshot state, recover at boot (backtests turn it off)."""
+    synchronous: Synchronous = Synchronous.NORMAL
+    batch_size: int = attrs.field(default=512, validator=_positive)
+    """Events per journal transaction at most."""
+    flush_interval_s: float = attrs.field(default=0.05, validator=_positive)
+    """The longest an appended event waits before its batch is committed."""
+    queue_size: int = attrs.field(default=65536, validator=_positive)
+    """Events waiting for the writer; when full, trading topics block and market data is sampled."""
+    sample_every: int = attrs.field(default=10, validator=_positive)
+    """With the queue full, keep one market event in this many."""
+    snapshot_interval_s: float = attrs.field(default=60.0, validator=_non_negative)
+    """Seconds between periodic snapshots (0: only on changes and at shutdown)."""
+    snapshot_after_change_s: float = attrs.field(default=1.0, validator=_non_negative)
+    """A fill or a registry change is followed by a snapshot this many seconds later."""
+    snapshot_keep: int = attrs.field(default=5, validator=_positive)
+    stale_snapshot_s: float = attrs.field(default=86400.0, validator=_non_negative)
+    """Warn at recovery when the last snapshot is older than this (0: never)."""
+    recovery_timeout_s: float = attrs.field(default=60.0, validator=_positive)
+    reconcile: ReconcilePolicy = ReconcilePolicy.ALERT
+    notifiers: tuple[str, ...] = ()
+    """Notifier names that receive alerts through the outbox (empty: no notifications)."""
+    notify_min_severity: str = attrs.field(
+        default="warning", validator=_one_of(("info", "warning", "critical"))
+    )
+    outbox_max_attempts: int = attrs.field(default=8, validator=_positive)
+
+
 @attrs.frozen
 class LoggingSection:
     """``[logging]``: level, renderer, on/off."""
@@ -449,6 +497,7 @@ class Config:
     execution: ExecutionSection = attrs.field(factory=ExecutionSection)
     portfolio: PortfolioSection = attrs.field(factory=PortfolioSection)
     control: ControlSection = attrs.field(factory=ControlSection)
+    storage: StorageSection = attrs.field(factory=StorageSection)
     logging: LoggingSection = attrs.field(factory=LoggingSection)
     observability: ObservabilitySection = attrs.field(factory=ObservabilitySection)
     plugins: PluginsSection = attrs.field(factory=PluginsSection)

@@ -35,6 +35,7 @@ from contracts.topics import CONTROL_COMMAND, CONTROL_STATE, TopicRegistry
 from planes.bus import EventBus, PlaneHandle
 from planes.clock import HistoricalClock, RealtimeClock
 from planes.config import ClockKind, Config, Mode
+from planes.state import StateError, StateHub
 from plugins.builtin import BUILTIN_PLUGINS
 from plugins.manager import Catalog, PluginError, PluginHost
 
@@ -76,6 +77,8 @@ class PlaneContext:
     exchanges: Mapping[str, ExchangeSpec]
     strategies: Mapping[str, StrategySpec]
     notifiers: Mapping[str, NotifierSpec]
+    state: StateHub = attrs.field(factory=StateHub)
+    """The runtime's stateful components (the storage plane snapshots and restores them)."""
 
 
 def runtime_config(ctx: ComponentContext) -> Config:
@@ -138,6 +141,7 @@ class Runtime:
         self._system: PlaneHandle | None = None
         self._assembled = False
         self._stop_requested = False
+        self.state = StateHub()
 
     @property
     def data_dir(self) -> Path:
@@ -204,6 +208,7 @@ class Runtime:
                 exchanges=exchanges,
                 strategies=strategies,
                 notifiers=notifiers,
+                state=self.state,
             )
             try:
                 component = spec.factory(ctx)
@@ -220,6 +225,10 @@ class Runtime:
                 )
                 raise RuntimeStartError(msg)
             self._components.append(_Running(spec, owned.owner, component, handle))
+            try:
+                self.state.add(component, f"{spec.plane}/{spec.name}")
+            except StateError as exc:
+                raise RuntimeStartError(f"plugin {owned.owner!r}: {exc}") from exc
         self._assembled = True
 
     def _own_settings(

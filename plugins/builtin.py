@@ -8,6 +8,7 @@ from __future__ import annotations
 
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("planes.observability", "planes.observability.plugin"),
+    ("planes.storage", "planes.storage.plugin"),
     ("planes.market", "planes.market.plugin"),
     ("planes.analytics", "planes.analytics.plugin"),
     ("planes.strategy", "planes.strategy.plugin"),

@@ -9,7 +9,9 @@ services do), ``fast`` elsewhere. ``pytest --hypothesis-profile NAME`` still ove
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import pytest
 from hypothesis import settings
 
 # Hypothesis loads its own "ci" profile (derandomize=True, no database) whenever a CI variable
@@ -31,3 +33,12 @@ def _profile_name() -> str:
 
 
 settings.load_profile(_profile_name())
+
+
+@pytest.fixture(autouse=True)
+def _data_dir_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test in its own directory, so the default data dir (``./var``) is the test's.
+
+    Tests that read repository files build their paths from the repository root.
+    """
+    monkeypatch.chdir(tmp_path)

@@ -1,6 +1,8 @@
 """The Orchestrator: sole owner of the lifecycle, driven by ``control:command``.
 
-Boot: STARTING, ``market:connect``, ``market:subscribe`` (configured symbols and channels), wait
+Boot: STARTING, state recovery when storage is on (``control:command recover``, then wait for
+``state:recovery``, ``storage.recovery_timeout_s``; a failed recovery fails the boot),
+``market:connect``, ``market:subscribe`` (configured symbols and channels), wait
 for ``market:connected`` (``control.connect_timeout_s``; a ``market:error`` with code
 ``connect_failed`` fails the boot at once), RUNNING. Shutdown (``stop`` command):
 STOPPING, ``market:disconnect``, wait for ``market:disconnected``
@@ -33,6 +35,7 @@ from contracts.market import (
     MarketSubscribeRequest,
 )
 from contracts.ports import ComponentContext
+from contracts.state import StateRecovered
 from contracts.topics import (
     CONTROL_COMMAND,
     CONTROL_STATE,
@@ -42,12 +45,15 @@ from contracts.topics import (
     MARKET_DISCONNECTED,
     MARKET_ERROR,
     MARKET_SUBSCRIBE,
+    STATE_RECOVERY,
 )
 from planes.config import Config, Mode
 
 log = structlog.get_logger("planes.control")
 
 LIFECYCLE_COMMANDS = frozenset({"status", "pause", "resume", "stop"})
+RECOVER_COMMAND = "recover"
+"""Sent at boot when storage is on; the storage plane answers with ``state:recovery``."""
 
 
 class BootError(RuntimeError):
@@ -87,6 +93,8 @@ class Orchestrator:
         bus.subscribe(MARKET_DISCONNECTED, self._on_disconnected)
         bus.subscribe(MARKET_ERROR, self._on_market_error)
         self._set(Lifecycle.STARTING, "booting")
+        if self._storage_on():
+            await self._recover()
         market = self._config.market
         bus.publish(MARKET_CONNECT, MarketConnectRequest(bus.meta()))
         bus.publish(
@@ -116,6 +124,35 @@ class Orchestrator:
             if self._data_ended and self._config.control.stop_on_end_of_data:
                 # A short file or bounded generator can end while the boot finishes.
                 self._stop_task = asyncio.ensure_future(self._shutdown("market data ended"))
+
+    def _storage_on(self) -> bool:
+        config = self._config
+        return config.storage.enabled and "planes.storage" not in config.plugins.disabled
+
+    async def _recover(self) -> None:
+        """Ask storage to rebuild the state (``recover``) and wait for ``state:recovery``."""
+        bus = self._bus
+        done: asyncio.Future[StateRecovered] = asyncio.get_running_loop().create_future()
+
+        def on_recovered(event: StateRecovered) -> None:
+            if not done.done():
+                done.set_result(event)
+
+        bus.subscribe(STATE_RECOVERY, on_recovered)
+        bus.publish(CONTROL_COMMAND, ControlCommand(bus.meta(), RECOVER_COMMAND))
+        timeout = self._config.storage.recovery_timeout_s
+        try:
+            recovered = await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            msg = f"state recovery did not finish within {timeout:g}s (storage.recovery_timeout_s)"
+            raise BootError(msg) from None
+        if not recovered.ok:
+            raise BootError("state recovery failed: " + "; ".join(recovered.warnings))
+        self._set(
+            Lifecycle.STARTING,
+            f"state recovered: {recovered.journal_events_replayed} events replayed, "
+            f"{recovered.positions} positions, {recovered.enabled_scenarios} scenarios enabled",
+        )
 
     async def stop(self) -> None:
         """Make sure the shutdown sequence ran (the runtime calls this after STOPPED)."""

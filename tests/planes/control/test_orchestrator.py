@@ -91,6 +91,8 @@ def control_flow(events: Events) -> list[str]:
     for name, payload in events:
         if isinstance(payload, ControlState):
             flow.append(f"state {payload.lifecycle.value}")
+        elif name == "state:recovery":
+            flow.append(name)
         elif name in (
             "market:connect",
             "market:subscribe",
@@ -148,6 +150,8 @@ async def test_boot_and_shutdown_sequences() -> None:
     assert runtime.lifecycle is Lifecycle.RUNNING
     assert not runtime.paused
     assert control_flow(events) == [
+        "state STARTING",
+        "state:recovery",  # storage rebuilt the state before the market connects
         "state STARTING",
         "market:connect",
         "market:subscribe",
@@ -211,7 +215,8 @@ async def test_end_of_data_stops_a_backtest_by_itself() -> None:
         Lifecycle.STOPPING,
         Lifecycle.STOPPED,
     ]
-    assert not [p for _, p in events if isinstance(p, ControlCommand)]
+    # no stop command: only the Orchestrator's own boot-time "recover" request
+    assert [p.name for _, p in events if isinstance(p, ControlCommand)] == ["recover"]
     stopping = next(s for s in states(events) if s.lifecycle is Lifecycle.STOPPING)
     assert stopping.detail == "market data ended"
     reasons = [p.reason for _, p in events if isinstance(p, MarketDisconnected)]

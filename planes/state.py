@@ -1,0 +1,109 @@
+"""StateHub: the stateful components of one runtime, as the storage plane sees them.
+
+State is not an event: a snapshot copies what the PositionManager, the venues and the
+StrategyManager hold, and a restart hands it back. The runtime (the composition root, which
+builds every component) registers each component that implements ``contracts.ports.Stateful``
+here, and gives the hub to the storage plane through its context. That is the one path between
+planes that does not go through the bus, and it carries nothing but snapshots and journaled
+events being replayed; the hub never calls a component while the bus is dispatching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from contracts.ports import Reconciling, Stateful
+
+log = structlog.get_logger("planes.state")
+
+
+class StateError(RuntimeError):
+    """A component failed to export, restore or replay its state; the message names it."""
+
+
+class StateHub:
+    """The ``Stateful`` components of a runtime, by ``state_key``."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, Stateful] = {}
+        self._venues: list[tuple[str, Reconciling]] = []
+        self._routes: dict[str, tuple[Stateful, ...]] = {}
+
+    def add(self, component: object, name: str) -> None:
+        """Register ``component`` if it is ``Stateful`` and/or ``Reconciling``."""
+        if isinstance(component, Stateful):
+            key = component.state_key
+            if key in self._parts:
+                msg = f"two components share the state key {key!r} ({name} and another)"
+                raise StateError(msg)
+            self._parts[key] = component
+            for topic in component.state_topics:
+                self._routes[topic] = (*self._routes.get(topic, ()), component)
+        if isinstance(component, Reconciling):
+            self._venues.append((name, component))
+
+    @property
+    def keys(self) -> list[str]:
+        """The registered state keys, in registration order."""
+        return list(self._parts)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """Every topic some component rebuilds its state from."""
+        return frozenset(self._routes)
+
+    def export(self) -> dict[str, Any]:
+        """Every component's state by key (JSON-able)."""
+        sections: dict[str, Any] = {}
+        for key, part in self._parts.items():
+            try:
+                sections[key] = part.export_state()
+            except Exception as exc:
+                raise StateError(
+                    f"state {key!r}: export failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        return sections
+
+    def restore(self, sections: Mapping[str, Any]) -> list[str]:
+        """Hand each component its section; return the keys the snapshot did not hold."""
+        missing: list[str] = []
+        for key, part in self._parts.items():
+            if key not in sections:
+                missing.append(key)
+                continue
+            try:
+                part.restore_state(sections[key])
+            except Exception as exc:
+                raise StateError(
+                    f"state {key!r}: restore failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        return missing
+
+    def replay(self, topic: str, payload: Any) -> None:
+        """Give one journaled event to every component that rebuilds state from ``topic``."""
+        for part in self._routes.get(topic, ()):
+            try:
+                part.replay_event(topic, payload)
+            except Exception as exc:
+                what = f"{type(exc).__name__}: {exc}"
+                msg = f"state {part.state_key!r}: replay of {topic} failed: {what}"
+                raise StateError(msg) from exc
+
+    def recovered(self) -> None:
+        """Tell every component that recovery is complete."""
+        for part in self._parts.values():
+            part.recovered()
+
+    async def reconcile(self, policy: str) -> list[str]:
+        """Reconcile every venue that can; one line per action, prefixed with the venue."""
+        lines: list[str] = []
+        for name, venue in self._venues:
+            try:
+                lines.extend(f"{name}: {line}" for line in await venue.reconcile(policy))
+            except Exception as exc:
+                log.exception("state.reconcile_failed", venue=name)
+                lines.append(f"{name}: reconciliation failed: {type(exc).__name__}: {exc}")
+        return lines

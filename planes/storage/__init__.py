@@ -1,0 +1,1 @@
+"""Storage plane: the event journal, state snapshots, the registry and the outbox."""

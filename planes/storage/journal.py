@@ -1,0 +1,821 @@
+"""The EventJournal: every bus event, in order, in an append-only SQLite file in WAL mode.
+
+The model, stated once:
+
+* **seq.** Every accepted event gets the next integer ``seq`` of the file (1, 2, 3 ...) before
+  ``append`` returns. A seq is never reused and never skipped: an event that is not accepted
+  (sampled out) gets none. ``open()`` continues from the largest committed seq, and a killed
+  process loses only its uncommitted tail, so the history stays contiguous, without gaps or
+  duplicates, across runs and crashes. ``run_id`` tells the runs apart.
+* **Off the hot path.** ``append`` runs on the bus thread: it serialises the payload with the
+  contracts converter, assigns the seq and puts the row on a bounded in-memory queue. One writer
+  thread takes up to ``batch_size`` rows and inserts them in one transaction. It waits up to
+  ``flush_interval_s`` for a batch to fill, unless ``flush()``, ``close()`` or a full queue ask
+  for an immediate write, so an event waits at most about ``flush_interval_s`` plus one commit.
+* **When the queue is full** (``queue_size`` rows waiting), the topic decides
+  (``full_policy``). Topics starting with one of ``sample_prefixes`` (market data) are
+  SAMPLED: of each such topic one event in ``sample_every`` is kept and waits for room, the
+  others are dropped and counted in ``metrics.sampled``. Every other topic BLOCKS: ``append``
+  waits for room, so trading events are never dropped; the bus slows to the disk's pace.
+* **Durability.** ``last_seq`` is the last seq assigned, ``durable_seq`` the last one committed.
+  ``flush()`` waits until everything assigned so far is committed; ``close()`` flushes and stops
+  the writer. What a commit survives depends on ``synchronous`` (see ``SYNCHRONOUS``). The
+  writer is a daemon thread: a process that exits without ``close()`` loses its unflushed tail,
+  as a killed one does.
+* **Write errors** (disk full, a lock held too long) are logged, counted in
+  ``metrics.write_errors`` and retried with backoff, forever and with the same batch: nothing is
+  skipped. Meanwhile the queue fills and trading topics block.
+* **One writer per file.** ``open()`` holds an exclusive ``flock`` on ``<file>.lock``, so a
+  second writer, in this process or another, gets a ``JournalError``; the kernel releases the
+  lock when the process dies, even by SIGKILL.
+* **Readers** (``EventJournal.read``, ``open_reader``) use their own read-only connections:
+  they see every committed event while the writer runs, and work on a closed journal file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import functools
+import itertools
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import attrs
+import structlog
+
+from contracts.converter import CONVERTER
+from contracts.meta import Payload
+
+log = structlog.get_logger("planes.storage.journal")
+
+SCHEMA_VERSION = 1
+"""Version of the table layout, kept in ``meta``; a file of another version is refused."""
+
+SYNCHRONOUS: Mapping[str, str] = {
+    "off": "no fsync at all: an OS crash or power loss may lose or corrupt recent commits",
+    "normal": (
+        "fsync at checkpoints only: a killed process loses nothing committed, "
+        "an OS crash or power loss may lose the last commits (never corrupts)"
+    ),
+    "full": "fsync at every commit: every commit survives an OS crash and a power loss",
+}
+"""The ``synchronous`` levels (SQLite's, in WAL mode) and what a committed event survives."""
+
+_SCHEMA = (
+    "CREATE TABLE events(seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, topic TEXT NOT NULL, "
+    "source TEXT NOT NULL, ts INTEGER NOT NULL, correlation_id TEXT, payload TEXT NOT NULL)",
+    "CREATE INDEX events_topic_seq ON events(topic, seq)",
+    # Partial: market data carries no correlation id, so most rows stay out of this index.
+    "CREATE INDEX events_correlation_id ON events(correlation_id) WHERE correlation_id NOTNULL",
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)",
+)
+_FIELDS = ("seq", "run_id", "topic", "source", "ts", "correlation_id")
+_COLUMNS = "seq, run_id, topic, source, ts, correlation_id, payload"
+_MAX_STATEMENT_ROWS = 1_024
+"""Most rows one INSERT statement carries; a bigger batch is split, in one transaction."""
+_READ_PAGE = 1_000
+"""Rows a reader fetches per query; each page is its own short read transaction."""
+_BUSY_TIMEOUT_S = 5.0
+"""How long a connection waits for a lock another connection holds before it fails."""
+_RETRY_INITIAL_S = 0.05
+_RETRY_MAX_S = 5.0
+
+_Row = tuple[int, str, str, str, int, str | None, str]
+"""``(seq, run_id, topic, source, ts, correlation_id, payload)``, the column order."""
+
+
+class JournalError(Exception):
+    """A journal cannot be opened, read or written; the message names the file."""
+
+
+class JournalFullPolicy(enum.StrEnum):
+    """What ``append`` does with an event while the queue is full."""
+
+    BLOCK = "block"
+    """Wait for room: the event is never dropped."""
+    SAMPLE = "sample"
+    """Keep one event in ``sample_every`` of the topic (it waits for room), drop the others."""
+
+
+@attrs.frozen
+class JournalRecord:
+    """One stored event, as readers get it; ``payload`` is the JSON text of the payload."""
+
+    seq: int
+    run_id: str
+    topic: str
+    source: str
+    ts: int
+    correlation_id: str | None
+    payload: str
+
+    def to_json_line(self) -> str:
+        """Render one JSON Lines line (no newline); ``payload`` is a JSON object, not a string."""
+        return json.dumps(
+            {
+                "seq": self.seq,
+                "run_id": self.run_id,
+                "topic": self.topic,
+                "source": self.source,
+                "ts": self.ts,
+                "correlation_id": self.correlation_id,
+                "payload": json.loads(self.payload),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json_line(cls, line: str) -> JournalRecord:
+        """Parse a line written by ``to_json_line``; a malformed line raises ``JournalError``."""
+        try:
+            data = json.loads(line)
+            payload = data["payload"]
+            fields = {name: data[name] for name in _FIELDS}
+        except (ValueError, TypeError, KeyError) as exc:
+            msg = f"not a journal line ({type(exc).__name__}: {exc}): {line[:200]!r}"
+            raise JournalError(msg) from exc
+        if not isinstance(payload, dict):
+            msg = f"not a journal line (the payload is not an object): {line[:200]!r}"
+            raise JournalError(msg)
+        # json.dumps' default separators are the converter's, so the text round-trips.
+        return cls(**fields, payload=json.dumps(payload))
+
+
+def decode(record: JournalRecord, types: Mapping[str, type[Payload]]) -> Payload:
+    """Rebuild the payload of ``record``; ``types`` maps topic names to payload classes.
+
+    Build ``types`` from a topic registry: ``{name: t.payload for name, t in registry.items()}``.
+    An unknown topic or a payload that does not fit its class raises ``JournalError``.
+    """
+    payload_type = types.get(record.topic)
+    if payload_type is None:
+        msg = f"journal seq {record.seq}: no payload class for topic {record.topic!r}"
+        raise JournalError(msg)
+    try:
+        payload: Payload = CONVERTER.loads(record.payload, payload_type)
+    except Exception as exc:
+        msg = (
+            f"journal seq {record.seq} ({record.topic}): the payload does not decode as "
+            f"{payload_type.__qualname__}: {exc}"
+        )
+        raise JournalError(msg) from exc
+    return payload
+
+
+@attrs.define
+class JournalMetrics:
+    """Counters of one journal since ``open()``; written under the journal's lock."""
+
+    appended: int = 0
+    """Events accepted (given a seq)."""
+    committed: int = 0
+    """Events committed to the file."""
+    batches: int = 0
+    """Transactions committed."""
+    sampled: int = 0
+    """Market events dropped while the queue was full."""
+    blocked: int = 0
+    """Appends that had to wait for room in the queue."""
+    max_queue_depth: int = 0
+    """Most rows ever waiting in the queue."""
+    write_errors: int = 0
+    """Failed write attempts (each batch is retried until it is committed)."""
+
+
+class JournalReader:
+    """Read-only access to a journal file, safe while a writer appends to it.
+
+    Every ``read`` opens its own read-only connection and fetches pages of rows in separate
+    short transactions, so a slow consumer never holds the writer's checkpoints back.
+    """
+
+    __slots__ = ("_uri", "path")
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            msg = f"no event journal at {self.path}: the file does not exist"
+            raise JournalError(msg)
+        if not self.path.is_file():
+            msg = f"{self.path} is not an event journal: it is not a file"
+            raise JournalError(msg)
+        self._uri = self.path.resolve().as_uri() + "?mode=ro"
+        conn = self._connect()
+        try:
+            _check_schema(conn, self.path)
+        finally:
+            conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(
+                self._uri, uri=True, timeout=_BUSY_TIMEOUT_S, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            msg = f"cannot open the event journal {self.path}: {exc}"
+            raise JournalError(msg) from exc
+
+    def read(
+        self,
+        since_seq: int = 0,
+        until_seq: int | None = None,
+        topics: Collection[str] | None = None,
+        correlation_id: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[JournalRecord]:
+        """Yield committed events in seq order, filtered; every filter given must match.
+
+        :param since_seq: only events after this seq (``seq > since_seq``): pass a snapshot's
+            seq to get the tail that follows it.
+        :param until_seq: only events up to this seq, inclusive.
+        :param topics: only these topic names (an empty collection matches nothing).
+        :param correlation_id: only events of this causal chain.
+        :param limit: at most this many events.
+        """
+        if isinstance(topics, str):
+            msg = f"topics must be a collection of topic names, not the string {topics!r}"
+            raise TypeError(msg)
+        if limit is not None and limit < 0:
+            msg = f"limit must be >= 0, got {limit}"
+            raise ValueError(msg)
+        if limit == 0 or (topics is not None and not topics):
+            return iter(())
+        clauses = ["seq > ?"]
+        params: list[object] = [since_seq]
+        if until_seq is not None:
+            clauses.append("seq <= ?")
+            params.append(until_seq)
+        if topics is not None:
+            names = sorted(set(topics))
+            clauses.append(f"topic IN ({', '.join('?' * len(names))})")
+            params.extend(names)
+        if correlation_id is not None:
+            clauses.append("correlation_id = ?")
+            params.append(correlation_id)
+        where = " AND ".join(clauses)
+        # Only the fixed clauses above are joined in: every value is a bound parameter.
+        sql = f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?"  # noqa: S608
+        return self._pages(sql, params, limit)
+
+    def _pages(self, sql: str, params: list[object], limit: int | None) -> Iterator[JournalRecord]:
+        conn = self._connect()
+        try:
+            left = limit
+            while left is None or left > 0:
+                page = _READ_PAGE if left is None else min(left, _READ_PAGE)
+                try:
+                    rows: list[_Row] = conn.execute(sql, [*params, page]).fetchall()
+                except sqlite3.Error as exc:
+                    msg = f"cannot read the event journal {self.path}: {exc}"
+                    raise JournalError(msg) from exc
+                for row in rows:
+                    yield JournalRecord(*row)
+                if len(rows) < page:
+                    return
+                params[0] = rows[-1][0]
+                if left is not None:
+                    left -= len(rows)
+        finally:
+            conn.close()
+
+
+def open_reader(path: Path) -> JournalReader:
+    """Open the journal file at ``path`` read-only; ``JournalError`` names it if it is unfit."""
+    return JournalReader(path)
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise ``JournalError`` unless ``conn`` holds an event journal of ``SCHEMA_VERSION``."""
+    try:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        if not {"events", "meta"} <= tables:
+            msg = f"{path} is not an event journal: it has no events and meta tables"
+            raise JournalError(msg)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.Error as exc:
+        msg = f"{path} is not an event journal: {exc}"
+        raise JournalError(msg) from exc
+    if row is None or row[0] != str(SCHEMA_VERSION):
+        found = "none" if row is None else row[0]
+        msg = f"{path}: journal schema version {found}, this code reads version {SCHEMA_VERSION}"
+        raise JournalError(msg)
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class EventJournal:
+    """The append-only journal of one data dir; see the module docstring for the model.
+
+    The writer connection and thread exist between ``open()`` and ``close()``; ``read`` works
+    whenever the file exists. Usable as a context manager that opens and closes it.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        run_id: str,
+        *,
+        synchronous: str = "normal",
+        batch_size: int = 512,
+        flush_interval_s: float = 0.05,
+        queue_size: int = 65536,
+        sample_prefixes: tuple[str, ...] = ("market:",),
+        sample_every: int = 10,
+    ) -> None:
+        if synchronous not in SYNCHRONOUS:
+            msg = f"synchronous must be one of {' | '.join(SYNCHRONOUS)}, got {synchronous!r}"
+            raise ValueError(msg)
+        if not run_id:
+            msg = "run_id must not be empty"
+            raise ValueError(msg)
+        for name, value in (
+            ("batch_size", batch_size),
+            ("queue_size", queue_size),
+            ("sample_every", sample_every),
+        ):
+            if value < 1:
+                msg = f"{name} must be >= 1, got {value}"
+                raise ValueError(msg)
+        if not flush_interval_s >= 0:
+            msg = f"flush_interval_s must be >= 0, got {flush_interval_s}"
+            raise ValueError(msg)
+        self.path = Path(path)
+        self.run_id = run_id
+        self.synchronous = synchronous
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.queue_size = queue_size
+        self.sample_prefixes = tuple(sample_prefixes)
+        self.sample_every = sample_every
+        self.metrics = JournalMetrics()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        """The writer waits on it for rows, a full batch or an urgent request."""
+        self._room = threading.Condition(self._lock)
+        """Blocked appenders wait on it for room in the queue."""
+        self._committed = threading.Condition(self._lock)
+        """``flush()`` waits on it for ``durable_seq`` to advance."""
+        self._queue: deque[_Row] = deque()
+        self._threshold = min(batch_size, queue_size)
+        self._last_seq = 0
+        self._durable_seq = 0
+        self._taken_seq = 0
+        self._flush_target = 0
+        self._state = _State.NEW
+        self._accepting = False
+        self._refusal = f"journal {self.path} is not open"
+        self._stopping = False
+        self._writer_waiting = False
+        self._blocked_appenders = 0
+        self._sample_counts: dict[str, int] = {}
+        self._failure: BaseException | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._thread: threading.Thread | None = None
+        self._lock_fd: int | None = None
+        self._reader: JournalReader | None = None
+        self._statement_rows = _MAX_STATEMENT_ROWS
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the file and tables if needed, continue from the last seq, start the writer."""
+        with self._lock:
+            if self._state is not _State.NEW:
+                msg = f"journal {self.path} was already opened (state {self._state.value})"
+                raise JournalError(msg)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock_writer(self.path)
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._connect_writer()
+            last = _prepare(conn, self.path)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            os.close(lock_fd)
+            raise
+        self._conn = conn
+        self._lock_fd = lock_fd
+        columns = len(_FIELDS) + 1
+        variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._statement_rows = max(1, min(_MAX_STATEMENT_ROWS, variables // columns))
+        self._last_seq = self._durable_seq = self._taken_seq = self._flush_target = last
+        self._thread = threading.Thread(
+            target=self._run, name=f"journal-writer:{self.path.name}", daemon=True
+        )
+        with self._lock:
+            self._state = _State.OPEN
+            self._accepting = True
+        self._thread.start()
+        log.info(
+            "journal.opened",
+            path=str(self.path),
+            run_id=self.run_id,
+            last_seq=last,
+            synchronous=self.synchronous,
+        )
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            msg = f"cannot open the event journal {self.path}: {exc}"
+            raise JournalError(msg) from exc
+        try:
+            # Check before switching to WAL: a foreign database must be left as it was.
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                _check_schema(conn, self.path)
+            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        except sqlite3.Error as exc:
+            conn.close()
+            msg = f"{self.path} is not an event journal: {exc}"
+            raise JournalError(msg) from exc
+        except JournalError:
+            conn.close()
+            raise
+        if str(mode).lower() != "wal":
+            conn.close()
+            msg = f"journal {self.path}: SQLite refused WAL mode (journal_mode={mode})"
+            raise JournalError(msg)
+        return conn
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Flush, stop the writer and close the file; idempotent.
+
+        If the flush does not finish within ``timeout_s``, raise ``JournalError`` and leave the
+        journal open (the writer keeps retrying), so nothing is silently lost.
+        """
+        with self._lock:
+            if self._state is not _State.OPEN:
+                if self._state is _State.NEW:
+                    self._state = _State.CLOSED
+                return
+            self._state = _State.CLOSING
+        failure: JournalError | None = None
+        try:
+            durable = self.flush(timeout_s)
+        except JournalError as exc:  # the writer died: release the file, then report
+            failure = exc
+        else:
+            if durable < self._last_seq:
+                with self._lock:
+                    self._state = _State.OPEN
+                msg = (
+                    f"journal {self.path}: events {durable + 1}..{self._last_seq} were not "
+                    f"committed within {timeout_s} s; the journal stays open"
+                )
+                raise JournalError(msg)
+        with self._lock:
+            self._accepting = False
+            self._refusal = f"journal {self.path} is closed"
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+        self._conn = self._thread = self._lock_fd = None
+        with self._lock:
+            self._state = _State.CLOSED
+        log.info("journal.closed", path=str(self.path), durable_seq=self._durable_seq)
+        if failure is not None:
+            raise failure
+
+    def __enter__(self) -> EventJournal:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- appending -------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The last seq assigned (0 for an empty journal)."""
+        return self._last_seq
+
+    @property
+    def durable_seq(self) -> int:
+        """The last seq committed to the file."""
+        return self._durable_seq
+
+    @property
+    def queue_depth(self) -> int:
+        """Rows waiting for the writer."""
+        return len(self._queue)
+
+    def full_policy(self, topic: str) -> JournalFullPolicy:
+        """What ``append`` does with an event on ``topic`` while the queue is full."""
+        if topic.startswith(self.sample_prefixes):
+            return JournalFullPolicy.SAMPLE
+        return JournalFullPolicy.BLOCK
+
+    def append(self, topic: str, payload: Payload) -> int | None:
+        """Journal ``payload`` published on ``topic``; return its seq, or None if sampled out.
+
+        Call it on the bus thread (any thread is safe). Only a SAMPLE topic, and only while the
+        queue is full, can be sampled out; a BLOCK topic waits for room instead. A payload the
+        converter cannot serialise raises, and no seq is used. Raise ``JournalError`` when the
+        journal is not open or its writer died.
+        """
+        if not self._accepting:
+            raise JournalError(self._refusal)
+        queue = self._queue
+        if len(queue) >= self.queue_size and topic.startswith(self.sample_prefixes):
+            with self._lock:
+                if len(queue) >= self.queue_size and self._sample_out(topic):
+                    return None
+        text = CONVERTER.dumps(payload)
+        meta = payload.meta
+        with self._lock:
+            if len(queue) >= self.queue_size:
+                self._wait_for_room()
+            if not self._accepting:  # close() began, or the writer died, while we serialised
+                raise JournalError(self._refusal)
+            seq = self._last_seq + 1
+            self._last_seq = seq
+            queue.append(
+                (seq, self.run_id, topic, meta.source.value, meta.ts, meta.correlation_id, text)
+            )
+            depth = len(queue)
+            metrics = self.metrics
+            metrics.appended += 1
+            metrics.max_queue_depth = max(metrics.max_queue_depth, depth)
+            if self._writer_waiting and (depth == 1 or depth >= self._threshold):
+                self._wake.notify()
+        return seq
+
+    def _sample_out(self, topic: str) -> bool:
+        """Count a full-queue event of ``topic``; True when it is to be dropped (lock held)."""
+        count = self._sample_counts.get(topic, 0) + 1
+        self._sample_counts[topic] = count
+        if count % self.sample_every == 0:
+            return False
+        self.metrics.sampled += 1
+        return True
+
+    def _wait_for_room(self) -> None:
+        """Block until the queue has room (lock held); the writer is told to hurry."""
+        self.metrics.blocked += 1
+        self._blocked_appenders += 1
+        try:
+            while len(self._queue) >= self.queue_size:
+                if not self._accepting:
+                    raise JournalError(self._refusal)
+                self._wake.notify()
+                self._room.wait()
+        finally:
+            self._blocked_appenders -= 1
+
+    def flush(self, timeout_s: float | None = None) -> int:
+        """Wait until every event assigned a seq so far is committed; return ``durable_seq``.
+
+        With ``timeout_s``, return after that long even if not done: compare the result with
+        ``last_seq``. Raise ``JournalError`` if the writer died.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._lock:
+            target = self._last_seq
+            self._flush_target = max(self._flush_target, target)
+            if self._writer_waiting:
+                self._wake.notify()
+            while self._durable_seq < target:
+                if self._failure is not None:
+                    raise JournalError(self._refusal)
+                if deadline is None:
+                    self._committed.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._committed.wait(remaining)
+            return self._durable_seq
+
+    # -- the writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._write(batch)
+        except BaseException as exc:  # noqa: BLE001 - a dead writer must fail appends, not hang them
+            self._writer_died(exc)
+
+    def _urgent(self) -> bool:
+        return (
+            len(self._queue) >= self._threshold
+            or self._stopping
+            or self._blocked_appenders > 0
+            or self._flush_target > self._taken_seq
+        )
+
+    def _next_batch(self) -> list[_Row] | None:
+        """Wait for rows, then for a full batch or the interval; None once stopped and empty."""
+        queue = self._queue
+        with self._lock:
+            while not queue:
+                if self._stopping:
+                    return None
+                self._writer_waiting = True
+                self._wake.wait()
+                self._writer_waiting = False
+            deadline = time.monotonic() + self.flush_interval_s
+            while not self._urgent():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._writer_waiting = True
+                self._wake.wait(remaining)
+                self._writer_waiting = False
+            if len(queue) <= self.batch_size:
+                batch = list(queue)
+                queue.clear()
+            else:
+                batch = [queue.popleft() for _ in range(self.batch_size)]
+            self._taken_seq = batch[-1][0]
+            if self._blocked_appenders:
+                self._room.notify_all()
+            return batch
+
+    def _write(self, batch: list[_Row]) -> None:
+        """Commit ``batch`` in one transaction, retrying with backoff until it is committed."""
+        delay = _RETRY_INITIAL_S
+        attempt = 0
+        while True:
+            try:
+                self._insert(batch, retry=attempt > 0)
+                break
+            except sqlite3.Error as exc:
+                attempt += 1
+                with self._lock:
+                    self.metrics.write_errors += 1
+                log.exception(
+                    "journal.write_failed",
+                    path=str(self.path),
+                    first_seq=batch[0][0],
+                    last_seq=batch[-1][0],
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    error_type=type(exc).__name__,
+                    error=str(exc),
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+        if attempt:
+            log.warning(
+                "journal.write_recovered",
+                path=str(self.path),
+                last_seq=batch[-1][0],
+                attempts=attempt + 1,
+            )
+        with self._lock:
+            self._durable_seq = batch[-1][0]
+            self.metrics.committed += len(batch)
+            self.metrics.batches += 1
+            self._committed.notify_all()
+
+    def _insert(self, batch: list[_Row], *, retry: bool) -> None:
+        """Insert ``batch`` atomically: one multi-row INSERT, or several in one transaction.
+
+        Not ``executemany``: the sqlite3 module releases and retakes the GIL around every row,
+        and each retake waits for the publishing thread's switch interval. One statement per
+        batch releases it once, while SQLite does all the work.
+        """
+        conn = self._conn
+        if conn is None:  # close() joins the writer before it drops the connection
+            msg = f"journal {self.path} has no writer connection"
+            raise JournalError(msg)
+        if retry and _committed_already(conn, batch[-1]):
+            return  # the failed attempt's COMMIT did reach the file
+        step = self._statement_rows
+        if len(batch) <= step:  # a single statement is its own transaction
+            conn.execute(_insert_sql(len(batch)), list(itertools.chain.from_iterable(batch)))
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, len(batch), step):
+                part = batch[start : start + step]
+                conn.execute(_insert_sql(len(part)), list(itertools.chain.from_iterable(part)))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    def _writer_died(self, exc: BaseException) -> None:
+        log.critical(
+            "journal.writer_died",
+            path=str(self.path),
+            durable_seq=self._durable_seq,
+            error_type=type(exc).__name__,
+            error=str(exc),
+            exc_info=exc,
+        )
+        with self._lock:
+            self._failure = exc
+            self._accepting = False
+            self._refusal = (
+                f"the writer of journal {self.path} died ({type(exc).__name__}: {exc}); "
+                f"events after seq {self._durable_seq} are not stored"
+            )
+            self._room.notify_all()
+            self._committed.notify_all()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(
+        self,
+        since_seq: int = 0,
+        until_seq: int | None = None,
+        topics: Collection[str] | None = None,
+        correlation_id: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[JournalRecord]:
+        """Yield committed events in seq order; the filters are ``JournalReader.read``'s."""
+        if self._reader is None:
+            self._reader = JournalReader(self.path)
+        return self._reader.read(since_seq, until_seq, topics, correlation_id, limit)
+
+
+def _lock_writer(path: Path) -> int:
+    """Take the exclusive writer lock of ``path`` (``<file>.lock``); return its descriptor."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        msg = f"journal {path} is already open for writing (pid {holder} holds {lock_path})"
+        raise JournalError(msg) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _prepare(conn: sqlite3.Connection, path: Path) -> int:
+    """Create the tables in an empty file or check an existing journal; return its max seq."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            else:
+                _check_schema(conn, path)
+            last: Any = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        msg = f"cannot prepare the event journal {path}: {exc}"
+        raise JournalError(msg) from exc
+    return int(last or 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(rows: int) -> str:
+    """The INSERT of ``rows`` rows; cached, so each size is built and hashed once."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT INTO events({_COLUMNS}) VALUES {values}"  # noqa: S608 - placeholders only
+
+
+def _committed_already(conn: sqlite3.Connection, last: _Row) -> bool:
+    """Whether the last row of a batch is in the file: an ambiguous COMMIT did succeed."""
+    row = conn.execute("SELECT run_id, payload FROM events WHERE seq = ?", (last[0],)).fetchone()
+    return row is not None and (row[0], row[1]) == (last[1], last[6])

@@ -1,0 +1,518 @@
+"""StoragePlane: the journal, snapshots, registry and outbox of one data dir, on the bus.
+
+* **Journal.** A catch-all subscription appends every event to ``journal.sqlite3`` (see
+  ``planes.storage.journal``): seq contiguous across runs, batched off the loop by a writer
+  thread, trading topics never dropped.
+* **Snapshots.** The ``StateHub`` exports every ``Stateful`` component between two bus
+  dispatches, so the export matches the journal's last assigned seq exactly; the journal is
+  flushed up to that seq, then the snapshot file is written atomically and ``state:snapshot``
+  published. Snapshots come every ``storage.snapshot_interval_s``, ``snapshot_after_change_s``
+  after a fill or a registry change, after recovery, and at shutdown.
+* **Recovery** runs when the Orchestrator asks (``control:command recover``, at boot, before
+  the market connects): the newest valid snapshot (a corrupted or truncated newer one is
+  skipped with an alert), then every journaled event after it up to the previous run's last
+  one, on the topics the components rebuild state from, then ``recovered()`` (positions are
+  announced, never filled), the registry's scenarios (``state:registry`` ``restored``),
+  reconciliation with the venue, the outbox's interrupted sends, and ``state:recovery``.
+* **Registry.** ``scenario.enable|disable|retire|rollback ID`` commands and
+  ``control:rollbackModel`` are committed to ``registry.sqlite3`` (row and audit line in one
+  transaction) *before* ``state:registry`` tells the strategy plane to act on them.
+* **Outbox.** Alerts at or above ``storage.notify_min_severity`` are persisted for each notifier
+  in ``storage.notifiers`` before anything is sent; a dispatcher sends due items, retries with
+  backoff (a notifier's ``retry_after_s`` is honoured), and dead-letters after
+  ``storage.outbox_max_attempts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from contracts.control import ControlCommand, RollbackRequested
+from contracts.enums import ScenarioState, Severity
+from contracts.execution import OrderEvent
+from contracts.meta import Payload
+from contracts.ports import ComponentContext, Notifier
+from contracts.state import RegistryChanged, StateRecovered, StateSnapshot
+from contracts.system import Alert
+from contracts.topics import (
+    CONTROL_COMMAND,
+    CONTROL_ROLLBACK_MODEL,
+    EXEC_ORDER_EVENT,
+    OBSERVABILITY_ALERT,
+    PORTFOLIO_POSITION,
+    STATE_RECOVERY,
+    STATE_REGISTRY,
+    STATE_SNAPSHOT,
+    BotEventMap,
+    Topic,
+)
+from planes.config import Config
+from planes.state import StateError, StateHub
+from planes.storage.journal import EventJournal, JournalError, decode
+from planes.storage.outbox import Outbox, OutboxError
+from planes.storage.registry import Registry, RegistryError, ScenarioRecord
+from planes.storage.snapshots import SnapshotError, StateStore
+
+log = structlog.get_logger("planes.storage")
+
+JOURNAL_FILE = "journal.sqlite3"
+REGISTRY_FILE = "registry.sqlite3"
+SNAPSHOT_DIR = "snapshots"
+RECOVER = "recover"
+"""The ``control:command`` the Orchestrator sends at boot."""
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+_SCENARIO_COMMANDS = {
+    "scenario.enable": ScenarioState.ENABLED,
+    "scenario.disable": ScenarioState.DISABLED,
+    "scenario.retire": ScenarioState.RETIRED,
+}
+_OUTBOX_POLL_S = 0.5
+
+
+def data_paths(data_dir: Path) -> tuple[Path, Path, Path]:
+    """``(journal, registry, snapshot dir)`` of a data dir."""
+    return data_dir / JOURNAL_FILE, data_dir / REGISTRY_FILE, data_dir / SNAPSHOT_DIR
+
+
+class StoragePlane:
+    """See the module docstring."""
+
+    name = "storage"
+
+    def __init__(self, ctx: ComponentContext) -> None:
+        config = ctx.config
+        if not isinstance(config, Config):
+            msg = "the StoragePlane needs planes.config.Config"
+            raise TypeError(msg)
+        hub = getattr(ctx, "state", None)
+        self._hub = hub if isinstance(hub, StateHub) else StateHub()
+        self._bus = ctx.bus
+        self._clock = ctx.clock
+        self._config = config
+        self._settings = config.storage
+        self.enabled = self._settings.enabled
+        self.run_id = secrets.token_hex(6)
+        journal, registry, snapshots = data_paths(Path(config.runtime.data_dir))
+        self.journal = EventJournal(
+            journal,
+            self.run_id,
+            synchronous=self._settings.synchronous.value,
+            batch_size=self._settings.batch_size,
+            flush_interval_s=self._settings.flush_interval_s,
+            queue_size=self._settings.queue_size,
+            sample_every=self._settings.sample_every,
+        )
+        self._registry_path = registry
+        self.store = StateStore(snapshots, keep=self._settings.snapshot_keep)
+        self.registry: Registry | None = None
+        self.outbox: Outbox | None = None
+        self._notifiers: dict[str, Notifier] = {}
+        for name in self._settings.notifiers:
+            spec = ctx.notifiers.get(name)
+            if spec is None:
+                known = ", ".join(sorted(ctx.notifiers)) or "none"
+                msg = f"storage.notifiers names {name!r}, which is not registered (known: {known})"
+                raise ValueError(msg)
+            self._notifiers[name] = spec.factory(ctx)
+        self._min_rank = _SEVERITY_RANK[Severity(self._settings.notify_min_severity)]
+        self.boot_seq = 0
+        """The journal's last seq when this run opened it: recovery replays up to here."""
+        self.recovered: StateRecovered | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dirty = asyncio.Event()
+        self._recovering = False
+        self._recovery_positions = 0
+        self.snapshots_written = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the files, journal every event from now on, seed the registry."""
+        if not self.enabled:
+            return
+        try:
+            self.journal.open()
+        except JournalError as exc:
+            raise RuntimeError(f"storage: {exc}") from exc
+        self.boot_seq = self.journal.last_seq
+        try:
+            self.registry = Registry(self._registry_path)
+            self.outbox = Outbox(
+                self._registry_path, max_attempts=self._settings.outbox_max_attempts
+            )
+        except (RegistryError, OutboxError) as exc:
+            self.journal.close()
+            raise RuntimeError(f"storage: {exc}") from exc
+        now = self._clock.now_ms()
+        for scenario in self._config.strategy.scenarios:
+            self.registry.seed(
+                scenario.id,
+                scenario.strategy,
+                dict(scenario.params),
+                scenario.regime or None,
+                version=scenario.version,
+                enabled=scenario.enabled,
+                now_ms=now,
+            )
+        bus = self._bus
+        bus.subscribe_all(self._journal_event)
+        bus.subscribe(CONTROL_COMMAND, self._on_command)
+        bus.subscribe(CONTROL_ROLLBACK_MODEL, self._on_rollback_model)
+        bus.subscribe(EXEC_ORDER_EVENT, self._on_order)
+        bus.subscribe(OBSERVABILITY_ALERT, self._on_alert)
+        bus.subscribe(PORTFOLIO_POSITION, self._on_position)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._snapshot_loop(), name="storage-snapshots"))
+        if self._notifiers:
+            self._tasks.append(loop.create_task(self._outbox_loop(), name="storage-outbox"))
+        log.info(
+            "storage.started",
+            data_dir=self._config.runtime.data_dir,
+            run_id=self.run_id,
+            journal_seq=self.boot_seq,
+            synchronous=self._settings.synchronous.value,
+        )
+
+    async def stop(self) -> None:
+        """Last snapshot, flush and close the journal and the databases."""
+        if not self.enabled:
+            return
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.journal.last_seq:
+            try:
+                self.snapshot("shutdown")
+            except (SnapshotError, StateError, JournalError) as exc:
+                log.error("storage.snapshot_failed", reason="shutdown", error=str(exc))  # noqa: TRY400 - the message is the point
+        self.journal.close()
+        if self.outbox is not None:
+            self.outbox.resume(self._wall_ms())  # a send cut off by the cancel goes out next run
+            self.outbox.close()
+        if self.registry is not None:
+            self.registry.close()
+        m = self.journal.metrics
+        log.info(
+            "storage.stopped",
+            journal_seq=self.journal.durable_seq,
+            appended=m.appended,
+            sampled=m.sampled,
+            blocked=m.blocked,
+            snapshots=self.snapshots_written,
+        )
+
+    # -- the journal -----------------------------------------------------------------------
+
+    def _journal_event(self, topic: Topic[Any], payload: Payload) -> None:
+        self.journal.append(topic.name, payload)
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def snapshot(self, reason: str) -> StateSnapshot:
+        """Export, flush the journal to the export's seq, write the file, publish."""
+        seq = self.journal.last_seq
+        sections = self._hub.export()
+        self.journal.flush()
+        written = self.store.write(
+            seq, sections, run_id=self.run_id, reason=reason, now_ms=self._wall_ms()
+        )
+        self.snapshots_written += 1
+        bus = self._bus
+        event = StateSnapshot(bus.meta(), written.snapshot_id, seq, reason, written.size_bytes)
+        bus.publish(STATE_SNAPSHOT, event)
+        return event
+
+    async def _snapshot_loop(self) -> None:
+        interval = self._settings.snapshot_interval_s
+        settle = self._settings.snapshot_after_change_s
+        while True:
+            reason = "periodic"
+            try:
+                await asyncio.wait_for(self._dirty.wait(), interval or None)
+                reason = "change"
+                await asyncio.sleep(settle)
+            except TimeoutError:
+                pass
+            self._dirty.clear()
+            if self._recovering or self.recovered is None:
+                continue  # nothing to snapshot before the state is whole
+            try:
+                self.snapshot(reason)
+            except (SnapshotError, StateError, JournalError) as exc:
+                log.error("storage.snapshot_failed", reason=reason, error=str(exc))  # noqa: TRY400 - the message is the point
+                self._alert(Severity.CRITICAL, "snapshot_failed", f"snapshot failed: {exc}")
+
+    def _on_order(self, event: OrderEvent) -> None:
+        if event.last_fill_qty:
+            self._dirty.set()
+
+    def _on_position(self, _: Payload) -> None:
+        if self._recovering:
+            self._recovery_positions += 1
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def _on_command(self, command: ControlCommand) -> None:
+        if command.name == RECOVER:
+            self._tasks.append(asyncio.ensure_future(self._recover()))
+        elif command.name in _SCENARIO_COMMANDS or command.name == "scenario.rollback":
+            self._scenario_command(command)
+
+    async def _recover(self) -> None:
+        started = time.perf_counter()
+        self._recovering = True
+        warnings: list[str] = []
+        replayed = 0
+        snapshot_id: str | None = None
+        ok = True
+        try:
+            snapshot_id, since = await self._restore_snapshot(warnings)
+            if since > self.boot_seq:
+                message = (
+                    f"snapshot covers seq {since} but the journal ends at {self.boot_seq}: "
+                    "the journal lost committed events (restored from a backup?)"
+                )
+                warnings.append(message)
+                self._alert(Severity.CRITICAL, "journal_behind_snapshot", message)
+            replayed = self._replay(since)
+            self._publish_registry()
+            self._hub.recovered()
+            reconciled = await self._hub.reconcile(self._settings.reconcile.value)
+            resumed = self.outbox.resume(self._wall_ms()) if self.outbox is not None else 0
+            if resumed:
+                reconciled.append(f"outbox: {resumed} interrupted sends resumed")
+        except (StateError, JournalError, SnapshotError, RegistryError) as exc:
+            ok = False
+            reconciled = []
+            warnings.append(f"recovery failed: {exc}")
+            log.error("storage.recovery_failed", error=str(exc))  # noqa: TRY400 - the message is the point
+            self._alert(Severity.CRITICAL, "recovery_failed", str(exc))
+        self._recovering = False
+        registry = self.registry
+        enabled = len(registry.scenarios(ScenarioState.ENABLED)) if registry is not None else 0
+        bus = self._bus
+        self.recovered = StateRecovered(
+            bus.meta(),
+            snapshot_id=snapshot_id,
+            journal_events_replayed=replayed,
+            positions=self._recovery_positions,
+            open_orders=self._open_orders(),
+            enabled_scenarios=enabled,
+            reconciled=tuple(reconciled),
+            warnings=tuple(warnings),
+            ok=ok,
+        )
+        log.info(
+            "storage.recovered",
+            ok=ok,
+            snapshot=snapshot_id,
+            replayed=replayed,
+            positions=self._recovery_positions,
+            reconciled=len(reconciled),
+            warnings=len(warnings),
+            elapsed_s=round(time.perf_counter() - started, 3),
+        )
+        bus.publish(STATE_RECOVERY, self.recovered)
+        if ok:
+            try:
+                self.snapshot("recovery")
+            except (SnapshotError, StateError, JournalError) as exc:
+                log.error("storage.snapshot_failed", reason="recovery", error=str(exc))  # noqa: TRY400 - the message is the point
+
+    async def _restore_snapshot(self, warnings: list[str]) -> tuple[str | None, int]:
+        """Restore the newest valid snapshot; return its id and seq (None, 0 without one)."""
+        snapshot_id: str | None = None
+        snapshot, problems = await asyncio.to_thread(self.store.latest)
+        for problem in problems:
+            warnings.append(f"snapshot skipped: {problem}")
+            self._alert(Severity.CRITICAL, "snapshot_invalid", problem)
+        since = 0
+        if snapshot is not None:
+            snapshot_id, since = snapshot.snapshot_id, snapshot.journal_seq
+            missing = self._hub.restore(snapshot.sections)
+            if missing:
+                warnings.append(f"snapshot has no state for {', '.join(missing)}")
+            age_s = (self._wall_ms() - snapshot.created_ms) / 1000
+            stale = self._settings.stale_snapshot_s
+            if stale and age_s > stale:
+                message = f"last snapshot {snapshot_id} is {age_s:.0f}s old (> {stale:g}s)"
+                warnings.append(message)
+                self._alert(Severity.WARNING, "stale_snapshot", message)
+        return snapshot_id, since
+
+    def _replay(self, since: int) -> int:
+        """Feed the journal after ``since`` up to the previous run's end to the components."""
+        topics = self._hub.topics
+        if not topics or since >= self.boot_seq:
+            return 0
+        types = {name: topic.payload for name, topic in BotEventMap.items()}
+        types[STATE_REGISTRY.name] = STATE_REGISTRY.payload
+        replayed = 0
+        for record in self.journal.read(since, self.boot_seq, topics=topics):
+            self._hub.replay(record.topic, decode(record, types))
+            replayed += 1
+        return replayed
+
+    def _open_orders(self) -> int:
+        """Open orders the venues hold after recovery (their exported ``open_orders``)."""
+        count = 0
+        for section in self._hub.export().values():
+            orders = section.get("open_orders") if isinstance(section, dict) else None
+            if isinstance(orders, list | dict):
+                count += len(orders)
+        return count
+
+    # -- registry --------------------------------------------------------------------------
+
+    def _publish_registry(self) -> None:
+        """Tell the strategy plane the registry's scenarios as they stand (``restored``)."""
+        if self.registry is None:
+            return
+        for record in self.registry.scenarios():
+            self._registry_changed(record, "restored", None, "", "")
+
+    def _registry_changed(
+        self,
+        record: ScenarioRecord,
+        action: str,
+        command_id: str | None,
+        actor: str,
+        detail: str,
+    ) -> None:
+        bus = self._bus
+        bus.publish(
+            STATE_REGISTRY,
+            RegistryChanged(
+                bus.meta(),
+                entity="scenario",
+                entity_id=record.scenario_id,
+                action=action,
+                status=record.status.value,
+                version=str(record.version),
+                strategy=record.strategy,
+                params=dict(record.params),
+                regime=record.regime,
+                actor=actor,
+                command_id=command_id,
+                detail=detail,
+            ),
+        )
+        self._dirty.set()
+
+    def _scenario_command(self, command: ControlCommand) -> None:
+        registry = self.registry
+        if registry is None:
+            return
+        actor = command.meta.source.value
+        if len(command.args) != 1:
+            self._alert(Severity.WARNING, "command_usage", f"usage: {command.name} SCENARIO_ID")
+            return
+        scenario_id = command.args[0]
+        now = self._wall_ms()
+        try:
+            if command.name == "scenario.rollback":
+                record = registry.rollback_scenario(
+                    scenario_id, actor=actor, command=command.name, now_ms=now
+                )
+                action = "rolled_back"
+            else:
+                wanted = _SCENARIO_COMMANDS[command.name]
+                record = registry.set_status(
+                    scenario_id, wanted, actor=actor, command=command.name, now_ms=now
+                )
+                action = wanted.value
+        except RegistryError as exc:
+            log.warning("storage.command_refused", command=command.name, reason=str(exc))
+            self._alert(Severity.WARNING, "command_refused", f"{command.name}: {exc}")
+            return
+        self._registry_changed(record, action, command.command_id, actor, command.name)
+
+    def _on_rollback_model(self, request: RollbackRequested) -> None:
+        registry = self.registry
+        if registry is None:
+            return
+        actor = request.meta.source.value
+        try:
+            version = registry.rollback_model(
+                request.model,
+                request.to_version,
+                actor=actor,
+                command=CONTROL_ROLLBACK_MODEL.name,
+                now_ms=self._wall_ms(),
+                detail=request.reason,
+            )
+        except RegistryError as exc:
+            self._alert(Severity.WARNING, "command_refused", f"model rollback: {exc}")
+            return
+        bus = self._bus
+        bus.publish(
+            STATE_REGISTRY,
+            RegistryChanged(
+                bus.meta(),
+                entity="model",
+                entity_id=request.model,
+                action="rolled_back",
+                status="active",
+                version=version,
+                actor=actor,
+                detail=request.reason,
+            ),
+        )
+        self._dirty.set()
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    def _on_alert(self, alert: Alert) -> None:
+        outbox = self.outbox
+        if outbox is None or not self._notifiers:
+            return
+        if _SEVERITY_RANK[alert.severity] < self._min_rank:
+            return
+        text = f"[{alert.severity.value}] {alert.code}: {alert.message}"
+        key = f"{alert.code}:{alert.meta.correlation_id or alert.meta.ts}"
+        for name in self._notifiers:
+            outbox.enqueue(name, text, dedupe_key=f"{name}:{key}", now_ms=self._wall_ms())
+
+    async def _outbox_loop(self) -> None:
+        outbox = self.outbox
+        assert outbox is not None  # noqa: S101 - started only with an outbox
+        while True:
+            await asyncio.sleep(_OUTBOX_POLL_S)
+            for item in outbox.claim_due(self._wall_ms()):
+                notifier = self._notifiers.get(item.channel)
+                if notifier is None:
+                    reason = f"no notifier {item.channel!r} configured"
+                    outbox.mark_failed(item.id, reason, self._wall_ms(), permanent=True)
+                    continue
+                try:
+                    await notifier.send(item.body, dedupe_key=item.dedupe_key)
+                except Exception as exc:  # noqa: BLE001 - every failure is retried or dead-lettered
+                    retry_after = getattr(exc, "retry_after_s", None)
+                    after_ms = (
+                        round(retry_after * 1000) if isinstance(retry_after, int | float) else None
+                    )
+                    outbox.mark_failed(
+                        item.id, f"{type(exc).__name__}: {exc}", self._wall_ms(), after_ms
+                    )
+                else:
+                    outbox.mark_sent(item.id, self._wall_ms())
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _alert(self, severity: Severity, code: str, message: str) -> None:
+        bus = self._bus
+        with contextlib.suppress(Exception):
+            bus.publish(OBSERVABILITY_ALERT, Alert(bus.meta(), severity, code, message))
+
+    def _wall_ms(self) -> int:
+        """Wall-clock ms for file metadata (snapshots, audit, outbox), whatever the bus clock."""
+        return int(time.time() * 1000)

@@ -1,0 +1,23 @@
+"""Built-in plugin of the storage plane."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from contracts.ports import PlaneSpec
+from contracts.topics import STATE_REGISTRY, Topic
+from planes.storage.plane import StoragePlane
+from plugins.hookspecs import hookimpl
+
+
+@hookimpl
+def planes_register_topics() -> Sequence[Topic[Any]]:
+    """``state:registry``: exists only where the registry does."""
+    return [STATE_REGISTRY]
+
+
+@hookimpl
+def planes_register_planes() -> Sequence[PlaneSpec]:
+    """Register the StoragePlane (idle when ``storage.enabled`` is false)."""
+    return [PlaneSpec(name="storage", plane="storage", factory=StoragePlane)]
