@@ -13,6 +13,8 @@ from pathlib import Path
 import structlog
 
 from cli.backtest import backtest_config, plot, run_backtest
+from cli.journal import cmd_journal, parse_seq
+from cli.replay import cmd_replay
 from cli.shell import Shell
 from cli.topics import render_markdown, render_text
 from contracts.topics import TopicClashError, TopicRegistry
@@ -85,6 +87,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="list plugins: name, origin, version, what they add")
     _add_config_args(plugins)
+
+    journal = sub.add_parser("journal", help="read the event journal of a data dir")
+    journal_sub = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
+    export = journal_sub.add_parser(
+        "export", help="events as JSON Lines, one per line, in seq order (stdout or --out)"
+    )
+    export.add_argument(
+        "--data-dir", type=Path, metavar="D", help="the data dir (default: runtime.data_dir)"
+    )
+    export.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="T",
+        help="an exact topic name or a prefix:* pattern (repeatable; default: every topic)",
+    )
+    export.add_argument(
+        "--since", type=parse_seq, default=0, metavar="SEQ", help="only events after this seq"
+    )
+    export.add_argument(
+        "--until", type=parse_seq, metavar="SEQ", help="only events up to this seq (inclusive)"
+    )
+    export.add_argument("--correlation-id", metavar="C", help="only events of this causal chain")
+    export.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
+    _add_config_args(export)
+
+    replay = sub.add_parser(
+        "replay",
+        help="re-run a recorded run's market data and compare its intents and orders",
+    )
+    replay.add_argument("--journal", required=True, type=Path, metavar="F", help="journal.sqlite3")
+    replay.add_argument(
+        "--run-id", metavar="R", help="the run to replay (default: the last one with klines)"
+    )
+    replay.add_argument("--report", type=Path, metavar="OUT.json", help="write the JSON report")
+    _add_config_args(replay)
     return parser
 
 
@@ -244,6 +282,8 @@ COMMANDS = {
     "backtest": cmd_backtest,
     "topics": cmd_topics,
     "plugins": cmd_plugins,
+    "journal": cmd_journal,
+    "replay": cmd_replay,
 }
 
 

@@ -151,7 +151,7 @@ class StoragePlane:
         except (RegistryError, OutboxError) as exc:
             self.journal.close()
             raise RuntimeError(f"storage: {exc}") from exc
-        now = self._clock.now_ms()
+        now = self._wall_ms()
         for scenario in self._config.strategy.scenarios:
             self.registry.seed(
                 scenario.id,

@@ -52,8 +52,10 @@ async def test_commands_publish_control_command_and_print_replies(tmp_path: obje
         assert await runtime.wait_stopped(5)
     finally:
         await runtime.stop()
+    assert commands[0].name == "recover"  # the Orchestrator's own, at boot
+    commands = [c for c in commands if c.meta.source.value == "cli"]
     assert [c.name for c in commands] == ["status", "pause", "resume", "stop"]
-    assert all(c.meta.source.value == "cli" and c.command_id for c in commands)
+    assert all(c.command_id for c in commands)
     replies = [s for s in states if s.reply_to is not None]
     assert [s.reply_to for s in replies[:3]] == [c.command_id for c in commands[:3]]
     assert any(line.startswith("RUNNING: status") for line in lines)
