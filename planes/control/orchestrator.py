@@ -144,7 +144,10 @@ class Orchestrator:
         try:
             recovered = await asyncio.wait_for(done, timeout)
         except TimeoutError:
-            msg = f"state recovery did not finish within {timeout:g}s (storage.recovery_timeout_s)"
+            msg = (
+                f"state recovery did not finish within {timeout:g}s (storage.recovery_timeout_s); "
+                "with storage.enabled the planes.storage plugin must be loaded"
+            )
             raise BootError(msg) from None
         if not recovered.ok:
             raise BootError("state recovery failed: " + "; ".join(recovered.warnings))

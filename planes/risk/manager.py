@@ -34,11 +34,24 @@ filled (released by fills, ``cancelled`` and ``rejected``). Pending buys and sel
 apart and the limits hold for every subset of them filling, so no burst of approvals can breach
 a limit together. Equity comes from ``portfolio:position_update`` (``portfolio.cash`` before
 the first one). See ``docs/risk.md``.
+
+Recovery (``contracts.ports.Stateful``, key ``risk``): what the limits depend on survives a
+restart - equity, its peak and the drawdown halt, the day's starting equity and the kill switch,
+per-symbol positions, fills in flight, realized PnL and cooldowns, the approved orders still
+pending, the recent approval times of the rate limit and the approved order ids used against
+duplicates (the last ``APPROVED_IDS_KEPT``). All of it is built by ``portfolio:position_update``,
+``exec:order_event`` and the RiskManager's own ``risk:approved_intent``, stamped with their
+``meta.ts`` (never the clock at handling time), so replaying them rebuilds it exactly. Lifecycle
+and pause come again from ``control:state``; prices and data freshness from the market, so after
+a restart nothing adds risk before fresh market data arrives.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Mapping
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from typing import Any
 
 import structlog
 
@@ -70,9 +83,18 @@ QTY_STEP = Decimal("0.00000001")
 """Quantities the RiskManager computes (target sizing, shrinking) are rounded down to this."""
 DAY_MS = 86_400_000
 RATE_WINDOW_MS = 60_000
+APPROVED_IDS_KEPT = 10_000
+"""How many of the latest approved order ids the duplicate check remembers."""
+STATE_FORMAT = 1
+_NEVER = -RATE_WINDOW_MS  # an empty slot of the rate ring: outside every window
 _ZERO = Decimal(0)
 _DONE = frozenset((OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED))
 _FILLS = frozenset((OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED))
+
+
+def _num(value: Decimal) -> str:
+    """``value`` as a canonical string: equal numbers export equal ("1.50" and "1.5": "1.5")."""
+    return format(value.normalize(), "f") if value else "0"
 
 
 def _floor(value: Decimal) -> Decimal:
@@ -144,6 +166,8 @@ class RiskManager:
     """The gate; see the module docstring for the checks and their order."""
 
     name = "risk_manager"
+    state_key = "risk"
+    state_topics = frozenset((PORTFOLIO_POSITION.name, EXEC_ORDER_EVENT.name, RISK_APPROVED.name))
 
     def __init__(self, ctx: ComponentContext) -> None:
         config = ctx.config
@@ -165,18 +189,21 @@ class RiskManager:
         self._stale_ms = round(risk.stale_data_s * 1000)
         # The approval times of the last max_orders_per_minute approvals, oldest at _rate_next:
         # the limit is reached when that one is still inside the window.
-        self._rate_ring = [-RATE_WINDOW_MS] * risk.max_orders_per_minute
+        self._rate_ring = [_NEVER] * risk.max_orders_per_minute
         self._rate_next = 0
         self._books: dict[str, _Book] = {}
         self._pending: dict[str, _Pending] = {}
         self._approved_ids: set[str] = set()
+        self._approved_order: deque[str] = deque()
         self.lifecycle: Lifecycle | None = None
         self.paused = False
         self.equity = config.portfolio.cash
         self.peak_equity = self.equity
-        self.day_start_equity = self.equity
-        self._next_day_ms = 0  # the first event starts the day
-        self.daily_halt = False
+        # The day changes only with equity (a position update): a verdict reads the new day
+        # without storing it, so the state is a function of the replayable events alone.
+        self._day_start = self.equity
+        self._next_day_ms = 0  # the first equity change starts the day
+        self._daily_halt = False
         self.drawdown_halt = False
         self.approved = 0
         self.rejected = 0
@@ -195,6 +222,16 @@ class RiskManager:
 
     async def stop(self) -> None:
         """Nothing to release: subscriptions end with the plane handle."""
+
+    @property
+    def daily_halt(self) -> bool:
+        """True while the kill switch holds (until the next UTC day starts)."""
+        return self._daily_halt and self._clock.now_ms() < self._next_day_ms
+
+    @property
+    def day_start_equity(self) -> Decimal:
+        """Equity when the current UTC day started."""
+        return self.equity if self._clock.now_ms() >= self._next_day_ms else self._day_start
 
     # -- what the RiskManager watches ----------------------------------------------------
 
@@ -263,6 +300,9 @@ class RiskManager:
             del pending[key]
 
     def _on_position(self, update: PositionUpdate) -> None:
+        self._apply_position(update, live=True)
+
+    def _apply_position(self, update: PositionUpdate, *, live: bool) -> None:
         book = self._books.get(update.symbol) or self._book(update.symbol)
         qty = update.qty
         before = book.position
@@ -286,52 +326,154 @@ class RiskManager:
                 and before
                 and (abs(qty) < abs(before) or (qty > 0) is not (before > 0))
             ):
-                book.cooldown_until = self._clock.now_ms() + self._cooldown_ms
+                book.cooldown_until = update.meta.ts + self._cooldown_ms
         if book.price is None and update.mark_price > 0:
             book.price = update.mark_price
         equity = update.equity
         if equity != self.equity:
-            self._on_equity(equity)
+            self._on_equity(equity, update.meta.ts, live=live)
 
-    def _on_equity(self, equity: Decimal) -> None:
-        now = self._clock.now_ms()
+    def _on_equity(self, equity: Decimal, now: int, *, live: bool) -> None:
         if now >= self._next_day_ms:
             self._new_day(now)  # the day starts from the last equity of the day before
         self.equity = equity
         self.peak_equity = max(self.peak_equity, equity)
         limit = self._daily_loss_limit
-        if not self.daily_halt and limit > 0 and self.day_start_equity - equity >= limit:
-            self.daily_halt = True
-            self._alert(
-                "risk_daily_loss_halt",
-                f"daily loss {self.day_start_equity - equity} reached risk.daily_loss_limit "
-                f"{limit}: new entries halted until the next UTC day, reducing still allowed",
-            )
+        if not self._daily_halt and limit > 0 and self._day_start - equity >= limit:
+            self._daily_halt = True
+            if live:
+                self._alert(
+                    "risk_daily_loss_halt",
+                    f"daily loss {self._day_start - equity} reached risk.daily_loss_limit "
+                    f"{limit}: new entries halted until the next UTC day, reducing still allowed",
+                )
         drawdown = self._max_drawdown
         if drawdown > 0:
             down = self.peak_equity - equity >= drawdown * self.peak_equity
             if down is not self.drawdown_halt:
                 self.drawdown_halt = down
-                if down:
+                if not down:
+                    log.info("risk.drawdown_cleared", equity=str(equity))
+                elif live:
                     self._alert(
                         "risk_drawdown_halt",
                         f"equity {equity} is {drawdown:%} or more below its peak "
                         f"{self.peak_equity}: new entries halted, reducing still allowed",
                     )
-                else:
-                    log.info("risk.drawdown_cleared", equity=str(equity))
 
     def _new_day(self, now: int) -> None:
         self._next_day_ms = (now // DAY_MS + 1) * DAY_MS
-        self.day_start_equity = self.equity
-        if self.daily_halt:
-            self.daily_halt = False
+        self._day_start = self.equity
+        if self._daily_halt:
+            self._daily_halt = False
             log.info("risk.daily_loss_reset", equity=str(self.equity))
 
     def _alert(self, code: str, message: str) -> None:
         log.warning(code, message=message)
         bus = self._bus
         bus.publish(OBSERVABILITY_ALERT, Alert(bus.meta(), Severity.CRITICAL, code, message))
+
+    # -- recovery (contracts.ports.Stateful) ---------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """What the limits depend on, as JSON (numbers as canonical decimal strings)."""
+        books = {
+            symbol: {
+                "position": _num(book.position),
+                "inflight": _num(book.inflight),
+                "pending_buy": _num(book.pending_buy),
+                "pending_sell": _num(book.pending_sell),
+                "realized": None if book.realized is None else _num(book.realized),
+                "cooldown_until": book.cooldown_until,
+            }
+            for symbol, book in sorted(self._books.items())
+            if book.position
+            or book.inflight
+            or book.pending_buy
+            or book.pending_sell
+            or book.realized is not None
+            or book.cooldown_until
+        }
+        pending = {
+            order_id: {
+                "symbol": record.book.symbol,
+                "side": (Side.BUY if record.buy else Side.SELL).value,
+                "remaining": _num(record.remaining),
+                "filled": _num(record.filled),
+            }
+            for order_id, record in sorted(self._pending.items())
+        }
+        ring, at = self._rate_ring, self._rate_next
+        return {
+            "format": STATE_FORMAT,
+            "equity": _num(self.equity),
+            "peak_equity": _num(self.peak_equity),
+            "day_start_equity": _num(self._day_start),
+            "next_day_ms": self._next_day_ms,
+            "daily_halt": self._daily_halt,
+            "drawdown_halt": self.drawdown_halt,
+            "books": books,
+            "pending": pending,
+            "approved_ids": list(self._approved_order),
+            "approval_times_ms": [t for t in (*ring[at:], *ring[:at]) if t != _NEVER],
+        }
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Replace what the limits depend on with an exported state."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"unknown risk state format {state.get('format')!r}")
+        self.equity = Decimal(state["equity"])
+        self.peak_equity = Decimal(state["peak_equity"])
+        self._day_start = Decimal(state["day_start_equity"])
+        self._next_day_ms = int(state["next_day_ms"])
+        self._daily_halt = bool(state["daily_halt"])
+        self.drawdown_halt = bool(state["drawdown_halt"])
+        self._books = {}
+        for symbol, fields in state["books"].items():
+            book = self._book(symbol)
+            book.position = Decimal(fields["position"])
+            book.inflight = Decimal(fields["inflight"])
+            book.pending_buy = Decimal(fields["pending_buy"])
+            book.pending_sell = Decimal(fields["pending_sell"])
+            realized = fields["realized"]
+            book.realized = None if realized is None else Decimal(realized)
+            book.cooldown_until = int(fields["cooldown_until"])
+        self._pending = {}
+        for order_id, fields in state["pending"].items():
+            record = _Pending(
+                self._book(fields["symbol"]),
+                Side(fields["side"]) is Side.BUY,
+                Decimal(fields["remaining"]),
+            )
+            record.filled = Decimal(fields["filled"])
+            self._pending[order_id] = record
+        kept = list(state["approved_ids"])[-APPROVED_IDS_KEPT:]
+        self._approved_order = deque(kept)
+        self._approved_ids = set(kept)
+        size = len(self._rate_ring)
+        times = [int(t) for t in state["approval_times_ms"]][-size:]
+        self._rate_ring = [_NEVER] * (size - len(times)) + times
+        self._rate_next = 0
+
+    def replay_event(self, topic: str, payload: Any) -> None:
+        """Apply a journaled position, order event or approval; publish nothing."""
+        if topic == PORTFOLIO_POSITION.name and isinstance(payload, PositionUpdate):
+            self._apply_position(payload, live=False)
+        elif topic == EXEC_ORDER_EVENT.name and isinstance(payload, OrderEvent):
+            self._on_order(payload)
+        elif topic == RISK_APPROVED.name and isinstance(payload, ApprovedIntent):
+            self._book_approval(payload)
+
+    def recovered(self) -> None:
+        """Log the halts and pending orders that survived the restart (their alerts went out)."""
+        log.info(
+            "risk.recovered",
+            equity=str(self.equity),
+            peak_equity=str(self.peak_equity),
+            daily_halt=self.daily_halt,
+            drawdown_halt=self.drawdown_halt,
+            pending_orders=len(self._pending),
+        )
 
     # -- the verdict ---------------------------------------------------------------------
 
@@ -405,13 +547,11 @@ class RiskManager:
             detail = f"{limit} orders approved in the last 60 s (risk.max_orders_per_minute)"
             return self._reject(intent, RejectReason.RATE_LIMIT, detail)
 
-        if now >= self._next_day_ms:
-            self._new_day(now)
-        if self.daily_halt:
+        if self._daily_halt and now < self._next_day_ms:
             if not reducible:
                 detail = (
                     f"kill switch: loss since the UTC day started "
-                    f"{self.day_start_equity - self.equity} reached risk.daily_loss_limit "
+                    f"{self._day_start - self.equity} reached risk.daily_loss_limit "
                     f"{self._daily_loss_limit}; only reducing until the next UTC day"
                 )
                 return self._reject(intent, RejectReason.DAILY_LOSS, detail)
@@ -502,17 +642,33 @@ class RiskManager:
                 if qty <= 0:
                     return self._reject(intent, code, self._limit_detail(code, book, others))
 
+        approval = ApprovedIntent(self._bus.meta(intent.meta.correlation_id), intent, qty, order_id)
+        self._book_approval(approval)
+        return approval
+
+    def _book_approval(self, approval: ApprovedIntent) -> None:
+        """Count an approval: duplicate check, rate window, pending quantity (idempotent)."""
+        order_id = approval.order_id
+        if order_id in self._approved_ids:
+            return
+        remembered = self._approved_order
+        if len(remembered) >= APPROVED_IDS_KEPT:
+            self._approved_ids.discard(remembered.popleft())
+        remembered.append(order_id)
         self._approved_ids.add(order_id)
         ring = self._rate_ring
-        ring[self._rate_next] = now
+        ring[self._rate_next] = approval.meta.ts
         self._rate_next = (self._rate_next + 1) % len(ring)
+        intent = approval.intent
+        book = self._books.get(intent.symbol) or self._book(intent.symbol)
+        buy = intent.side is Side.BUY
+        qty = approval.qty
         self._pending[order_id] = _Pending(book, buy, qty)
         if buy:
             book.pending_buy += qty
         else:
             book.pending_sell += qty
         self.approved += 1
-        return ApprovedIntent(self._bus.meta(intent.meta.correlation_id), intent, qty, order_id)
 
     def _limit_detail(self, code: str, book: _Book, others: Decimal) -> str:
         state = (

@@ -40,6 +40,7 @@ from contracts.execution import OrderEvent
 from contracts.meta import Payload
 from contracts.ports import ComponentContext, Notifier
 from contracts.state import RegistryChanged, StateRecovered, StateSnapshot
+from contracts.strategy import ScenarioDisabled
 from contracts.system import Alert
 from contracts.topics import (
     CONTROL_COMMAND,
@@ -50,6 +51,7 @@ from contracts.topics import (
     STATE_RECOVERY,
     STATE_REGISTRY,
     STATE_SNAPSHOT,
+    STRATEGY_SCENARIO_DISABLED,
     BotEventMap,
     Topic,
 )
@@ -169,6 +171,7 @@ class StoragePlane:
         bus.subscribe(EXEC_ORDER_EVENT, self._on_order)
         bus.subscribe(OBSERVABILITY_ALERT, self._on_alert)
         bus.subscribe(PORTFOLIO_POSITION, self._on_position)
+        bus.subscribe(STRATEGY_SCENARIO_DISABLED, self._on_scenario_disabled)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._snapshot_loop(), name="storage-snapshots"))
         if self._notifiers:
@@ -435,6 +438,29 @@ class StoragePlane:
             self._alert(Severity.WARNING, "command_refused", f"{command.name}: {exc}")
             return
         self._registry_changed(record, action, command.command_id, actor, command.name)
+
+    def _on_scenario_disabled(self, event: ScenarioDisabled) -> None:
+        """A scenario the strategy plane stopped by itself (its strategy raised) stays stopped."""
+        registry = self.registry
+        if registry is None or self._recovering:
+            return
+        record = registry.scenario(event.scenario_id)
+        if record is None or record.status is not ScenarioState.ENABLED:
+            return  # unknown here, or the registry already said so (an operator's disable)
+        actor = event.meta.source.value
+        try:
+            record = registry.set_status(
+                event.scenario_id,
+                ScenarioState.DISABLED,
+                actor=actor,
+                command=STRATEGY_SCENARIO_DISABLED.name,
+                now_ms=self._wall_ms(),
+                detail=event.reason,
+            )
+        except RegistryError as exc:
+            log.warning("storage.disable_not_recorded", scenario=event.scenario_id, error=str(exc))
+            return
+        self._registry_changed(record, "disabled", None, actor, event.reason)
 
     def _on_rollback_model(self, request: RollbackRequested) -> None:
         registry = self.registry

@@ -3,6 +3,11 @@
 All three are long-only, act on closed bars of their symbol, and size entries with the ``qty``
 param (a quantity; without it the RiskManager's ``risk.default_qty`` applies). Exits are
 ``reduce_only`` sells of the whole position.
+
+They are position-aware, so a restart cannot double a position: an instance that has not
+traded yet treats a long position the view shows as its own (no second entry; its exit signal
+closes it). A new instance starts with empty indicator windows, so after a restart it signals
+again only once they have re-warmed from new bars.
 """
 
 from __future__ import annotations
@@ -61,20 +66,33 @@ def _unknown(params: Mapping[str, ParamValue], known: set[str]) -> None:
 
 
 class _LongOnly:
-    """Entry/exit bookkeeping shared by the built-ins: in the market or not, and how much."""
+    """Entry/exit bookkeeping shared by the built-ins: in the market or not, and how much.
+
+    ``long`` records what this instance did itself: True after its entry, False after its exit,
+    None while it has done neither. Until it acts, the view's position decides: a long position
+    it did not enter (restored after a restart, adopted from the venue, entered by another
+    scenario on the symbol) counts as held, so an entry signal does not double it and an exit
+    signal closes it. Once it has acted, its own record decides, because the view lags
+    next-open fills by a bar: right after an entry it still shows flat, right after an exit it
+    still shows the position.
+    """
 
     def __init__(self, qty: Decimal | None) -> None:
         self.qty = qty
-        self.long = False
+        self.long: bool | None = None
 
-    def enter(self, reason: str) -> list[IntentDraft]:
-        if self.long:
+    def holding(self, view: StrategyView) -> bool:
+        """True when this instance is (or must behave as) long."""
+        return view.position() > 0 if self.long is None else self.long
+
+    def enter(self, view: StrategyView, reason: str) -> list[IntentDraft]:
+        if self.holding(view):
             return []
         self.long = True
         return [IntentDraft(Side.BUY, size_hint=self.qty, reason=reason)]
 
     def exit(self, view: StrategyView, reason: str) -> list[IntentDraft]:
-        if not self.long:
+        if not self.holding(view):
             return []
         self.long = False
         # The fill of the entry may still be on its way (next-open fills): the position the view
@@ -131,7 +149,7 @@ class SmaCross(_BarStrategy):
         if prev is None:
             return []
         if prev[0] < prev[1] and fast > slow:
-            return self._book.enter(f"SMA{self.fast_n} crossed above SMA{self.slow_n}")
+            return self._book.enter(view, f"SMA{self.fast_n} crossed above SMA{self.slow_n}")
         if prev[0] > prev[1] and fast < slow:
             return self._book.exit(view, f"SMA{self.fast_n} crossed below SMA{self.slow_n}")
         return []
@@ -161,7 +179,7 @@ class RsiReversion(_BarStrategy):
         if rsi is None:
             return []
         if rsi < self.lower:
-            return self._book.enter(f"RSI{self.window} {rsi:.1f} < {self.lower:g}")
+            return self._book.enter(view, f"RSI{self.window} {rsi:.1f} < {self.lower:g}")
         if rsi > self.upper:
             return self._book.exit(view, f"RSI{self.window} {rsi:.1f} > {self.upper:g}")
         return []
@@ -190,7 +208,7 @@ class Breakout(_BarStrategy):
             top, bottom = max(self._highs), min(self._lows)
             close, n = payload.close, self.window
             if close > top:
-                drafts = self._book.enter(f"close {close} above the {n}-bar high {top}")
+                drafts = self._book.enter(view, f"close {close} above the {n}-bar high {top}")
             elif close < bottom:
                 drafts = self._book.exit(view, f"close {close} below the {n}-bar low {bottom}")
         self._highs.append(payload.high)

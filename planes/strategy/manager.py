@@ -12,8 +12,32 @@ causing event's correlation id, a deterministic ``intent_id`` and the scenario.
 * A strategy that raises (or returns something that is not an ``IntentDraft``) is isolated:
   its scenario is disabled on every symbol, with ``strategy:scenarioDisabled`` and an
   ``observability:alert``; the other scenarios go on.
-* ``control:command`` ``scenario.enable ID`` / ``scenario.disable ID`` switch scenarios at run
-  time (``strategy:scenarioEnabled`` / ``strategy:scenarioDisabled``); ``scenarios`` lists them.
+
+Who switches scenarios at run time depends on storage:
+
+* **Registry-driven** (``storage.enabled`` and the ``planes.storage`` plugin loaded): the
+  registry owns the scenarios. ``scenario.*`` commands go to the storage plane, which commits
+  them and then publishes ``state:registry``; the manager acts only on those events. A
+  scenario event whose status is ``enabled`` (seeded, enabled, restored, rolled back) runs the
+  scenario at the event's strategy, params, regime and version (rebuilt when that differs from
+  what runs; a scenario not in config trades every ``market.symbols``); ``disabled`` and
+  ``retired`` stop it. Config scenarios run from construction, silently; the enabled set is
+  announced once recovery is complete (``recovered``).
+* **Without storage**: ``control:command`` ``scenario.enable ID`` / ``scenario.disable ID``
+  switch configured scenarios directly, and the config's enabled scenarios are announced at
+  start.
+
+Either way each change is announced with ``strategy:scenarioEnabled`` /
+``strategy:scenarioDisabled``.
+
+Recovery (``contracts.ports.Stateful``, key ``strategy.scenarios``): the state is the enabled
+scenarios (id, strategy, params, symbols, regime, version) and the last position per symbol.
+Replaying ``strategy:scenarioEnabled``/``scenarioDisabled``, ``portfolio:position_update`` and
+(registry-driven) ``state:registry`` rebuilds it. Restoring builds *new* strategy instances:
+their indicator windows start empty and re-warm from the bars that come after the restart, so a
+scenario signals again only once its longest window has filled; the built-in strategies treat a
+restored position as their own, so they neither double it nor leave it without an exit. The
+latest features and regimes are not kept: they come again with the next bars.
 """
 
 from __future__ import annotations
@@ -28,11 +52,12 @@ import structlog
 
 from contracts.analytics import FeatureVector, MarketContext
 from contracts.control import ControlCommand
-from contracts.enums import Severity
+from contracts.enums import ScenarioState, Severity
 from contracts.execution import PositionUpdate
 from contracts.market import KlineEvent
 from contracts.meta import Payload
 from contracts.ports import ComponentContext, Strategy, StrategySpec
+from contracts.state import RegistryChanged
 from contracts.strategy import Intent, IntentDraft, ParamValue, ScenarioDisabled, ScenarioEnabled
 from contracts.system import Alert
 from contracts.topics import (
@@ -42,15 +67,20 @@ from contracts.topics import (
     MARKET_KLINE,
     OBSERVABILITY_ALERT,
     PORTFOLIO_POSITION,
+    STATE_REGISTRY,
     STRATEGY_INTENT,
     STRATEGY_SCENARIO_DISABLED,
     STRATEGY_SCENARIO_ENABLED,
     Topic,
 )
+from planes.bus import UnknownTopicError
 from planes.config import Config, ScenarioSpec
 
 log = structlog.get_logger("planes.strategy")
 _ZERO = Decimal(0)
+STORAGE_PLUGIN = "planes.storage"
+"""The plugin whose registry drives the scenarios when ``storage.enabled``."""
+STATE_FORMAT = 1
 
 
 class ScenarioError(ValueError):
@@ -114,6 +144,7 @@ class StrategyManager:
     """See the module docstring."""
 
     name = "strategy_manager"
+    state_key = "strategy.scenarios"
 
     def __init__(self, ctx: ComponentContext) -> None:
         config = ctx.config
@@ -123,6 +154,18 @@ class StrategyManager:
         self._bus = ctx.bus
         self.clock_ms: Callable[[], int] = ctx.clock.now_ms
         self._symbols = config.market.symbols
+        self.registry_driven = (
+            config.storage.enabled and STORAGE_PLUGIN not in config.plugins.disabled
+        )
+        """True when ``state:registry`` (not ``control:command``) switches scenarios."""
+        topics = {
+            STRATEGY_SCENARIO_ENABLED.name,
+            STRATEGY_SCENARIO_DISABLED.name,
+            PORTFOLIO_POSITION.name,
+        }
+        if self.registry_driven:
+            topics.add(STATE_REGISTRY.name)
+        self.state_topics = frozenset(topics)
         self.catalog: dict[str, StrategySpec] = dict(ctx.strategies)
         for entry in config.strategy.class_paths:
             spec = load_class_path(entry)
@@ -130,6 +173,8 @@ class StrategyManager:
                 raise ScenarioError(f"strategy {spec.name!r} from {entry!r} is already registered")
             self.catalog[spec.name] = spec
         self.scenarios: dict[str, ScenarioSpec] = {}
+        """Every scenario known by id (config, then registry and restore): the spec it runs or
+        last ran with."""
         for scenario in config.strategy.scenarios:
             if scenario.id in self.scenarios:
                 raise ScenarioError(f"scenario id {scenario.id!r} is used twice")
@@ -139,9 +184,11 @@ class StrategyManager:
         self.regimes: dict[str, str] = {}
         self.positions: dict[str, Decimal] = {}
         self._slots: dict[str, list[_Slot]] = {}
+        self._announced: set[str] = set()
+        self._unrestored: list[str] = []
         for scenario in self.scenarios.values():
             if scenario.enabled:
-                self._enable(scenario, publish=False)
+                self._run_scenario(scenario)
 
     # -- scenarios ---------------------------------------------------------------------------
 
@@ -166,16 +213,59 @@ class StrategyManager:
             slots.append(_Slot(scenario, symbol, strategy, _View(self, symbol), prefix))
         return slots
 
-    def _enable(self, scenario: ScenarioSpec, *, publish: bool = True) -> None:
-        for slot in self._build(scenario):
+    def _run_scenario(self, scenario: ScenarioSpec) -> bool:
+        """Run ``scenario``, replacing another spec of its id; False when it already runs so.
+
+        Raises ``ScenarioError`` (changing nothing) when it cannot be built.
+        """
+        running = self.scenarios.get(scenario.id) if scenario.id in self.enabled else None
+        if running is not None and _same(running, scenario):
+            return False
+        slots = self._build(scenario)
+        self._drop_slots(scenario.id)
+        for slot in slots:
             self._slots.setdefault(slot.symbol, []).append(slot)
+        self.scenarios[scenario.id] = scenario
         self.enabled.add(scenario.id)
-        if publish:
-            self._announce_enabled(scenario)
+        return True
+
+    def _stop_scenario(self, scenario_id: str) -> bool:
+        """Stop a scenario on every symbol; False when it was not enabled."""
+        if scenario_id not in self.enabled:
+            return False
+        self.enabled.discard(scenario_id)
+        self._announced.discard(scenario_id)
+        self._drop_slots(scenario_id)
+        return True
+
+    def _drop_slots(self, scenario_id: str) -> None:
+        for symbol, slots in self._slots.items():
+            self._slots[symbol] = [s for s in slots if s.scenario.id != scenario_id]
+
+    def _spec_for(
+        self,
+        scenario_id: str,
+        strategy: str,
+        params: Mapping[str, ParamValue],
+        regime: str | None,
+        version: int,
+    ) -> ScenarioSpec:
+        """The spec an announcement or a registry event describes (symbols from what is known)."""
+        known = self.scenarios.get(scenario_id)
+        if known is None:
+            return ScenarioSpec(scenario_id, strategy, dict(params), (), regime or "", version)
+        return attrs.evolve(
+            known,
+            strategy=strategy or known.strategy,
+            params=dict(params),
+            regime=regime or "",
+            version=version,
+        )
 
     def _announce_enabled(self, scenario: ScenarioSpec, by: str = "config") -> None:
         bus = self._bus
         params: dict[str, ParamValue] = dict(scenario.params)
+        self._announced.add(scenario.id)
         bus.publish(
             STRATEGY_SCENARIO_ENABLED,
             ScenarioEnabled(
@@ -191,11 +281,8 @@ class StrategyManager:
 
     def disable(self, scenario_id: str, reason: str) -> bool:
         """Stop a scenario on every symbol; False when it was not enabled."""
-        if scenario_id not in self.enabled:
+        if not self._stop_scenario(scenario_id):
             return False
-        self.enabled.discard(scenario_id)
-        for symbol, slots in self._slots.items():
-            self._slots[symbol] = [s for s in slots if s.scenario.id != scenario_id]
         scenario = self.scenarios[scenario_id]
         log.warning("strategy.scenario_disabled", scenario=scenario_id, reason=reason)
         bus = self._bus
@@ -208,18 +295,108 @@ class StrategyManager:
     # -- component ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Subscribe, and announce the scenarios enabled by config."""
+        """Subscribe; without storage, announce the scenarios enabled by config."""
         bus = self._bus
         bus.subscribe(MARKET_KLINE, self._on_kline)
         bus.subscribe(ANALYTICS_FEATURES, self._on_features)
         bus.subscribe(ANALYTICS_CONTEXT, self._on_context)
         bus.subscribe(PORTFOLIO_POSITION, self._on_position)
-        bus.subscribe(CONTROL_COMMAND, self._on_command)
-        for scenario_id in sorted(self.enabled):
-            self._announce_enabled(self.scenarios[scenario_id])
+        if self.registry_driven:
+            try:
+                bus.subscribe(STATE_REGISTRY, self._on_registry)
+            except UnknownTopicError:
+                # The storage plugin failed to load as optional: nobody would ever switch.
+                log.warning("strategy.no_registry", detail="scenario commands handled directly")
+                self.registry_driven = False
+        if not self.registry_driven:
+            bus.subscribe(CONTROL_COMMAND, self._on_command)
+            for scenario_id in sorted(self.enabled):
+                self._announce_enabled(self.scenarios[scenario_id])
 
     async def stop(self) -> None:
         """Nothing to release: subscriptions end with the plane handle."""
+
+    # -- recovery (contracts.ports.Stateful) -------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """The enabled scenarios (by id) and the last position per symbol."""
+        scenarios = [
+            {
+                "id": spec.id,
+                "strategy": spec.strategy,
+                "params": dict(spec.params),
+                "symbols": list(spec.symbols),
+                "regime": spec.regime,
+                "version": spec.version,
+            }
+            for spec in (self.scenarios[sid] for sid in sorted(self.enabled))
+        ]
+        positions = {symbol: str(qty) for symbol, qty in sorted(self.positions.items())}
+        return {"format": STATE_FORMAT, "scenarios": scenarios, "positions": positions}
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Run exactly the exported scenarios (new instances) and take its positions.
+
+        A scenario that can no longer be built (its strategy is gone) is skipped and reported
+        by an alert once recovery is complete.
+        """
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"unknown strategy state format {state.get('format')!r}")
+        for scenario_id in sorted(self.enabled):
+            self._stop_scenario(scenario_id)
+        self.positions = {symbol: Decimal(qty) for symbol, qty in state["positions"].items()}
+        for entry in state["scenarios"]:
+            spec = ScenarioSpec(
+                id=entry["id"],
+                strategy=entry["strategy"],
+                params=dict(entry["params"]),
+                symbols=tuple(entry["symbols"]),
+                regime=entry["regime"],
+                version=int(entry["version"]),
+            )
+            try:
+                self._run_scenario(spec)
+            except ScenarioError as exc:
+                log.error("strategy.restore_failed", scenario=spec.id, error=str(exc))  # noqa: TRY400 - the message is the point
+                self._unrestored.append(f"scenario {spec.id} v{spec.version} not restored: {exc}")
+
+    def replay_event(self, topic: str, payload: Any) -> None:
+        """Apply a journaled announcement, registry change or position; publish nothing."""
+        if topic == STRATEGY_SCENARIO_ENABLED.name and isinstance(payload, ScenarioEnabled):
+            spec = self._spec_for(
+                payload.scenario_id,
+                payload.strategy,
+                payload.params,
+                payload.regime,
+                payload.version,
+            )
+            try:
+                self._run_scenario(spec)
+            except ScenarioError as exc:
+                log.error("strategy.replay_failed", scenario=spec.id, error=str(exc))  # noqa: TRY400 - the message is the point
+        elif topic == STRATEGY_SCENARIO_DISABLED.name and isinstance(payload, ScenarioDisabled):
+            self._stop_scenario(payload.scenario_id)
+        elif topic == PORTFOLIO_POSITION.name and isinstance(payload, PositionUpdate):
+            self._on_position(payload)
+        elif (
+            topic == STATE_REGISTRY.name
+            and self.registry_driven
+            and isinstance(payload, RegistryChanged)
+        ):
+            self._apply_registry(payload, live=False)
+
+    def recovered(self) -> None:
+        """Alert about scenarios that could not be restored; announce the enabled set."""
+        bus = self._bus
+        for problem in self._unrestored:
+            bus.publish(
+                OBSERVABILITY_ALERT,
+                Alert(bus.meta(), Severity.CRITICAL, "scenario_not_restored", problem),
+            )
+        self._unrestored.clear()
+        if self.registry_driven:
+            for scenario_id in sorted(self.enabled - self._announced):
+                self._announce_enabled(self.scenarios[scenario_id], by="recovery")
 
     # -- events ------------------------------------------------------------------------------
 
@@ -313,8 +490,61 @@ class StrategyManager:
             self.disable(scenario_id, f"disabled by {command.meta.source.value}")
         elif scenario_id not in self.enabled:
             try:
-                self._enable(scenario, publish=False)
+                self._run_scenario(scenario)
             except ScenarioError as exc:
                 log.error("strategy.enable_failed", scenario=scenario_id, error=str(exc))  # noqa: TRY400 - the message is the point
                 return
             self._announce_enabled(scenario, by=command.meta.source.value)
+
+    def _on_registry(self, change: RegistryChanged) -> None:
+        self._apply_registry(change, live=True)
+
+    def _apply_registry(self, change: RegistryChanged, *, live: bool) -> None:
+        """Follow a committed registry change; ``live`` announces and alerts, replay does not."""
+        if change.entity != "scenario":
+            return
+        scenario_id = change.entity_id
+        actor = change.actor or "the registry"
+        if change.status in (ScenarioState.DISABLED, ScenarioState.RETIRED):
+            if live:
+                self.disable(scenario_id, f"{change.action} by {actor}")
+            else:
+                self._stop_scenario(scenario_id)
+            return
+        if change.status != ScenarioState.ENABLED:
+            return  # proposed: nothing runs yet
+        try:
+            version = int(change.version)
+            spec = self._spec_for(
+                scenario_id, change.strategy, change.params, change.regime, version
+            )
+            changed = self._run_scenario(spec)
+        except (ScenarioError, ValueError) as exc:
+            reason = f"registry {change.action} of scenario {scenario_id}: {exc}"
+            log.error("strategy.enable_failed", scenario=scenario_id, error=reason)  # noqa: TRY400 - the message is the point
+            if live:
+                bus = self._bus
+                bus.publish(
+                    OBSERVABILITY_ALERT,
+                    Alert(
+                        bus.meta(),
+                        Severity.CRITICAL,
+                        "scenario_enable_failed",
+                        reason,
+                        {"scenario": scenario_id},
+                    ),
+                )
+            return
+        if changed and live:
+            self._announce_enabled(spec, by=change.actor or f"registry {change.action}")
+
+
+def _same(a: ScenarioSpec, b: ScenarioSpec) -> bool:
+    """True when two specs of one id build the same instances."""
+    return (a.strategy, a.params, a.symbols, a.regime, a.version) == (
+        b.strategy,
+        b.params,
+        b.symbols,
+        b.regime,
+        b.version,
+    )

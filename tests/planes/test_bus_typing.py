@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from mypy import api
 
+ROOT = Path(__file__).resolve().parents[2]
+
 SNIPPET = """
 from decimal import Decimal
 
@@ -33,7 +35,10 @@ bus.subscribe(MARKET_KLINE, on_ticker)  # line 21: wrong handler
 
 
 @pytest.mark.slow
-def test_mypy_rejects_wrong_payload_and_handler(tmp_path: Path) -> None:
+def test_mypy_rejects_wrong_payload_and_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # mypy finds the project's packages from the repository root
     source = tmp_path / "snippet.py"
     source.write_text(textwrap.dedent(SNIPPET))
     out, err, status = api.run(

@@ -29,6 +29,7 @@ CORE = (*(p for p in PLUGINS if p[0] in _CORE_NAMES), ANALYTICS)
 
 BASE = (
     "runtime.mode=backtest",
+    "storage.enabled=false",  # the CORE plugin list has no storage plane
     "observability.status_interval_s=0",
     "plugins.entry_points=false",
     "market.synthetic.bar_s=60",

@@ -35,7 +35,7 @@ from contracts.topics import (
 )
 from planes.bus import EventBus
 from planes.clock import HistoricalClock
-from planes.config import load_config
+from planes.config import Config, load_config
 from planes.risk.manager import RiskManager
 from planes.runtime import PlaneContext
 
@@ -47,10 +47,22 @@ Verdict = ApprovedIntent | RejectedIntent
 
 
 class Rig:
-    """The RiskManager under test and everything it listens to."""
+    """The RiskManager under test and everything it listens to.
 
-    def __init__(self, *sets: str, start_ms: int = T0, running: bool = True) -> None:
-        self.config = load_config(None, [*BASE, *sets], environ={}, use_default_file=False)
+    ``sets`` are config overrides; a ``config`` already loaded replaces them (property tests
+    that build many rigs load it once).
+    """
+
+    def __init__(
+        self,
+        *sets: str,
+        start_ms: int = T0,
+        running: bool = True,
+        config: Config | None = None,
+    ) -> None:
+        self.config = config or load_config(
+            None, [*BASE, *sets], environ={}, use_default_file=False
+        )
         self.clock = HistoricalClock(start_ms)
         self.bus = EventBus(now_ms=self.clock.now_ms)
         handle = self.bus.handle("risk", *rights_for("risk"))

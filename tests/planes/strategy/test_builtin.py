@@ -145,3 +145,50 @@ def test_breakout_enters_above_the_channel_and_exits_below() -> None:
         for draft in strategy.on_event(MARKET_KLINE, bar(i, close), view)
     ]
     assert sides == [(3, Side.BUY), (5, Side.SELL)]
+
+
+# -- restarts: a position the instance did not enter itself ---------------------------------
+
+RESTORED = Decimal("0.7")
+FALLING = [100.0 - 2 * i for i in range(20)]
+RISING = [FALLING[-1] + 3 * i for i in range(1, 25)]
+
+
+def signals(strategy: Any, closes: list[float], held: Decimal) -> list[tuple[int, IntentDraft]]:
+    """Run ``strategy`` with a view that shows ``held`` throughout (no fills reach it)."""
+    view = View()
+    view.held = held
+    return [
+        (i, draft)
+        for i, close in enumerate(closes)
+        for draft in strategy.on_event(MARKET_KLINE, bar(i, close), view)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "closes"),
+    [
+        (lambda: SmaCross({"fast": 2, "slow": 3, "qty": 1}), [12.0, 11, 10, 14, 16, 9, 7]),
+        (lambda: RsiReversion({"window": 5, "qty": 1}), FALLING + RISING),
+        (lambda: Breakout({"window": 3, "qty": 1}), [10.0, 11.0, 10.5, 12.0, 11.5, 9.0]),
+    ],
+    ids=["sma_cross", "rsi_reversion", "breakout"],
+)
+def test_a_restored_position_is_not_doubled_and_is_closed_on_the_exit_signal(
+    make: Any, closes: list[float]
+) -> None:
+    flat = signals(make(), closes, Decimal(0))
+    assert [d.side for _, d in flat] == [Side.BUY, Side.SELL]  # an entry signal, then an exit
+    # A new instance (as after a restart) that never entered, with a restored position.
+    restored = signals(make(), closes, RESTORED)
+    assert [(i, d.side, d.size_hint, d.reduce_only) for i, d in restored] == [
+        (flat[1][0], Side.SELL, RESTORED, True)
+    ]
+
+
+def test_after_its_own_exit_the_lagging_view_does_not_count_as_held() -> None:
+    # The exit fills at the next open, so the view still shows the position on the next bars;
+    # the instance's own record (it exited) decides, and the next upward cross enters.
+    closes = [12.0, 11, 10, 14, 16, 9, 7, 6, 15, 20]
+    got = signals(SmaCross({"fast": 2, "slow": 3, "qty": 1}), closes, RESTORED)
+    assert [(i, d.side) for i, d in got] == [(5, Side.SELL), (8, Side.BUY)]

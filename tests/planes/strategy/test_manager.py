@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import types
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -13,6 +14,7 @@ import pytest
 from contracts.analytics import MarketContext
 from contracts.control import ControlCommand
 from contracts.enums import Side, Trend, VolatilityBucket
+from contracts.execution import PositionUpdate
 from contracts.market import KlineEvent
 from contracts.meta import Payload
 from contracts.strategy import Intent, IntentDraft, ScenarioDisabled, ScenarioEnabled
@@ -74,8 +76,14 @@ def scenario(sid: str, strategy: str, **extra: Any) -> str:
     return "{" + ", ".join(fields) + "}"
 
 
-async def run(sets: list[str]) -> tuple[Runtime, list[tuple[str, Payload]]]:
-    config = load_config(None, [*BASE, *sets], environ={}, use_default_file=False)
+async def run(
+    sets: list[str], data_dir: str | None = None
+) -> tuple[Runtime, list[tuple[str, Payload]]]:
+    # Each run its own data dir unless told: a second run on one is a restart (recovery).
+    data_dir = data_dir or tempfile.mkdtemp(prefix="var-", dir=".")
+    config = load_config(
+        None, [*BASE, f'runtime.data_dir="{data_dir}"', *sets], environ={}, use_default_file=False
+    )
     runtime = Runtime(config)
     runtime.assemble()
     events: list[tuple[str, Payload]] = []
@@ -111,6 +119,20 @@ async def test_intents_are_deterministic_across_runs() -> None:
     _, second = await run([])
     key = [(i.intent_id, i.side, i.symbol) for i in of(first, Intent)]
     assert key == [(i.intent_id, i.side, i.symbol) for i in of(second, Intent)]
+
+
+async def test_a_warm_restart_keeps_the_scenarios_and_never_doubles_a_position() -> None:
+    _, first = await run([], data_dir="shared")
+    held = {p.symbol: p.qty for p in of(first, PositionUpdate)}
+    held = {symbol: qty for symbol, qty in held.items() if qty > 0}
+    assert held, "the first run must end long somewhere for this test to mean anything"
+    _, second = await run([], data_dir="shared")
+    assert [e.scenario_id for e in of(second, ScenarioEnabled)] == ["sma_cross_demo"]
+    for symbol, qty in held.items():
+        first_intent = next(i for i in of(second, Intent) if i.symbol == symbol)
+        # The new instance found the position: its first move closes it, never adds to it.
+        assert (first_intent.side, first_intent.reduce_only) == (Side.SELL, True), symbol
+        assert first_intent.size_hint == qty  # the whole restored position
 
 
 async def test_class_path_strategies_and_correlation(strategies_module: str) -> None:
@@ -153,11 +175,13 @@ async def test_regime_condition_drops_entries(strategies_module: str) -> None:
     assert of(events, Intent) == []  # no analytics:context said up_low
 
 
-async def test_scenario_commands_switch_scenarios(strategies_module: str) -> None:
+@pytest.mark.parametrize("storage", [True, False], ids=["through-the-registry", "direct"])
+async def test_scenario_commands_switch_scenarios(strategies_module: str, storage: bool) -> None:
     sets = [
         f'strategy.class_paths=["every = {strategies_module}:EveryBar"]',
         f"strategy.scenarios=[{scenario('each', 'every', enabled='false')}]",
         "market.synthetic.max_bars=20",
+        f"storage.enabled={'true' if storage else 'false'}",
     ]
     config = load_config(None, [*BASE, *sets], environ={}, use_default_file=False)
     runtime = Runtime(config)
@@ -168,6 +192,7 @@ async def test_scenario_commands_switch_scenarios(strategies_module: str) -> Non
     await runtime.start()
     cli.publish(CONTROL_COMMAND, ControlCommand(cli.meta(), "scenario.enable", ("each",)))
     manager = next(c for _, _, c in runtime.components if isinstance(c, StrategyManager))
+    assert manager.registry_driven is storage
     assert manager.enabled == {"each"}
     cli.publish(CONTROL_COMMAND, ControlCommand(cli.meta(), "scenario.disable", ("each",)))
     assert manager.enabled == set()
