@@ -32,6 +32,26 @@ it stays idle and reads no keys. ``docs/execution.md`` has the full story; in sh
 Keys come from the environment variables named by ``api_key_env`` / ``api_secret_env``, read at
 construction; a missing one fails start-up naming the variable. They are handed to pybit only,
 never kept on this object or logged.
+
+**Recovery** (``contracts.ports.Stateful``, key ``execution.bybit``): the state is every
+unfinished order (ids, symbol, side, type, quantity, price, status, cumulative fill figures) and
+every ``client_order_id`` seen. It changes only where the venue publishes, so it is rebuilt from
+its own ``exec:order_event`` alone: ``submitted`` tracks an order and its id, ``accepted`` of an
+order never submitted here adopts it, fills advance the cumulative figures (skipped when not
+ahead of them), and ``rejected`` / ``cancelled`` / ``filled`` end it. What no event carries is
+not kept: ``reduce_only`` (only placing needs it, and a restored order is never placed again),
+a pending cancel request, and the exact cumulative value (the replay sums the published fills,
+each priced to 28 digits).
+
+**Reconciliation** (``contracts.ports.Reconciling``), after recovery and before market data:
+Bybit's open orders are compared with the state. A known order has its missed fills and end
+state published as ``poll()`` would (they are Bybit's fills, not invented ones). An unknown
+order is adopted (tracked from then on; fills Bybit reports for it are published), cancelled,
+or only reported, by policy. A tracked order Bybit does not list as open is looked up: its
+fills and end are published, an unconfirmed one Bybit has no record of is rejected, a confirmed
+one is reported and kept. Then Bybit's positions (linear) are compared with the portfolio's,
+which the venue follows on ``portfolio:position_update``; a difference is reported, never
+booked. Every action is a line of the answer, and one ``observability:alert`` lists them.
 """
 
 from __future__ import annotations
@@ -51,17 +71,23 @@ from pybit.exceptions import FailedRequestError, InvalidRequestError
 from pybit.unified_trading import HTTP
 
 from contracts.enums import OrderStatus, OrderType, Severity, Side
-from contracts.execution import OrderEvent
+from contracts.execution import OrderEvent, PositionUpdate
 from contracts.ports import BusHandle, ComponentContext
 from contracts.risk import ApprovedIntent
 from contracts.system import Alert
-from contracts.topics import EXEC_ORDER_EVENT, OBSERVABILITY_ALERT, RISK_APPROVED
-from planes.config import BybitCategory, BybitExecutionSection, Config
+from contracts.topics import (
+    EXEC_ORDER_EVENT,
+    OBSERVABILITY_ALERT,
+    PORTFOLIO_POSITION,
+    RISK_APPROVED,
+)
+from planes.config import BybitCategory, BybitExecutionSection, Config, ReconcilePolicy
 from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet
 
 log = structlog.get_logger("planes.execution.bybit")
 
 VENUE: Final = "bybit"
+STATE_KEY: Final = "execution.bybit"
 ORDERS: Final = "orders"
 ACCOUNT: Final = "account"
 
@@ -110,6 +136,8 @@ class BybitReason:
     """(on ``accepted``) Bybit had the order although the place request failed."""
     VENUE_CANCELLED = "venue_cancelled"
     """Bybit cancelled or deactivated the order (not at our request)."""
+    ADOPTED = "adopted"
+    """(on ``accepted``) reconciliation took over an open order the state did not know."""
 
 
 class BybitConfigError(ValueError):
@@ -271,6 +299,8 @@ class BybitExecution:
 
     name = "bybit_execution"
     venue = VENUE
+    state_key = STATE_KEY
+    state_topics = frozenset((EXEC_ORDER_EVENT.name,))
 
     def __init__(
         self,
@@ -292,12 +322,15 @@ class BybitExecution:
         self._orders_by_id: dict[str, _Order] = {}
         self._orders_by_link: dict[str, _Order] = {}
         self._client_ids: set[str] = set()
+        self._portfolio: dict[str, Decimal] = {}
+        """The portfolio's quantity per symbol, as ``portfolio:position_update`` last said."""
         self._groups: dict[str, _Group] = {}
         self.backoff_history: list[float] = []
         self.submitted = 0
         self.accepted = 0
         self.rejected = 0
-        self.recovered = 0
+        self.confirmed = 0
+        """Orders found on Bybit by orderLinkId after a place request failed."""
         self.retries = 0
         self.duplicates = 0
         self.events = 0
@@ -342,6 +375,7 @@ class BybitExecution:
             log.info("bybit_execution.idle", reason="execution.venue is not bybit")
             return
         self._bus.subscribe(RISK_APPROVED, self._on_approved)
+        self._bus.subscribe(PORTFOLIO_POSITION, self._on_position)
         log.info("bybit_execution.ready", base_url=self.config.base_url, category=self.category)
 
     async def stop(self) -> None:
@@ -354,6 +388,9 @@ class BybitExecution:
     async def _on_approved(self, approved: ApprovedIntent) -> None:
         await self.submit(OrderRequest.from_approved(approved))
 
+    def _on_position(self, update: PositionUpdate) -> None:
+        self._portfolio[update.symbol] = update.qty
+
     async def submit(self, order: OrderRequest) -> None:
         """Place ``order`` and report it: submitted, then accepted or rejected (never raises)."""
         req = order
@@ -364,8 +401,7 @@ class BybitExecution:
         self._client_ids.add(req.client_order_id)
         self.submitted += 1
         state = _Order(req, self._template(req))
-        self._orders_by_id[req.order_id] = state
-        self._orders_by_link[req.client_order_id] = state
+        self._track(state)
         self._publish(state, OrderStatus.SUBMITTED)
         if not self.active:
             self._reject(state, f"{BybitReason.VENUE_UNAVAILABLE}: execution.venue is not bybit")
@@ -597,7 +633,7 @@ class BybitExecution:
             return None
         if record is None:
             return False
-        self.recovered += 1
+        self.confirmed += 1
         log.info("bybit.recovered", order_id=state.req.order_id, after=after.message)
         self._apply(state, record, f"{BybitReason.CONFIRMED}: found by orderLinkId after {after}")
         return True
@@ -848,6 +884,10 @@ class BybitExecution:
         self._forget(state)
         self._publish(state, status, reason=reason)
 
+    def _track(self, state: _Order) -> None:
+        self._orders_by_id[state.req.order_id] = state
+        self._orders_by_link[state.req.client_order_id] = state
+
     def _forget(self, state: _Order) -> None:
         self._orders_by_id.pop(state.req.order_id, None)
         self._orders_by_link.pop(state.req.client_order_id, None)
@@ -890,8 +930,236 @@ class BybitExecution:
                 reason = f"{BybitReason.VENUE_CANCELLED}: {why}"
             self._finish(state, OrderStatus.CANCELLED, reason)
 
+    # -- Stateful ------------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """Unfinished orders and seen client order ids (JSON-able)."""
+        return {
+            "open_orders": [_export(state) for state in self._orders_by_id.values()],
+            "client_order_ids": sorted(self._client_ids),
+        }
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Replace the orders and seen ids with exported ones."""
+        orders = [self._restored(item) for item in state["open_orders"]]
+        self._client_ids = {str(c) for c in state["client_order_ids"]}
+        self._orders_by_id, self._orders_by_link = {}, {}
+        for order in orders:
+            self._track(order)
+
+    def replay_event(self, topic: str, payload: Any) -> None:
+        """Apply one of this venue's journaled order events (see the module docstring)."""
+        if not self.active or topic != EXEC_ORDER_EVENT.name:
+            return
+        if isinstance(payload, OrderEvent) and payload.venue == VENUE:
+            self._replay_order(payload)
+
+    def recovered(self) -> None:
+        """Nothing to announce: ``reconcile`` asks Bybit what became of the orders."""
+        if self._orders_by_id:
+            log.info("bybit.recovered_orders", orders=len(self._orders_by_id))
+
+    def _replay_order(self, event: OrderEvent) -> None:
+        status = event.status
+        state = self._orders_by_id.get(event.order_id)
+        if state is None:
+            if status not in (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED):
+                return  # the end of an order the state no longer holds
+            state = self._restored(_export_event(event))
+            self._track(state)
+            if event.client_order_id:
+                self._client_ids.add(event.client_order_id)
+        if event.fee_asset and event.fee_asset != state.template.fee_asset:
+            state.template = attrs.evolve(state.template, fee_asset=event.fee_asset)
+        qty, price = event.last_fill_qty, event.last_fill_price
+        if qty and price is not None:
+            if event.filled_qty <= state.filled:
+                return
+            state.notional += qty * price
+            state.filled = event.filled_qty
+            state.fees += event.fee
+        if status is OrderStatus.SUBMITTED:
+            return
+        if status is OrderStatus.ACCEPTED and state.status is not OrderStatus.SUBMITTED:
+            return
+        state.status = status
+        if status in _DONE:
+            self._forget(state)
+
+    def _restored(self, item: Mapping[str, Any]) -> _Order:
+        """An order of ``export_state`` (or of a replayed event) as live state."""
+        order_type = OrderType(item["order_type"])
+        price = None if item["price"] is None else Decimal(item["price"])
+        req = OrderRequest(
+            order_id=str(item["order_id"]),
+            client_order_id=str(item["client_order_id"]),
+            symbol=str(item["symbol"]),
+            side=Side(item["side"]),
+            order_type=order_type,
+            qty=Decimal(item["qty"]),
+            limit_price=price if order_type is OrderType.LIMIT else None,
+            stop_price=price if order_type is OrderType.STOP else None,
+            intent_id=item["intent_id"],
+            scenario_id=item["scenario_id"],
+            correlation_id=item["correlation_id"],
+        )
+        state = _Order(req, attrs.evolve(self._template(req), fee_asset=str(item["fee_asset"])))
+        state.status = OrderStatus(item["status"])
+        state.filled = Decimal(item["filled"])
+        state.notional = Decimal(item["notional"])
+        state.fees = Decimal(item["fees"])
+        return state
+
+    # -- Reconciling ---------------------------------------------------------------------
+
+    async def reconcile(self, policy: str) -> list[str]:
+        """Compare the state with Bybit's open orders and positions; one line per action.
+
+        ``policy`` (``alert``, ``adopt``, ``cancel``) says what to do with an open order Bybit
+        has and the state does not. Raises ``BybitError`` when Bybit cannot be asked.
+        """
+        chosen = ReconcilePolicy(policy)
+        if not self.active:
+            return []
+        params: dict[str, object] = {"category": self.category}
+        if self.config.category is BybitCategory.LINEAR:
+            params["settleCoin"] = self.quote
+        records = await self._pages(self._groups[ACCOUNT], "get_open_orders", params)
+        known = list(self._orders_by_id.values())
+        lines: list[str] = []
+        listed: set[str] = set()
+        for record in records:
+            link = str(record.get("orderLinkId") or "")
+            state = self._orders_by_link.get(link) if link else None
+            if state is None:
+                lines.append(await self._unknown(record, chosen))
+                continue
+            listed.add(state.req.order_id)
+            before = self.events
+            self._apply(state, record, f"{BybitReason.CONFIRMED}: found by reconciliation")
+            if self.events != before:
+                lines.append(f"order {state.req.order_id}: open on Bybit, {_progress(state)}")
+        unlisted = [s for s in known if s.req.order_id not in listed]
+        lines.extend([await self._not_listed(state) for state in unlisted])
+        lines.extend(await self._compare_positions())
+        if lines:
+            message = f"reconciliation with Bybit ({chosen.value}): " + "; ".join(lines)
+            self._alert(Severity.WARNING, "bybit_reconciled", message, ACCOUNT)
+        return lines
+
+    async def _unknown(self, record: Mapping[str, Any], policy: ReconcilePolicy) -> str:
+        """Adopt, cancel or only report an open order the state does not know."""
+        link = str(record.get("orderLinkId") or "")
+        what = (
+            f"unknown open order {record.get('orderId')} (orderLinkId {link or '-'}: "
+            f"{record.get('symbol')} {record.get('side')} {record.get('qty')} "
+            f"{record.get('orderType')}, filled {record.get('cumExecQty') or '0'})"
+        )
+        if policy is ReconcilePolicy.ADOPT:
+            if not link:
+                return f"{what}: no orderLinkId to follow it by, left alone"
+            state = self._foreign(record)
+            self._client_ids.add(link)
+            self._track(state)
+            self._apply(state, record, f"{BybitReason.ADOPTED}: open on Bybit at recovery")
+            return f"{what}: adopted, {_progress(state)}"
+        if policy is ReconcilePolicy.CANCEL:
+            params: dict[str, object] = {
+                "category": self.category,
+                "symbol": str(record.get("symbol") or ""),
+            }
+            if link:
+                params["orderLinkId"] = link
+            else:
+                params["orderId"] = str(record.get("orderId") or "")
+            try:
+                await self._call(self._groups[ORDERS], "cancel_order", params)
+            except BybitError as error:
+                if error.ret_code not in ORDER_GONE_RET_CODES:
+                    raise
+                return f"{what}: gone before it could be cancelled"
+            return f"{what}: cancelled"
+        return f"{what}: left alone (policy alert)"
+
+    async def _not_listed(self, state: _Order) -> str:
+        """What became of an order the state holds open and Bybit does not list as open."""
+        order_id = state.req.order_id
+        record = await self._find(state)
+        if record is not None:
+            self._apply(state, record, f"{BybitReason.CONFIRMED}: found by reconciliation")
+            return f"order {order_id}: not open on Bybit, {_progress(state)}"
+        if state.status is OrderStatus.SUBMITTED:
+            self._reject(state, f"{BybitReason.VENUE_UNAVAILABLE}: Bybit has no such order")
+            return f"order {order_id}: never reached Bybit, rejected"
+        return (
+            f"order {order_id}: {state.status.value} in the state, but Bybit has no record "
+            "of it; kept for poll(), nothing booked"
+        )
+
+    async def _compare_positions(self) -> list[str]:
+        """A line per symbol where Bybit's position is not the portfolio's (linear only)."""
+        if self.config.category is not BybitCategory.LINEAR:
+            return []
+        venue = {p.symbol: p.qty for p in await self.positions()}
+        lines = []
+        for symbol in sorted(set(venue) | set(self._portfolio)):
+            theirs, ours = venue.get(symbol, _ZERO), self._portfolio.get(symbol, _ZERO)
+            if theirs != ours:
+                lines.append(
+                    f"position {symbol}: Bybit has {theirs}, the portfolio {ours}; nothing booked"
+                )
+        return lines
+
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _export(state: _Order) -> dict[str, Any]:
+    req, template = state.req, state.template
+    return {
+        "order_id": req.order_id,
+        "client_order_id": req.client_order_id,
+        "symbol": req.symbol,
+        "side": req.side.value,
+        "order_type": req.order_type.value,
+        "qty": str(req.qty),
+        "price": None if template.price is None else str(template.price),
+        "intent_id": req.intent_id,
+        "scenario_id": req.scenario_id,
+        "correlation_id": req.correlation_id,
+        "status": state.status.value,
+        "filled": str(state.filled),
+        "notional": str(state.notional),
+        "fees": str(state.fees),
+        "fee_asset": template.fee_asset,
+    }
+
+
+def _export_event(event: OrderEvent) -> dict[str, Any]:
+    """The ``_export`` shape of the order an event shows, before any fill."""
+    return {
+        "order_id": event.order_id,
+        "client_order_id": event.client_order_id,
+        "symbol": event.symbol,
+        "side": event.side.value,
+        "order_type": event.order_type.value,
+        "qty": str(event.qty),
+        "price": None if event.price is None else str(event.price),
+        "intent_id": event.intent_id,
+        "scenario_id": event.scenario_id,
+        "correlation_id": event.meta.correlation_id,
+        "status": OrderStatus.SUBMITTED.value,
+        "filled": "0",
+        "notional": "0",
+        "fees": "0",
+        "fee_asset": event.fee_asset,
+    }
+
+
+def _progress(state: _Order) -> str:
+    """How far an order got, for a reconciliation line."""
+    text = f"{state.status.value}, filled {state.filled} of {state.req.qty}"
+    return text if state.avg_price is None else f"{text} at {state.avg_price}"
 
 
 def _required_env(environ: Mapping[str, str], name: str, key: str, what: str) -> str:

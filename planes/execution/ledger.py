@@ -31,6 +31,12 @@ Hence, with ``mark`` the last price seen per symbol:
 Sums and products run in an unbounded-precision context, so these identities hold exactly.
 The one division, the share of cost a partial reduction releases, is rounded to 28 significant
 digits; the rounded amount is what is posted, so the books still balance exactly.
+
+``export()`` gives the books as plain JSON (Decimals as exact strings): every balance, every
+position and the number of entries posted, but not the entries themselves (a snapshot must not
+grow with the history). ``Ledger.restore(exported)`` checks that the balances still sum to zero
+and agree with the positions, and rebuilds books equal to the exported ones; its ``entries``
+then hold only what is posted after the restore, numbered on from the exported count.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from __future__ import annotations
 import decimal
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
+from typing import Any
 
 import attrs
 
@@ -127,7 +134,11 @@ class Position:
     @property
     def unrealized(self) -> Decimal:
         """Unrealised PnL at the mark: ``qty * mark - cost``."""
-        return _EXACT.subtract(_EXACT.multiply(self.qty, self.mark), self.cost)
+        return self.unrealized_at(self.mark)
+
+    def unrealized_at(self, price: Decimal) -> Decimal:
+        """Unrealised PnL if ``price`` were the mark: ``qty * price - cost``."""
+        return _EXACT.subtract(_EXACT.multiply(self.qty, price), self.cost)
 
     def __repr__(self) -> str:
         return (
@@ -149,6 +160,9 @@ class Ledger:
         self.fees = ZERO
         self.realized = ZERO
         self.entries: list[Entry] = []
+        """The entries posted by this object (after a restore: since the restore)."""
+        self.posted = 0
+        """How many entries the books hold, the opening one included; the next entry's seq."""
         self._positions: dict[str, Position] = {}
         self._balances: dict[str, Decimal] = {}
         credit = _EXACT.minus(cash)
@@ -157,11 +171,9 @@ class Ledger:
     # -- reading -------------------------------------------------------------------------
 
     def position(self, symbol: str) -> Position:
-        """``symbol``'s position (a flat one when it never traded)."""
+        """``symbol``'s position (a detached flat one when it never traded or was marked)."""
         pos = self._positions.get(symbol)
-        if pos is None:
-            pos = self._positions[symbol] = Position(symbol)
-        return pos
+        return Position(symbol) if pos is None else pos
 
     def positions(self) -> Iterator[Position]:
         """Every symbol that ever traded or was marked, flat ones included."""
@@ -176,12 +188,13 @@ class Ledger:
         """Every account's balance in quote (debit positive); they sum to zero."""
         return self._balances
 
-    def market_value(self) -> Decimal:
-        """``sum(qty * mark)`` over the open positions."""
+    def market_value(self, marks: Mapping[str, Decimal] | None = None) -> Decimal:
+        """``sum(qty * mark)`` over the open positions; ``marks`` overrides some marks."""
         total = ZERO
         for pos in self._positions.values():
             if pos.qty:
-                total = _EXACT.add(total, _EXACT.multiply(pos.qty, pos.mark))
+                mark = pos.mark if marks is None else marks.get(pos.symbol, pos.mark)
+                total = _EXACT.add(total, _EXACT.multiply(pos.qty, mark))
         return total
 
     def unrealized(self) -> Decimal:
@@ -192,9 +205,9 @@ class Ledger:
                 total = _EXACT.add(total, pos.unrealized)
         return total
 
-    def equity(self) -> Decimal:
-        """``cash + sum(qty * mark)``."""
-        return _EXACT.add(self.cash, self.market_value())
+    def equity(self, marks: Mapping[str, Decimal] | None = None) -> Decimal:
+        """``cash + sum(qty * mark)``; ``marks`` overrides some marks (the books keep theirs)."""
+        return _EXACT.add(self.cash, self.market_value(marks))
 
     def valuation(self, symbol: str) -> tuple[Position, Decimal, Decimal]:
         """``symbol``'s position, its unrealised PnL and the equity, in one pass."""
@@ -213,10 +226,7 @@ class Ledger:
 
     def mark(self, symbol: str, price: Decimal) -> None:
         """Take ``price`` as ``symbol``'s mark (no entry: marks move no money)."""
-        pos = self._positions.get(symbol)
-        if pos is None:
-            pos = self._positions[symbol] = Position(symbol)
-        pos.mark = price
+        self._position(symbol).mark = price
 
     def fill(
         self,
@@ -243,7 +253,7 @@ class Ledger:
             msg = f"fees are never negative, got {fee}"
             raise ValueError(msg)
         ex = _EXACT
-        pos = self.position(symbol)
+        pos = self._position(symbol)
         signed = qty if side is Side.BUY else ex.minus(qty)
         old = pos.qty
         if old == 0 or (old > 0) == (signed > 0):
@@ -280,10 +290,120 @@ class Ledger:
         self.fees = ex.add(self.fees, fee)
         return self._post(ts, ref, tuple(legs))
 
+    def _position(self, symbol: str) -> Position:
+        pos = self._positions.get(symbol)
+        if pos is None:
+            pos = self._positions[symbol] = Position(symbol)
+        return pos
+
     def _post(self, ts: int, ref: str, legs: tuple[Leg, ...]) -> Entry:
-        entry = Entry(len(self.entries), ts, ref, legs)
+        entry = Entry(self.posted, ts, ref, legs)
         balances = self._balances
         for leg in legs:
             balances[leg.account] = _EXACT.add(balances.get(leg.account, ZERO), leg.amount)
         self.entries.append(entry)
+        self.posted += 1
         return entry
+
+    # -- state ---------------------------------------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """The books as JSON-able data (Decimals as exact strings); see the module docstring."""
+        return {
+            "quote": self.quote,
+            "starting_cash": str(self.starting_cash),
+            "cash": str(self.cash),
+            "fees": str(self.fees),
+            "realized": str(self.realized),
+            "entries": self.posted,
+            "balances": {account: str(amount) for account, amount in self._balances.items()},
+            "positions": {
+                pos.symbol: {
+                    "qty": str(pos.qty),
+                    "cost": str(pos.cost),
+                    "avg_price": str(pos.avg_price),
+                    "realized": str(pos.realized),
+                    "fees": str(pos.fees),
+                    "mark": str(pos.mark),
+                }
+                for pos in self._positions.values()
+            },
+        }
+
+    @classmethod
+    def restore(cls, state: Mapping[str, Any]) -> Ledger:
+        """Books equal to exported ones; ``ValueError`` naming what does not add up."""
+        ledger = cls(_decimal(state, "starting_cash"), str(state["quote"]))
+        ledger.entries = []
+        ledger.posted = int(state["entries"])
+        ledger.cash = _decimal(state, "cash")
+        ledger.fees = _decimal(state, "fees")
+        ledger.realized = _decimal(state, "realized")
+        balances = state["balances"]
+        ledger._balances = {str(k): _decimal(balances, k) for k in balances}
+        positions = state["positions"]
+        for symbol in positions:
+            fields = positions[symbol]
+            pos = ledger._position(str(symbol))
+            pos.qty = _decimal(fields, "qty")
+            pos.cost = _decimal(fields, "cost")
+            pos.avg_price = _decimal(fields, "avg_price")
+            pos.realized = _decimal(fields, "realized")
+            pos.fees = _decimal(fields, "fees")
+            pos.mark = _decimal(fields, "mark")
+        ledger._check()
+        return ledger
+
+    def _check(self) -> None:
+        """Raise ``ValueError`` unless the balances and the positions tell the same story."""
+        ex = _EXACT
+        balances = self._balances
+        problems: list[str] = []
+        total = ZERO
+        for amount in balances.values():
+            total = ex.add(total, amount)
+        if total:
+            problems.append(f"the balances sum to {total}, not 0")
+        expected = {
+            CAPITAL: ex.minus(self.starting_cash),
+            CASH: self.cash,
+            FEES: self.fees,
+        }
+        realized = fees = ZERO
+        for pos in self._positions.values():
+            expected[asset_account(pos.symbol)] = pos.cost
+            expected[realized_account(pos.symbol)] = ex.minus(pos.realized)
+            realized = ex.add(realized, pos.realized)
+            fees = ex.add(fees, pos.fees)
+            if not pos.qty and pos.cost:
+                problems.append(f"{pos.symbol} is flat but carries a cost of {pos.cost}")
+        for account, amount in expected.items():
+            if balances.get(account, ZERO) != amount:
+                got = balances.get(account, ZERO)
+                problems.append(f"account {account} holds {got}, the books say {amount}")
+        strays = sorted(set(balances) - set(expected))
+        if strays:
+            problems.append(f"accounts without a position: {', '.join(strays)}")
+        if realized != self.realized:
+            problems.append(f"realized is {self.realized}, the positions sum to {realized}")
+        if fees != self.fees:
+            problems.append(f"fees are {self.fees}, the positions paid {fees}")
+        if problems:
+            raise ValueError("ledger state does not add up: " + "; ".join(problems))
+
+
+def _decimal(fields: Mapping[str, Any], key: str) -> Decimal:
+    """``fields[key]``, an exported Decimal string, as a finite Decimal."""
+    value = fields[key]
+    if not isinstance(value, str):
+        msg = f"{key}: expected a decimal string, got {value!r}"
+        raise TypeError(msg)
+    try:
+        number = Decimal(value)
+    except decimal.InvalidOperation:
+        msg = f"{key}: {value!r} is not a decimal number"
+        raise ValueError(msg) from None
+    if not number.is_finite():
+        msg = f"{key}: {value!r} is not a finite number"
+        raise ValueError(msg)
+    return number

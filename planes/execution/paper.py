@@ -20,6 +20,7 @@ Orders, fills and timing (``docs/execution.md`` has the full story):
   below the limit, else at the limit (sells mirror it). No slippage, maker fee.
 * **Stop** orders trigger when ``high >= stop`` (buy) or ``low <= stop`` (sell) and fill at
   ``max(open, stop)`` / ``min(open, stop)``; from then on they are market orders. Taker fee.
+  A bar without volume neither fills nor triggers them (nothing traded through the stop).
 * **Fees** are bps of the fill's notional, taker for market and stop fills, maker for limit
   fills, charged in the quote currency. **Slippage** (market and stop fills) moves the price
   against the trader: ``fixed`` by ``slippage_bps``, ``volume`` by ``slippage_bps`` per 1 % of the
@@ -35,16 +36,31 @@ Orders, fills and timing (``docs/execution.md`` has the full story):
 
 Under the real-time clock (live paper) it also follows ``market:ticker`` to mark its own book for
 ``positions()`` and ``wallet()``; fills still come from closed bars.
+
+Recovery (``contracts.ports.Stateful``, key ``execution.paper``): the state is the working
+orders (request, quantities, trigger, arrival bar), every ``client_order_id`` seen, the last bar
+per symbol, the venue's book and the counters. It is rebuilt from the journal in three parts:
+``risk:approved_intent`` admits the order as ``place`` does (duplicates are counted and
+dropped); the venue's own ``exec:order_event`` then says what became of it (accepted with its
+quantity, rejected, each fill, cancelled), because the live venue decided that from the state it
+had when it handled the approval, which a replay reaches only once those events are applied;
+``market:kline`` keeps the last bar (no matching). Replay publishes nothing and fills nothing
+the journal does not show; a fill already in the restored state (a snapshot taken while its
+event was still queued) is skipped by its cumulative quantity. An approval whose answer did not
+reach the journal before a crash is answered in ``recovered()`` (accepted or rejected, never
+filled there); the next bars fill it.
 """
 
 from __future__ import annotations
 
 import decimal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from typing import Any, Final
 
 import structlog
 
+from contracts.converter import CONVERTER
 from contracts.enums import OrderStatus, OrderType, Side
 from contracts.execution import OrderEvent
 from contracts.market import KlineEvent, TickerEvent
@@ -58,6 +74,7 @@ from planes.execution.ledger import ZERO, Ledger
 log = structlog.get_logger("planes.execution.paper")
 
 VENUE = "paper"
+STATE_KEY: Final = "execution.paper"
 _ROUND = decimal.Context(prec=28)
 _WORKING = (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
 
@@ -95,12 +112,39 @@ class _Order:
     def avg_price(self) -> Decimal | None:
         return _ROUND.divide(self.notional, self.filled) if self.filled else None
 
+    def export(self) -> dict[str, Any]:
+        return {
+            "request": CONVERTER.unstructure(self.req),
+            "status": self.status.value,
+            "qty": str(self.qty),
+            "filled": str(self.filled),
+            "notional": str(self.notional),
+            "fees": str(self.fees),
+            "triggered": self.triggered,
+            "after_ts": self.after_ts,
+        }
+
+    @classmethod
+    def restore(cls, state: Mapping[str, Any]) -> _Order:
+        order = cls(CONVERTER.structure(state["request"], OrderRequest))
+        order.status = OrderStatus(state["status"])
+        order.qty = Decimal(state["qty"])
+        order.filled = Decimal(state["filled"])
+        order.notional = Decimal(state["notional"])
+        order.fees = Decimal(state["fees"])
+        order.triggered = bool(state["triggered"])
+        after = state["after_ts"]
+        order.after_ts = None if after is None else int(after)
+        return order
+
 
 class PaperExecution:
     """The paper venue (implements ``ExecutionAdapter``); see the module docstring."""
 
     name = "paper_execution"
     venue = VENUE
+    state_key = STATE_KEY
+    state_topics = frozenset((RISK_APPROVED.name, EXEC_ORDER_EVENT.name, MARKET_KLINE.name))
 
     def __init__(self, ctx: ComponentContext) -> None:
         config = ctx.config
@@ -125,6 +169,8 @@ class PaperExecution:
         self._prices: dict[str, Decimal] = {}
         self._working: dict[str, list[_Order]] = {}
         self._by_id: dict[str, _Order] = {}
+        self._pending: dict[str, _Order] = {}
+        """Replayed approvals whose answer (accepted, rejected) the journal has not shown yet."""
         self._client_ids: set[str] = set()
         self.submitted = 0
         self.rejected = 0
@@ -170,22 +216,24 @@ class PaperExecution:
 
     async def positions(self) -> Sequence[VenuePosition]:
         """The paper account's non-zero positions, marked at the last price seen."""
-        self._mark_book()
-        return [
-            VenuePosition(p.symbol, p.qty, p.avg_price, p.mark, p.unrealized)
-            for p in self.book.open_positions()
-        ]
+        marks = self._marks()
+        positions = []
+        for pos in self.book.open_positions():
+            mark = marks.get(pos.symbol, pos.mark)
+            positions.append(
+                VenuePosition(pos.symbol, pos.qty, pos.avg_price, mark, pos.unrealized_at(mark))
+            )
+        return positions
 
     async def wallet(self) -> Wallet:
         """The paper account's cash and equity in the quote currency."""
-        self._mark_book()
-        return Wallet(self.quote, self.book.cash, self.book.equity())
+        return Wallet(self.quote, self.book.cash, self.book.equity(self._marks()))
 
-    def _mark_book(self) -> None:
-        prices = {symbol: bar.close for symbol, bar in self._bars.items()}
-        prices.update(self._prices)
-        for symbol, price in prices.items():
-            self.book.mark(symbol, price)
+    def _marks(self) -> dict[str, Decimal]:
+        """The last price seen per symbol (a query marks with them; the book keeps its own)."""
+        marks = {symbol: bar.close for symbol, bar in self._bars.items()}
+        marks.update(self._prices)
+        return marks
 
     # -- orders in -----------------------------------------------------------------------
 
@@ -194,36 +242,54 @@ class PaperExecution:
 
     def place(self, req: OrderRequest) -> None:
         """Submit, validate and accept (or reject) ``req``; a ``close`` market order fills now."""
+        order = self._admit(req)
+        if order is None:
+            return
+        self._publish(order, OrderStatus.SUBMITTED)
+        if not self._decide(order):
+            return
+        last = self._bars.get(req.symbol)
+        if self._at_close and last is not None and req.order_type is OrderType.MARKET:
+            self._fill(order, last)
+            self._sweep(req.symbol)
+
+    def _admit(self, req: OrderRequest) -> _Order | None:
+        """The new order ``req`` asks for, arrived on the last bar; None for a duplicate."""
         if req.client_order_id in self._client_ids:
             self.duplicates += 1
             log.warning("paper.duplicate_order", order_id=req.order_id, client=req.client_order_id)
-            return
+            return None
         self._client_ids.add(req.client_order_id)
         self.submitted += 1
         order = _Order(req)
-        self._publish(order, OrderStatus.SUBMITTED)
+        last = self._bars.get(req.symbol)
+        order.after_ts = last.end_ts if last is not None else None
+        return order
+
+    def _decide(self, order: _Order) -> bool:
+        """Reject or accept a submitted order and say so; True when it is working."""
+        req = order.req
         refusal = self._refusal(req)
         if refusal:
             self.rejected += 1
             order.status = OrderStatus.REJECTED
             log.info("paper.rejected", order_id=req.order_id, reason=refusal)
             self._publish(order, OrderStatus.REJECTED, reason=refusal)
-            return
+            return False
         note = ""
         if req.reduce_only:
             held = abs(self.book.position(req.symbol).qty)
             if req.qty > held:
                 order.qty = held
                 note = f"{OrderReason.REDUCE_ONLY}: qty clipped from {req.qty} to {held}"
-        last = self._bars.get(req.symbol)
-        order.after_ts = last.end_ts if last is not None else None
         order.status = OrderStatus.ACCEPTED
         self._publish(order, OrderStatus.ACCEPTED, reason=note)
-        self._by_id[req.order_id] = order
-        self._working.setdefault(req.symbol, []).append(order)
-        if self._at_close and last is not None and req.order_type is OrderType.MARKET:
-            self._fill(order, last)
-            self._sweep(req.symbol)
+        self._register(order)
+        return True
+
+    def _register(self, order: _Order) -> None:
+        self._by_id[order.req.order_id] = order
+        self._working.setdefault(order.req.symbol, []).append(order)
 
     def _refusal(self, req: OrderRequest) -> str:
         if not (req.qty.is_finite() and req.qty > 0):
@@ -247,13 +313,9 @@ class PaperExecution:
         self._prices[ticker.symbol] = ticker.last_price
 
     def _on_kline(self, bar: KlineEvent) -> None:
-        if not bar.closed:
+        if not self._take_bar(bar):
             return
         symbol = bar.symbol
-        last = self._bars.get(symbol)
-        if last is not None and (bar.start_ts <= last.start_ts or bar.interval != last.interval):
-            return
-        self._bars[symbol] = bar
         working = self._working.get(symbol)
         if working:
             start = bar.start_ts
@@ -263,8 +325,18 @@ class PaperExecution:
                     self._fill(order, bar)
             self._sweep(symbol)
 
+    def _take_bar(self, bar: KlineEvent) -> bool:
+        """Remember ``bar`` as its symbol's last; False when it is not a newer closed bar."""
+        if not bar.closed:
+            return False
+        last = self._bars.get(bar.symbol)
+        if last is not None and (bar.start_ts <= last.start_ts or bar.interval != last.interval):
+            return False
+        self._bars[bar.symbol] = bar
+        return True
+
     def _sweep(self, symbol: str) -> None:
-        working = [o for o in self._working[symbol] if o.status in _WORKING]
+        working = [o for o in self._working.get(symbol, ()) if o.status in _WORKING]
         if working:
             self._working[symbol] = working
         else:
@@ -293,8 +365,7 @@ class PaperExecution:
                 price = bar.open if bar.open <= stop else (stop if bar.low <= stop else None)
             if price is None:
                 return None
-            order.triggered = True  # a market order from now on
-            return price, bar.start_ts, True
+            return price, bar.start_ts, True  # _fill marks it triggered once it trades
         if self._at_close:
             return bar.close, bar.end_ts, True
         return bar.open, bar.start_ts, True
@@ -320,13 +391,7 @@ class PaperExecution:
         if taker:
             price = self._slipped(price, buy, qty, bar.volume)
         fee = qty * price * (self._taker if taker else self._maker)
-        order.filled += qty
-        order.notional += qty * price
-        order.fees += fee
-        self.fills += 1
-        self.book.fill(req.symbol, req.side, qty, price, fee, ts=ts, ref=req.order_id)
-        done = order.filled >= order.qty
-        order.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
+        done = self._book_fill(order, qty, price, fee, ts)
         self._publish(
             order,
             order.status,
@@ -337,8 +402,24 @@ class PaperExecution:
         )
         if done:
             self._forget(order)
-        elif req.reduce_only and not position.qty:
+        elif req.reduce_only and not self.book.position(req.symbol).qty:
             self._cancel(order, f"{OrderReason.REDUCE_ONLY}: the position is closed")
+
+    def _book_fill(
+        self, order: _Order, qty: Decimal, price: Decimal, fee: Decimal, ts: int
+    ) -> bool:
+        """Add one fill to ``order`` and to the book; True when the order is now filled."""
+        req = order.req
+        order.filled += qty
+        order.notional += qty * price
+        order.fees += fee
+        if req.order_type is OrderType.STOP:
+            order.triggered = True  # a market order from now on
+        self.fills += 1
+        self.book.fill(req.symbol, req.side, qty, price, fee, ts=ts, ref=req.order_id)
+        done = order.filled >= order.qty
+        order.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
+        return done
 
     def _slipped(self, price: Decimal, buy: bool, qty: Decimal, volume: Decimal) -> Decimal:
         if not self._slippage_bps:
@@ -418,6 +499,95 @@ class PaperExecution:
             exchange_ts=exchange_ts,
         )
         self._bus.publish(EXEC_ORDER_EVENT, event)
+
+    # -- Stateful ------------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """Working orders, seen client order ids, last bars, the book and the counters."""
+        orders = [*self._by_id.values(), *self._pending.values()]
+        return {
+            "open_orders": [order.export() for order in orders],
+            "client_order_ids": sorted(self._client_ids),
+            "bars": {symbol: CONVERTER.unstructure(bar) for symbol, bar in self._bars.items()},
+            "book": self.book.export(),
+            "counters": {
+                "submitted": self.submitted,
+                "rejected": self.rejected,
+                "fills": self.fills,
+                "cancelled": self.cancelled,
+                "duplicates": self.duplicates,
+            },
+        }
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Replace the venue's state with an exported one."""
+        book = Ledger.restore(state["book"])
+        bars = state["bars"]
+        self._bars = {str(s): CONVERTER.structure(bars[s], KlineEvent) for s in bars}
+        self._client_ids = {str(c) for c in state["client_order_ids"]}
+        self._by_id, self._pending, self._working = {}, {}, {}
+        for item in state["open_orders"]:
+            order = _Order.restore(item)
+            if order.status is OrderStatus.SUBMITTED:
+                self._pending[order.req.order_id] = order
+            else:
+                self._register(order)
+        counters = state["counters"]
+        self.submitted = int(counters["submitted"])
+        self.rejected = int(counters["rejected"])
+        self.fills = int(counters["fills"])
+        self.cancelled = int(counters["cancelled"])
+        self.duplicates = int(counters["duplicates"])
+        self.book = book
+
+    def replay_event(self, topic: str, payload: Any) -> None:
+        """Apply one journaled event as the live venue did (see the module docstring)."""
+        if not self.active:
+            return
+        if topic == RISK_APPROVED.name and isinstance(payload, ApprovedIntent):
+            order = self._admit(OrderRequest.from_approved(payload))
+            if order is not None:
+                self._pending[order.req.order_id] = order
+        elif topic == EXEC_ORDER_EVENT.name and isinstance(payload, OrderEvent):
+            if payload.venue == VENUE:
+                self._replay_order(payload)
+        elif topic == MARKET_KLINE.name and isinstance(payload, KlineEvent):
+            self._take_bar(payload)
+
+    def _replay_order(self, event: OrderEvent) -> None:
+        status, order_id = event.status, event.order_id
+        if status is OrderStatus.ACCEPTED:
+            order = self._pending.pop(order_id, None)
+            if order is not None:
+                order.qty = event.qty
+                order.status = OrderStatus.ACCEPTED
+                self._register(order)
+        elif status is OrderStatus.REJECTED:
+            if self._pending.pop(order_id, None) is not None:
+                self.rejected += 1
+        elif status is OrderStatus.CANCELLED:
+            order = self._by_id.get(order_id)
+            if order is not None:
+                self.cancelled += 1
+                order.status = OrderStatus.CANCELLED
+                self._forget(order)
+                self._sweep(order.req.symbol)
+        elif event.last_fill_qty and event.last_fill_price is not None:
+            order = self._by_id.get(order_id)
+            if order is None or event.filled_qty <= order.filled:
+                return  # the restored state holds this fill already
+            ts = event.exchange_ts if event.exchange_ts is not None else event.meta.ts
+            qty, price = event.last_fill_qty, event.last_fill_price
+            if self._book_fill(order, qty, price, event.fee, ts):
+                self._forget(order)
+                self._sweep(order.req.symbol)
+
+    def recovered(self) -> None:
+        """Answer the approvals the journal shows without their answer (no fill here)."""
+        pending, self._pending = self._pending, {}
+        for order in pending.values():
+            log.warning("paper.unanswered_order", order_id=order.req.order_id)
+            self._decide(order)
 
 
 def _quantum(price: Decimal) -> Decimal:

@@ -8,16 +8,27 @@ It owns a ``Ledger`` started with ``portfolio.cash`` in ``portfolio.quote`` and 
 * on every closed ``market:kline`` of a symbol whose position is not zero (mark-to-market at the
   close).
 
-A flat symbol costs one dict store per bar (its close is remembered as the mark, so the first
-update after a fill is marked at the latest close) and publishes nothing. Fills are booked once
-per order and cumulative filled quantity: an event whose ``filled_qty`` does not exceed what was
-already booked for its order (a duplicate, a replay) is skipped. Fees are booked in the quote
-currency, which is what the paper venue charges.
+A flat symbol costs one dict store per bar and publishes nothing: its close is remembered
+outside the books, and a fill that opens a position from flat is marked at that latest close
+(at the fill price when no close came since the start). Every other mark comes from a closed bar
+of an open position and is published, so the books change only with a fill or a published mark.
+Fills are booked once per order and cumulative filled quantity: an event whose ``filled_qty``
+does not exceed what was already booked for its order (a duplicate, a replay) is skipped. Fees
+are booked in the quote currency, which is what the paper venue charges.
+
+Recovery (``contracts.ports.Stateful``, key ``execution.portfolio``): the state is the ledger's
+export plus the quantity booked per order and the fill count. It is rebuilt from
+``exec:order_event`` (booked exactly as live) and from its own ``portfolio:position_update``
+(whose ``mark_price`` is the mark the books held), so no bar needs replaying. ``recovered()``
+publishes the position of every open symbol, so the RiskManager and the strategies learn it; it
+books nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any, Final
 
 from contracts.execution import OrderEvent, PositionUpdate
 from contracts.market import KlineEvent
@@ -26,11 +37,15 @@ from contracts.topics import EXEC_ORDER_EVENT, MARKET_KLINE, PORTFOLIO_POSITION
 from planes.config import Config
 from planes.execution.ledger import ZERO, Ledger
 
+STATE_KEY: Final = "execution.portfolio"
+
 
 class PositionManager:
     """The portfolio; see the module docstring."""
 
     name = "position_manager"
+    state_key = STATE_KEY
+    state_topics = frozenset((EXEC_ORDER_EVENT.name, PORTFOLIO_POSITION.name))
 
     def __init__(self, ctx: ComponentContext) -> None:
         config = ctx.config
@@ -41,6 +56,8 @@ class PositionManager:
         self.ledger = Ledger(config.portfolio.cash, config.portfolio.quote)
         self._open: set[str] = set()
         self._booked: dict[str, Decimal] = {}
+        self._closes: dict[str, Decimal] = {}
+        """The latest close of every symbol: market data, not state (never exported)."""
         self.fills = 0
         self.updates = 0
 
@@ -53,29 +70,38 @@ class PositionManager:
         """Nothing to release: subscriptions end with the plane handle."""
 
     def _on_order(self, event: OrderEvent) -> None:
+        if self._book(event):
+            self._publish(event.symbol, event.meta.correlation_id)
+
+    def _book(self, event: OrderEvent) -> bool:
+        """Book the fill ``event`` reports, once; True when it moved the books."""
         qty, price = event.last_fill_qty, event.last_fill_price
         if not qty or price is None:
-            return
+            return False
         order_id = event.order_id
         if event.filled_qty <= self._booked.get(order_id, ZERO):
-            return
+            return False
         self._booked[order_id] = event.filled_qty
         symbol = event.symbol
+        ledger = self.ledger
+        if symbol not in self._open:
+            ledger.mark(symbol, self._closes.get(symbol, price))
         ts = event.exchange_ts if event.exchange_ts is not None else event.meta.ts
-        self.ledger.fill(symbol, event.side, qty, price, event.fee, ts=ts, ref=order_id)
+        ledger.fill(symbol, event.side, qty, price, event.fee, ts=ts, ref=order_id)
         self.fills += 1
-        if self.ledger.position(symbol).qty:
+        if ledger.position(symbol).qty:
             self._open.add(symbol)
         else:
             self._open.discard(symbol)
-        self._publish(symbol, event.meta.correlation_id)
+        return True
 
     def _on_kline(self, bar: KlineEvent) -> None:
         if not bar.closed:
             return
         symbol = bar.symbol
-        self.ledger.mark(symbol, bar.close)
+        self._closes[symbol] = bar.close
         if symbol in self._open:
+            self.ledger.mark(symbol, bar.close)
             self._publish(symbol, bar.meta.correlation_id)
 
     def update(self, symbol: str, correlation_id: str | None = None) -> PositionUpdate:
@@ -98,3 +124,34 @@ class PositionManager:
     def _publish(self, symbol: str, correlation_id: str | None) -> None:
         self.updates += 1
         self._bus.publish(PORTFOLIO_POSITION, self.update(symbol, correlation_id))
+
+    # -- Stateful ------------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """The ledger, the quantity booked per order and the fill count (JSON-able)."""
+        return {
+            "ledger": self.ledger.export(),
+            "booked": {order_id: str(qty) for order_id, qty in self._booked.items()},
+            "fills": self.fills,
+        }
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Replace the books with exported ones."""
+        ledger = Ledger.restore(state["ledger"])
+        booked = state["booked"]
+        self._booked = {str(order_id): Decimal(str(booked[order_id])) for order_id in booked}
+        self.fills = int(state["fills"])
+        self.ledger = ledger
+        self._open = {pos.symbol for pos in ledger.open_positions()}
+
+    def replay_event(self, topic: str, payload: Any) -> None:
+        """Book a journaled fill as ``exec:order_event`` would; take a journaled update's mark."""
+        if topic == EXEC_ORDER_EVENT.name and isinstance(payload, OrderEvent):
+            self._book(payload)
+        elif topic == PORTFOLIO_POSITION.name and isinstance(payload, PositionUpdate):
+            self.ledger.mark(payload.symbol, payload.mark_price)
+
+    def recovered(self) -> None:
+        """Publish every open position (an announcement: nothing is booked)."""
+        for pos in list(self.ledger.open_positions()):
+            self._publish(pos.symbol, None)

@@ -338,7 +338,7 @@ async def test_a_timeout_after_accept_is_found_and_not_placed_again(
     accepted = b.of(approved.order_id)[-1]
     assert accepted.reason.startswith("confirmed: found by orderLinkId after ")
     assert "timed out" in accepted.reason
-    assert b.venue.recovered == 1
+    assert b.venue.confirmed == 1
 
 
 async def test_a_duplicate_link_id_on_a_retry_counts_as_accepted(

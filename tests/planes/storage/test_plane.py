@@ -1,0 +1,227 @@
+"""The storage plane in a real runtime: journal, snapshots, recovery, registry, outbox.
+
+Each test runs the production planes on the replay source under the historical clock, with the
+storage plane on and ``runtime.data_dir`` in the test's tmp dir; a second runtime on the same
+data dir is the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts.control import ControlCommand
+from contracts.enums import ScenarioState
+from contracts.meta import Payload
+from contracts.state import RegistryChanged, StateRecovered
+from contracts.strategy import ScenarioDisabled
+from contracts.system import Alert
+from contracts.topics import CONTROL_COMMAND, STATE_RECOVERY, Topic
+from planes.config import load_config
+from planes.runtime import Runtime, RuntimeStartError
+from planes.storage.journal import open_reader
+from planes.storage.plane import StoragePlane, data_paths
+from planes.storage.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[3]
+DATA = ROOT / "tests" / "data" / "ohlcv" / "btcusdt_1h_500.csv"
+
+
+def make_runtime(data_dir: Path, *sets: str, data: Path = DATA) -> Runtime:
+    config = load_config(
+        None,
+        [
+            "runtime.mode=backtest",
+            "runtime.clock=historical",
+            "runtime.start=1970-01-01T00:00:00Z",
+            f"runtime.data_dir={data_dir}",
+            "market.source=replay",
+            f"market.replay.path={data}",
+            'market.symbols=["BTCUSDT"]',
+            "observability.status_interval_s=0",
+            'strategy.scenarios=[{id = "fast", strategy = "sma_cross", '
+            'params = {fast = 3, slow = 8, qty = "0.5"}}]',
+            "risk.stale_data_s=0",
+            "execution.max_volume_share=1e12",
+            "storage.snapshot_interval_s=0",
+            *sets,
+        ],
+        environ={},
+        use_default_file=False,
+    )
+    return Runtime(config)
+
+
+class Tap:
+    """Every event the runtime's bus delivers, in order."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        runtime.assemble()
+        self.events: list[tuple[str, Payload]] = []
+        runtime.bus.subscribe_all(self._on)
+
+    def _on(self, topic: Topic[Any], payload: Payload) -> None:
+        self.events.append((topic.name, payload))
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [p for _, p in self.events if isinstance(p, kind)]
+
+
+def storage_of(runtime: Runtime) -> StoragePlane:
+    return next(c for plane, _, c in runtime.components if isinstance(c, StoragePlane))
+
+
+async def run(runtime: Runtime) -> None:
+    await asyncio.wait_for(runtime.run(), 60)
+
+
+async def test_every_event_is_journaled_once_in_order_with_contiguous_seq(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path / "var")
+    tap = Tap(runtime)
+    await run(runtime)
+    journal, _, _ = data_paths(tmp_path / "var")
+    records = list(open_reader(journal).read())
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    seen = [name for name, _ in tap.events]
+    # the journal holds what the bus delivered while storage was running, in the same order
+    assert [r.topic for r in records] == seen[: len(records)]
+    assert len(records) >= len(seen) - 5  # only the last few shutdown events come after it
+    assert {r.run_id for r in records} == {storage_of(runtime).run_id}
+    assert sum(r.topic == "market:kline" for r in records) == 500
+    orders = [json.loads(r.payload) for r in records if r.topic == "exec:order_event"]
+    fills = [o for o in orders if o["last_fill_qty"] is not None]
+    assert fills, "the scenario traded"
+    line = json.loads(records[0].to_json_line())
+    assert set(line) == {"seq", "run_id", "topic", "source", "ts", "correlation_id", "payload"}
+
+
+async def test_a_restart_recovers_the_state_the_first_run_ended_with(tmp_path: Path) -> None:
+    first = make_runtime(tmp_path / "var")
+    await run(first)
+    ended = first.state.export()
+    assert any(ended.values())
+
+    second = make_runtime(tmp_path / "var", "market.replay.path=" + str(DATA))
+    tap = Tap(second)
+    at_recovery: dict[str, Any] = {}
+
+    def capture(_: StateRecovered) -> None:
+        at_recovery.update(second.state.export())
+
+    second.bus.subscribe(STATE_RECOVERY, capture)
+    await second.start()
+    await second.stop()
+    assert at_recovery == ended
+    recovered = tap.of(StateRecovered)[0]
+    assert recovered.ok
+    assert recovered.snapshot_id is not None  # the first run's shutdown snapshot
+    assert recovered.enabled_scenarios == 1
+    journal, _, _ = data_paths(tmp_path / "var")
+    records = list(open_reader(journal).read())
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    assert len({r.run_id for r in records}) == 2
+
+
+async def test_without_snapshots_the_journal_alone_rebuilds_the_state(tmp_path: Path) -> None:
+    first = make_runtime(tmp_path / "var")
+    await run(first)
+    ended = first.state.export()
+    _, _, snapshots = data_paths(tmp_path / "var")
+    for path in snapshots.iterdir():
+        path.unlink()
+    second = make_runtime(tmp_path / "var")
+    at_recovery: dict[str, Any] = {}
+    second.assemble()
+    second.bus.subscribe(STATE_RECOVERY, lambda _: at_recovery.update(second.state.export()))
+    tap = Tap(second)
+    await second.start()
+    await second.stop()
+    assert at_recovery == ended
+    recovered = tap.of(StateRecovered)[0]
+    assert recovered.snapshot_id is None
+    assert recovered.journal_events_replayed > 0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+async def test_a_damaged_newest_snapshot_falls_back_to_the_previous_one_with_an_alert(
+    tmp_path: Path, damage: str
+) -> None:
+    first = make_runtime(tmp_path / "var")
+    await run(first)
+    ended = first.state.export()
+    _, _, snapshots = data_paths(tmp_path / "var")
+    newest = sorted(snapshots.glob("*.json"))[-1]
+    raw = newest.read_bytes()
+    if damage == "truncate":
+        newest.write_bytes(raw[: len(raw) // 2])
+    else:
+        newest.write_bytes(raw.replace(b'"qty"', b'"qtz"', 1) if b'"qty"' in raw else raw[:-2])
+    second = make_runtime(tmp_path / "var")
+    tap = Tap(second)
+    at_recovery: dict[str, Any] = {}
+    second.bus.subscribe(STATE_RECOVERY, lambda _: at_recovery.update(second.state.export()))
+    await second.start()
+    await second.stop()
+    assert at_recovery == ended  # previous snapshot + the longer journal tail
+    recovered = tap.of(StateRecovered)[0]
+    assert recovered.ok
+    assert any(newest.name in w for w in recovered.warnings)
+    assert any(a.code == "snapshot_invalid" for a in tap.of(Alert))
+
+
+async def test_scenario_commands_are_committed_before_they_take_effect(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path / "var", "market.replay.speed=0")
+    tap = Tap(runtime)
+    await runtime.start()
+    cli = runtime.attach("cli")
+    registry_path = data_paths(tmp_path / "var")[1]
+    committed: list[str] = []
+
+    def on_registry(event: RegistryChanged) -> None:
+        # the row is in the database by the time anyone hears of the change
+        reader = Registry(registry_path)
+        try:
+            record = reader.scenario(event.entity_id)
+            assert record is not None
+            committed.append(record.status.value)
+        finally:
+            reader.close()
+
+    from contracts.topics import STATE_REGISTRY  # noqa: PLC0415
+
+    runtime.bus.subscribe(STATE_REGISTRY, on_registry)
+    cli.publish(CONTROL_COMMAND, ControlCommand(cli.meta(), "scenario.disable", ("fast",), "c1"))
+    cli.publish(CONTROL_COMMAND, ControlCommand(cli.meta(), "scenario.retire", ("nope",), "c2"))
+    await runtime.stop()
+    assert committed == ["disabled"]
+    assert [d.scenario_id for d in tap.of(ScenarioDisabled)] == ["fast"]
+    assert any(a.code == "command_refused" and "nope" in a.message for a in tap.of(Alert))
+    reader = Registry(registry_path)
+    try:
+        record = reader.scenario("fast")
+        assert record is not None
+        assert record.status is ScenarioState.DISABLED
+        audit = reader.audit("fast")
+        assert [a.command for a in audit][-1] == "scenario.disable"
+        assert audit[-1].actor == "cli"
+    finally:
+        reader.close()
+    # the operator's decision outlives the process: the config still says enabled
+    again = make_runtime(tmp_path / "var")
+    tap2 = Tap(again)
+    await again.start()
+    await again.stop()
+    assert tap2.of(StateRecovered)[0].enabled_scenarios == 0
+
+
+async def test_a_journal_that_cannot_be_opened_fails_the_boot_naming_it(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    (data_dir / "journal.sqlite3").write_text("not a database")
+    runtime = make_runtime(data_dir)
+    with pytest.raises(RuntimeStartError, match=r"journal\.sqlite3"):
+        await runtime.start()
