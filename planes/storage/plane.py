@@ -77,6 +77,7 @@ _SCENARIO_COMMANDS = {
     "scenario.retire": ScenarioState.RETIRED,
 }
 _OUTBOX_POLL_S = 0.5
+_CHANGE_POLL_S = 0.05
 
 
 def data_paths(data_dir: Path) -> tuple[Path, Path, Path]:
@@ -237,14 +238,17 @@ class StoragePlane:
     async def _snapshot_loop(self) -> None:
         interval = self._settings.snapshot_interval_s
         settle = self._settings.snapshot_after_change_s
+        loop = asyncio.get_running_loop()
         while True:
+            # Poll the change flag rather than wait_for(Event.wait()): nothing to cancel but a
+            # sleep, and a change is noticed within _CHANGE_POLL_S.
+            deadline = loop.time() + interval if interval else None
+            while not self._dirty.is_set() and (deadline is None or loop.time() < deadline):
+                await asyncio.sleep(_CHANGE_POLL_S)
             reason = "periodic"
-            try:
-                await asyncio.wait_for(self._dirty.wait(), interval or None)
+            if self._dirty.is_set():
                 reason = "change"
                 await asyncio.sleep(settle)
-            except TimeoutError:
-                pass
             self._dirty.clear()
             if self._recovering or self.recovered is None:
                 continue  # nothing to snapshot before the state is whole
