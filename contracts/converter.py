@@ -7,10 +7,15 @@ Shaped like ``cattrs.preconf.json``: ``make_converter()`` builds a converter and
 from __future__ import annotations
 
 import enum
+import json
 import math
+import types
+import typing
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar, cast
 
+import attrs
 from cattrs.preconf.json import JsonConverter
 from cattrs.preconf.json import make_converter as _make_json_converter
 
@@ -120,3 +125,124 @@ def to_json(payload: Payload) -> str:
 def from_json(text: str | bytes, payload_type: type[T]) -> T:
     """Parse a JSON string produced by ``to_json`` back into ``payload_type``."""
     return CONVERTER.loads(text, payload_type)
+
+
+# -- a fast path for reading what we wrote ---------------------------------------------------
+
+_Build = Callable[[Any], Any]
+
+
+class _NotFastError(Exception):
+    """A value the fast path does not take as it is; the converter decides (and explains)."""
+
+
+def _decimal(v: Any) -> Decimal:
+    if type(v) is not str:
+        raise _NotFastError
+    try:
+        d = Decimal(v)
+    except InvalidOperation:
+        raise _NotFastError from None
+    if not d.is_finite():
+        raise _NotFastError
+    return d
+
+
+def _real(v: Any) -> float:
+    if type(v) is not float or not math.isfinite(v):
+        raise _NotFastError
+    return float(v)
+
+
+def _strings(v: Any) -> tuple[str, ...]:
+    if type(v) is not list or any(type(x) is not str for x in v):
+        raise _NotFastError
+    return tuple(v)
+
+
+def _exactly(kind: type) -> _Build:
+    def scalar(v: Any) -> Any:
+        if type(v) is not kind:
+            raise _NotFastError
+        return v
+
+    return scalar
+
+
+def _member_of(cl: type[enum.Enum]) -> _Build:
+    members = {m.value: m for m in cl}
+
+    def member(v: Any) -> Any:
+        try:
+            return members[v]
+        except (KeyError, TypeError):
+            raise _NotFastError from None
+
+    return member
+
+
+def _optional(inner: _Build) -> _Build:
+    return lambda v: None if v is None else inner(v)
+
+
+def _fast_field(tp: Any) -> _Build | None:
+    """A checker-and-builder of one field's JSON value, or None when the type is not covered."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    build: _Build | None = None
+    if origin in (types.UnionType, typing.Union):
+        if len(args) == 2 and type(None) in args:
+            inner = _fast_field(next(a for a in args if a is not type(None)))
+            build = None if inner is None else _optional(inner)
+    elif origin is tuple:
+        build = _strings if args == (str, Ellipsis) else None
+    elif tp is Decimal:
+        build = _decimal
+    elif tp is float:
+        build = _real
+    elif tp in (str, int, bool):
+        build = _exactly(tp)
+    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+        build = _member_of(tp)
+    elif isinstance(tp, type) and attrs.has(tp):
+        build = _fast_class(tp)
+    return build
+
+
+_FAST: dict[type, _Build | None] = {}
+
+
+def _fast_class(cls: type) -> _Build | None:
+    """The builder of an attrs class from its JSON object, if every field is covered."""
+    if cls in _FAST:
+        return _FAST[cls]
+    _FAST[cls] = None  # recursion guard
+    hints = typing.get_type_hints(cls)
+    fields = [(f.name, _fast_field(hints[f.name])) for f in attrs.fields(cls)]
+    if any(build is None for _, build in fields):
+        return None
+    names = frozenset(name for name, _ in fields)
+    plan = [(name, cast(_Build, build)) for name, build in fields]
+
+    def build(v: Any) -> Any:
+        if type(v) is not dict or v.keys() != names:  # defaults are written too: all keys
+            raise _NotFastError
+        return cls(*[b(v[name]) for name, b in plan])
+
+    _FAST[cls] = build
+    return build
+
+
+def fast_loads(text: str | bytes, payload_type: type[T]) -> T:
+    """``from_json``, several times faster on what ``to_json`` wrote; the same result always.
+
+    The fast path takes only exact JSON types (a string for a Decimal, all fields present);
+    anything else goes through the converter, which either structures it or raises its error.
+    """
+    document = json.loads(text)
+    build = _fast_class(payload_type)
+    if build is not None:
+        try:
+            return cast(T, build(document))
+        except _NotFastError:
+            pass
+    return CONVERTER.structure(document, payload_type)

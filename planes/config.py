@@ -437,6 +437,9 @@ class StorageSection:
     """With the queue full, keep one market event in this many."""
     snapshot_interval_s: float = attrs.field(default=60.0, validator=_non_negative)
     """Seconds between periodic snapshots (0: only on changes and at shutdown)."""
+    snapshot_every_events: int = attrs.field(default=50_000, validator=_non_negative)
+    """Snapshot after this many journaled events (0: never by count): bounds the journal tail a
+    recovery after a crash replays, and so the recovery time."""
     snapshot_after_change_s: float = attrs.field(default=1.0, validator=_non_negative)
     """A fill or a registry change is followed by a snapshot this many seconds later."""
     snapshot_keep: int = attrs.field(default=5, validator=_positive)

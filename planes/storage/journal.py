@@ -53,7 +53,7 @@ from typing import Any
 import attrs
 import structlog
 
-from contracts.converter import CONVERTER
+from contracts.converter import CONVERTER, fast_loads
 from contracts.meta import Payload
 
 log = structlog.get_logger("planes.storage.journal")
@@ -162,7 +162,7 @@ def decode(record: JournalRecord, types: Mapping[str, type[Payload]]) -> Payload
         msg = f"journal seq {record.seq}: no payload class for topic {record.topic!r}"
         raise JournalError(msg)
     try:
-        payload: Payload = CONVERTER.loads(record.payload, payload_type)
+        payload: Payload = fast_loads(record.payload, payload_type)
     except Exception as exc:
         msg = (
             f"journal seq {record.seq} ({record.topic}): the payload does not decode as "

@@ -6,8 +6,9 @@
 * **Snapshots.** The ``StateHub`` exports every ``Stateful`` component between two bus
   dispatches, so the export matches the journal's last assigned seq exactly; the journal is
   flushed up to that seq, then the snapshot file is written atomically and ``state:snapshot``
-  published. Snapshots come every ``storage.snapshot_interval_s``, ``snapshot_after_change_s``
-  after a fill or a registry change, after recovery, and at shutdown.
+  published. Snapshots come every ``storage.snapshot_interval_s``, after every
+  ``snapshot_every_events`` journaled events (which bounds what a crash recovery replays),
+  ``snapshot_after_change_s`` after a fill or a registry change, after recovery, and at shutdown.
 * **Recovery** runs when the Orchestrator asks (``control:command recover``, at boot, before
   the market connects): the newest valid snapshot (a corrupted or truncated newer one is
   skipped with an alert), then every journaled event after it up to the previous run's last
@@ -134,6 +135,7 @@ class StoragePlane:
         self._recovering = False
         self._recovery_positions = 0
         self.snapshots_written = 0
+        self._snapshot_seq = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -145,7 +147,7 @@ class StoragePlane:
             self.journal.open()
         except JournalError as exc:
             raise RuntimeError(f"storage: {exc}") from exc
-        self.boot_seq = self.journal.last_seq
+        self.boot_seq = self._snapshot_seq = self.journal.last_seq
         try:
             self.registry = Registry(self._registry_path)
             self.outbox = Outbox(
@@ -217,7 +219,11 @@ class StoragePlane:
     # -- the journal -----------------------------------------------------------------------
 
     def _journal_event(self, topic: Topic[Any], payload: Payload) -> None:
-        self.journal.append(topic.name, payload)
+        seq = self.journal.append(topic.name, payload)
+        every = self._settings.snapshot_every_events
+        if every and seq is not None and seq - self._snapshot_seq >= every:
+            self._snapshot_seq = seq  # once per stretch; the snapshot loop writes it
+            self._dirty.set()
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -230,6 +236,7 @@ class StoragePlane:
             seq, sections, run_id=self.run_id, reason=reason, now_ms=self._wall_ms()
         )
         self.snapshots_written += 1
+        self._snapshot_seq = max(self._snapshot_seq, seq)
         bus = self._bus
         event = StateSnapshot(bus.meta(), written.snapshot_id, seq, reason, written.size_bytes)
         bus.publish(STATE_SNAPSHOT, event)
@@ -243,7 +250,7 @@ class StoragePlane:
             # Poll the change flag rather than wait_for(Event.wait()): nothing to cancel but a
             # sleep, and a change is noticed within _CHANGE_POLL_S.
             deadline = loop.time() + interval if interval else None
-            while not self._dirty.is_set() and (deadline is None or loop.time() < deadline):
+            while not self._dirty.is_set() and (deadline is None or loop.time() < deadline):  # noqa: ASYNC110
                 await asyncio.sleep(_CHANGE_POLL_S)
             reason = "periodic"
             if self._dirty.is_set():

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.control import ControlState
-from contracts.converter import CONVERTER, from_json, to_json
+from contracts.converter import CONVERTER, fast_loads, from_json, to_json
 from contracts.enums import Lifecycle, OrderStatus, OrderType, Side
 from contracts.execution import OrderEvent, PositionUpdate
 from contracts.market import BookLevel, KlineEvent, TickerEvent, TradeEvent
@@ -44,6 +44,7 @@ def test_payload_round_trips(topic: Topic[Any], data: st.DataObject) -> None:
     # Byte-stable too: a Decimal keeps its exact string ("1.10" stays "1.10", not "1.1").
     assert to_json(back) == text
     assert CONVERTER.structure(CONVERTER.unstructure(payload), cls) == payload
+    assert fast_loads(text, cls) == payload  # the journal's reader agrees
 
 
 @pytest.mark.parametrize("topic", TOPICS, ids=TOPIC_IDS)
@@ -271,3 +272,27 @@ def test_a_bool_field_refuses_a_string() -> None:
     with pytest.raises(ClassValidationError) as info:
         CONVERTER.structure(raw, ControlState)
     assert "true or false" in repr(info.value.exceptions)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"close": "NaN"},
+        {"close": 5},
+        {"start_ts": "5"},
+        {"closed": 1},
+        {"interval": None},
+        {"extra": 1},
+    ],
+)
+def test_the_fast_reader_is_as_strict_as_the_converter(change: dict[str, Any]) -> None:
+    bar = KlineEvent(META, "bybit", "BTCUSDT", "1", 0, 59_999, *[Decimal(1)] * 5, closed=True)
+    document = {**CONVERTER.unstructure(bar), **change}
+    text = json.dumps(document)
+    try:
+        expected: Any = from_json(text, KlineEvent)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            fast_loads(text, KlineEvent)
+    else:
+        assert fast_loads(text, KlineEvent) == expected

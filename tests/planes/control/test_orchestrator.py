@@ -91,9 +91,8 @@ def control_flow(events: Events) -> list[str]:
     for name, payload in events:
         if isinstance(payload, ControlState):
             flow.append(f"state {payload.lifecycle.value}")
-        elif name == "state:recovery":
-            flow.append(name)
         elif name in (
+            "state:recovery",
             "market:connect",
             "market:subscribe",
             "market:connected",

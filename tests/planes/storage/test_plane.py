@@ -17,7 +17,7 @@ import pytest
 from contracts.control import ControlCommand
 from contracts.enums import ScenarioState
 from contracts.meta import Payload
-from contracts.state import RegistryChanged, StateRecovered
+from contracts.state import RegistryChanged, StateRecovered, StateSnapshot
 from contracts.strategy import ScenarioDisabled
 from contracts.system import Alert
 from contracts.topics import CONTROL_COMMAND, STATE_RECOVERY, Topic
@@ -225,3 +225,35 @@ async def test_a_journal_that_cannot_be_opened_fails_the_boot_naming_it(tmp_path
     runtime = make_runtime(data_dir)
     with pytest.raises(RuntimeStartError, match=r"journal\.sqlite3"):
         await runtime.start()
+
+
+async def test_snapshots_come_every_so_many_events_so_a_crash_replays_only_the_tail(
+    tmp_path: Path,
+) -> None:
+    runtime = make_runtime(
+        tmp_path / "var",
+        "storage.snapshot_every_events=200",
+        "storage.snapshot_after_change_s=0",
+        "runtime.clock=realtime",
+        "market.replay.speed=3600000",  # 1000 hourly bars a second: the loop gets its turns
+    )
+    tap = Tap(runtime)
+    await run(runtime)
+    taken = [s for s in tap.of(StateSnapshot) if s.reason == "change"]
+    assert len(taken) >= 2
+    seqs = [s.journal_seq for s in taken]
+    assert seqs == sorted(seqs)
+    # a crash now: the shutdown snapshot is gone, the last periodic one bounds the replay
+    _, _, snapshots = data_paths(tmp_path / "var")
+    newest = sorted(snapshots.glob("*.json"))[-1]
+    newest.unlink()
+    again = make_runtime(tmp_path / "var")
+    tap2 = Tap(again)
+    await again.start()
+    await again.stop()
+    recovered = tap2.of(StateRecovered)[0]
+    assert recovered.ok
+    assert recovered.snapshot_id is not None
+    last = max(s.journal_seq for s in tap.of(StateSnapshot) if s.reason != "shutdown")
+    total = max(s.journal_seq for s in tap.of(StateSnapshot))
+    assert recovered.journal_events_replayed <= total - last
