@@ -257,3 +257,70 @@ async def test_snapshots_come_every_so_many_events_so_a_crash_replays_only_the_t
     last = max(s.journal_seq for s in tap.of(StateSnapshot) if s.reason != "shutdown")
     total = max(s.journal_seq for s in tap.of(StateSnapshot))
     assert recovered.journal_events_replayed <= total - last
+
+
+class FlakyNotifier:
+    """Fails its first send with a rate limit (retry after 0.2 s), then delivers."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.calls = 0
+
+    async def send(self, text: str, *, dedupe_key: str) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            exc = RuntimeError("429 Too Many Requests")
+            exc.retry_after_s = 0.2  # type: ignore[attr-defined]
+            raise exc
+        self.sent.append((text, dedupe_key))
+
+
+async def test_alerts_reach_notifiers_through_the_outbox_once_despite_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    from contracts.enums import Severity  # noqa: PLC0415
+    from contracts.meta import EventMeta, Source  # noqa: PLC0415
+    from contracts.ports import NotifierSpec  # noqa: PLC0415
+    from contracts.topics import OBSERVABILITY_ALERT  # noqa: PLC0415
+    from planes.storage.outbox import Outbox  # noqa: PLC0415
+    from plugins.builtin import BUILTIN_PLUGINS  # noqa: PLC0415
+    from plugins.hookspecs import hookimpl  # noqa: PLC0415
+
+    notifier = FlakyNotifier()
+    module = types.ModuleType("planes_test_notifier")
+    module.planes_register_notifiers = hookimpl(  # type: ignore[attr-defined]
+        lambda: [NotifierSpec("pager", lambda _ctx: notifier)]
+    )
+    monkeypatch.setitem(sys.modules, "planes_test_notifier", module)
+    config = make_runtime(
+        tmp_path / "var",
+        'storage.notifiers=["pager"]',
+        "runtime.clock=realtime",
+        "market.replay.speed=3600",  # one bar a second: the run lasts
+    ).config
+    runtime = Runtime(config, builtin=[*BUILTIN_PLUGINS, ("test", "planes_test_notifier")])
+    await runtime.start()
+    try:
+        bus = runtime.bus
+        meta = EventMeta(Source.SYSTEM, 1, "incident-1")
+        for severity in (Severity.CRITICAL, Severity.CRITICAL, Severity.INFO):
+            bus.publish(OBSERVABILITY_ALERT, Alert(meta, severity, "feed_stale", "no data"))
+        for _ in range(100):
+            if notifier.sent:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await runtime.stop()
+    # the duplicate was deduplicated, the info alert is below storage.notify_min_severity
+    assert notifier.sent == [("[critical] feed_stale: no data", "pager:feed_stale:incident-1")]
+    assert notifier.calls == 2
+    outbox = Outbox(data_paths(tmp_path / "var")[1])
+    try:
+        assert outbox.backlog().get("sent") == 1
+        (item,) = outbox.items()
+        assert item.attempts == 2  # the rate-limited one and the delivery
+    finally:
+        outbox.close()
