@@ -6,8 +6,10 @@ Shaped like ``cattrs.preconf.json``: ``make_converter()`` builds a converter and
 
 from __future__ import annotations
 
+import collections.abc
 import enum
 import json
+import json.encoder
 import math
 import types
 import typing
@@ -246,3 +248,150 @@ def fast_loads(text: str | bytes, payload_type: type[T]) -> T:
         except _NotFastError:
             pass
     return CONVERTER.structure(document, payload_type)
+
+
+# -- a fast path for writing (the journal) -----------------------------------------------------
+
+_Frag = Callable[[Any], str]
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def _float_json(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if v in (math.inf, -math.inf):
+        return "Infinity" if v > 0 else "-Infinity"
+    return float.__repr__(v)
+
+
+def _scalar_json(v: Any) -> str:
+    """A JSON scalar as ``json.dumps`` writes it (the values of a params or features map)."""
+    kind = type(v)
+    if kind is str:
+        return _quote(v)
+    if kind is bool:
+        return "true" if v else "false"
+    if kind is int:
+        return int.__repr__(v)
+    if kind is float:
+        return _float_json(v)
+    if v is None:
+        return "null"
+    raise _NotFastError
+
+
+def _value_json(tp: Any) -> _Frag | None:
+    """The JSON text of one value inside a container, exactly as the converter writes it."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    frag: _Frag | None = None
+    if origin in (types.UnionType, typing.Union):
+        if len(args) == 2 and type(None) in args:
+            inner = _value_json(next(a for a in args if a is not type(None)))
+            frag = None if inner is None else _or_null(inner)
+        elif all(a in (str, int, float, bool) for a in args):
+            frag = _scalar_json
+    elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        item = _value_json(args[0])
+        frag = None if item is None else _list_of(item)
+    elif origin in (collections.abc.Mapping, dict) and args and args[0] is str:
+        value = _value_json(args[1])
+        frag = None if value is None else _object_of(value)
+    else:
+        frag = _leaf_json(tp)
+    return frag
+
+
+def _leaf_json(tp: Any) -> _Frag | None:
+    if tp is Decimal:
+        return lambda v: _quote(str(v))
+    if tp is str:
+        return _quote
+    if tp in (int, bool, float):
+        return _scalar_json
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return lambda v: _scalar_json(v.value)
+    if isinstance(tp, type) and attrs.has(tp):
+        return _class_json(tp)
+    return None
+
+
+def _or_null(inner: _Frag) -> _Frag:
+    return lambda v: "null" if v is None else inner(v)
+
+
+def _list_of(item: _Frag) -> _Frag:
+    return lambda v: "[" + ", ".join([item(x) for x in v]) + "]"
+
+
+def _object_of(value: _Frag) -> _Frag:
+    def write(v: Any) -> str:
+        return "{" + ", ".join([f"{_quote(k)}: {value(x)}" for k, x in v.items()]) + "}"
+
+    return write
+
+
+_WRITERS: dict[type, _Frag | None] = {}
+
+
+def _field_expr(tp: Any, expr: str, env: dict[str, Any]) -> str | None:
+    """A Python expression for the JSON text of ``expr`` (a field of type ``tp``), or None."""
+    args = typing.get_args(tp)
+    optional = typing.get_origin(tp) in (types.UnionType, typing.Union)
+    code: str | None
+    if optional and len(args) == 2 and type(None) in args:
+        inner = _field_expr(next(a for a in args if a is not type(None)), expr, env)
+        code = None if inner is None else f'("null" if {expr} is None else {inner})'
+    elif tp is Decimal:  # a Decimal's str never needs escaping: digits, sign, point, exponent
+        code = f"('\"' + str({expr}) + '\"')"
+    elif tp is str:
+        code = f"_q({expr})"
+    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+        name = f"_e{len(env)}"  # member -> its JSON text: no .value look-up per event
+        env[name] = {m: _scalar_json(m.value) for m in tp}
+        code = f"{name}[{expr}]"
+    elif tp is int:
+        code = f"(int.__repr__({expr}) if type({expr}) is int else _s({expr}))"
+    elif tp is bool:
+        code = f'("true" if {expr} is True else "false" if {expr} is False else _s({expr}))'
+    else:  # floats, nested classes, containers, unions: a function of their own
+        frag = _scalar_json if tp is float else _value_json(tp)
+        name = f"_f{len(env)}"
+        env[name] = frag
+        code = None if frag is None else f"{name}({expr})"
+    return code
+
+
+def _class_json(cls: type) -> _Frag | None:
+    """The JSON writer of an attrs class, if every field is covered.
+
+    The writer is generated code, one concatenation per class, so it pays no dispatch per field.
+    """
+    if cls in _WRITERS:
+        return _WRITERS[cls]
+    _WRITERS[cls] = None  # recursion guard
+    hints = typing.get_type_hints(cls)
+    env: dict[str, Any] = {"_q": _quote, "_s": _scalar_json}
+    pieces = []
+    for index, field in enumerate(attrs.fields(cls)):
+        expr = _field_expr(hints[field.name], f"v.{field.name}", env)
+        if expr is None:
+            return None
+        key = ("{" if index == 0 else ", ") + _quote(field.name) + ": "
+        pieces.append(f"{key!r} + {expr}")
+    body = " + ".join(pieces) + ' + "}"' if pieces else '"{}"'
+    source = f"def write(v):\n    return {body}\n"
+    exec(compile(source, f"<json writer of {cls.__qualname__}>", "exec"), env)  # noqa: S102 - our own generated code
+    write = cast(_Frag, env["write"])
+    _WRITERS[cls] = write
+    return write
+
+
+def fast_dumps(payload: Payload) -> str:
+    """``to_json``, several times faster, and the very same text (the journal's writer)."""
+    write = _class_json(type(payload))
+    if write is not None:
+        try:
+            return write(payload)
+        except _NotFastError:
+            pass
+    return CONVERTER.dumps(payload)

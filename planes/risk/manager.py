@@ -92,6 +92,16 @@ _DONE = frozenset((OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECT
 _FILLS = frozenset((OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED))
 
 
+def _newest(ring: list[int], at: int, filled: int) -> list[int]:
+    """The ``filled`` entries written last into ``ring`` (next slot ``at``), oldest first.
+
+    A ring sized by the order-rate limit can hold a million slots; this copies only those in use.
+    """
+    if filled <= at:
+        return ring[at - filled : at]
+    return ring[len(ring) - (filled - at) :] + ring[:at]
+
+
 def _num(value: Decimal) -> str:
     """``value`` as a canonical string: equal numbers export equal ("1.50" and "1.5": "1.5")."""
     return format(value.normalize(), "f") if value else "0"
@@ -191,6 +201,7 @@ class RiskManager:
         # the limit is reached when that one is still inside the window.
         self._rate_ring = [_NEVER] * risk.max_orders_per_minute
         self._rate_next = 0
+        self._rate_filled = 0  # slots holding a real approval time (the newest ones)
         self._books: dict[str, _Book] = {}
         self._pending: dict[str, _Pending] = {}
         self._approved_ids: set[str] = set()
@@ -415,7 +426,7 @@ class RiskManager:
             "books": books,
             "pending": pending,
             "approved_ids": list(self._approved_order),
-            "approval_times_ms": [t for t in (*ring[at:], *ring[:at]) if t != _NEVER],
+            "approval_times_ms": _newest(ring, at, self._rate_filled),
         }
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
@@ -454,6 +465,7 @@ class RiskManager:
         times = [int(t) for t in state["approval_times_ms"]][-size:]
         self._rate_ring = [_NEVER] * (size - len(times)) + times
         self._rate_next = 0
+        self._rate_filled = len(times)
 
     def replay_event(self, topic: str, payload: Any) -> None:
         """Apply a journaled position, order event or approval; publish nothing."""
@@ -659,6 +671,7 @@ class RiskManager:
         ring = self._rate_ring
         ring[self._rate_next] = approval.meta.ts
         self._rate_next = (self._rate_next + 1) % len(ring)
+        self._rate_filled = min(self._rate_filled + 1, len(ring))
         intent = approval.intent
         book = self._books.get(intent.symbol) or self._book(intent.symbol)
         buy = intent.side is Side.BUY

@@ -53,7 +53,7 @@ from typing import Any
 import attrs
 import structlog
 
-from contracts.converter import CONVERTER, fast_loads
+from contracts.converter import fast_dumps, fast_loads
 from contracts.meta import Payload
 
 log = structlog.get_logger("planes.storage.journal")
@@ -551,7 +551,7 @@ class EventJournal:
             with self._lock:
                 if len(queue) >= self.queue_size and self._sample_out(topic):
                     return None
-        text = CONVERTER.dumps(payload)
+        text = fast_dumps(payload)
         meta = payload.meta
         with self._lock:
             if len(queue) >= self.queue_size:
