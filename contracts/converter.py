@@ -333,53 +333,52 @@ def _object_of(value: _Frag) -> _Frag:
 _WRITERS: dict[type, _Frag | None] = {}
 
 
-def _field_expr(tp: Any, expr: str, env: dict[str, Any]) -> str | None:
-    """A Python expression for the JSON text of ``expr`` (a field of type ``tp``), or None."""
-    args = typing.get_args(tp)
-    optional = typing.get_origin(tp) in (types.UnionType, typing.Union)
-    code: str | None
-    if optional and len(args) == 2 and type(None) in args:
-        inner = _field_expr(next(a for a in args if a is not type(None)), expr, env)
-        code = None if inner is None else f'("null" if {expr} is None else {inner})'
-    elif tp is Decimal:  # a Decimal's str never needs escaping: digits, sign, point, exponent
-        code = f"('\"' + str({expr}) + '\"')"
-    elif tp is str:
-        code = f"_q({expr})"
-    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+def _int_json(v: Any) -> str:
+    return int.__repr__(v) if type(v) is int else _scalar_json(v)
+
+
+def _bool_json(v: Any) -> str:
+    return "true" if v is True else "false" if v is False else _scalar_json(v)
+
+
+def _field_piece(tp: Any, expr: str, env: dict[str, Any]) -> str | None:
+    """The f-string piece writing ``expr`` (a field of type ``tp``) as JSON, or None."""
+    if tp is Decimal:  # a Decimal's str never needs escaping: digits, sign, point, exponent
+        return f'"{{{expr}!s}}"'
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
         name = f"_e{len(env)}"  # member -> its JSON text: no .value look-up per event
         env[name] = {m: _scalar_json(m.value) for m in tp}
-        code = f"{name}[{expr}]"
-    elif tp is int:
-        code = f"(int.__repr__({expr}) if type({expr}) is int else _s({expr}))"
-    elif tp is bool:
-        code = f'("true" if {expr} is True else "false" if {expr} is False else _s({expr}))'
-    else:  # floats, nested classes, containers, unions: a function of their own
-        frag = _scalar_json if tp is float else _value_json(tp)
-        name = f"_f{len(env)}"
-        env[name] = frag
-        code = None if frag is None else f"{name}({expr})"
-    return code
+        return f"{{{name}[{expr}]}}"
+    simple = {str: _quote, int: _int_json, bool: _bool_json, float: _scalar_json}
+    frag = simple.get(tp) if isinstance(tp, type) else None
+    if frag is None:  # nested classes, optionals, containers, unions: a function of their own
+        frag = _value_json(tp)
+    if frag is None:
+        return None
+    name = f"_f{len(env)}"
+    env[name] = frag
+    return f"{{{name}({expr})}}"
 
 
 def _class_json(cls: type) -> _Frag | None:
     """The JSON writer of an attrs class, if every field is covered.
 
-    The writer is generated code, one concatenation per class, so it pays no dispatch per field.
+    The writer is generated code, one f-string per class: no dispatch per field, one string
+    built at the end.
     """
     if cls in _WRITERS:
         return _WRITERS[cls]
     _WRITERS[cls] = None  # recursion guard
     hints = typing.get_type_hints(cls)
-    env: dict[str, Any] = {"_q": _quote, "_s": _scalar_json}
+    env: dict[str, Any] = {}
     pieces = []
-    for index, field in enumerate(attrs.fields(cls)):
-        expr = _field_expr(hints[field.name], f"v.{field.name}", env)
-        if expr is None:
+    for field in attrs.fields(cls):
+        piece = _field_piece(hints[field.name], f"v.{field.name}", env)
+        if piece is None:
             return None
-        key = ("{" if index == 0 else ", ") + _quote(field.name) + ": "
-        pieces.append(f"{key!r} + {expr}")
-    body = " + ".join(pieces) + ' + "}"' if pieces else '"{}"'
-    source = f"def write(v):\n    return {body}\n"
+        pieces.append(_quote(field.name) + ": " + piece)
+    body = "{{" + ", ".join(pieces) + "}}"
+    source = f"def write(v):\n    return f'''{body}'''\n"
     exec(compile(source, f"<json writer of {cls.__qualname__}>", "exec"), env)  # noqa: S102 - our own generated code
     write = cast(_Frag, env["write"])
     _WRITERS[cls] = write
