@@ -505,6 +505,18 @@ class Config:
     observability: ObservabilitySection = attrs.field(factory=ObservabilitySection)
     plugins: PluginsSection = attrs.field(factory=PluginsSection)
 
+    @property
+    def storage_on(self) -> bool:
+        """Storage is enabled and its plugin not disabled.
+
+        Then state is journaled and recovered, and the registry switches scenarios.
+        """
+        return self.storage.enabled and STORAGE_PLUGIN not in self.plugins.disabled
+
+
+STORAGE_PLUGIN = "planes.storage"
+"""The built-in plugin of the storage plane (``plugins.disabled`` can leave it out)."""
+
 
 # -- strict structuring ------------------------------------------------------------------
 

@@ -93,7 +93,7 @@ class Orchestrator:
         bus.subscribe(MARKET_DISCONNECTED, self._on_disconnected)
         bus.subscribe(MARKET_ERROR, self._on_market_error)
         self._set(Lifecycle.STARTING, "booting")
-        if self._storage_on():
+        if self._config.storage_on:
             await self._recover()
         market = self._config.market
         bus.publish(MARKET_CONNECT, MarketConnectRequest(bus.meta()))
@@ -124,10 +124,6 @@ class Orchestrator:
             if self._data_ended and self._config.control.stop_on_end_of_data:
                 # A short file or bounded generator can end while the boot finishes.
                 self._stop_task = asyncio.ensure_future(self._shutdown("market data ended"))
-
-    def _storage_on(self) -> bool:
-        config = self._config
-        return config.storage.enabled and "planes.storage" not in config.plugins.disabled
 
     async def _recover(self) -> None:
         """Ask storage to rebuild the state (``recover``) and wait for ``state:recovery``."""

@@ -133,7 +133,6 @@ class StoragePlane:
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty = asyncio.Event()
         self._recovering = False
-        self._recovery_positions = 0
         self.snapshots_written = 0
         self._snapshot_seq = 0
 
@@ -173,7 +172,6 @@ class StoragePlane:
         bus.subscribe(CONTROL_ROLLBACK_MODEL, self._on_rollback_model)
         bus.subscribe(EXEC_ORDER_EVENT, self._on_order)
         bus.subscribe(OBSERVABILITY_ALERT, self._on_alert)
-        bus.subscribe(PORTFOLIO_POSITION, self._on_position)
         bus.subscribe(STRATEGY_SCENARIO_DISABLED, self._on_scenario_disabled)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._snapshot_loop(), name="storage-snapshots"))
@@ -227,10 +225,15 @@ class StoragePlane:
 
     # -- snapshots -------------------------------------------------------------------------
 
-    def snapshot(self, reason: str) -> StateSnapshot:
-        """Export, flush the journal to the export's seq, write the file, publish."""
-        seq = self.journal.last_seq
-        sections = self._hub.export()
+    def export(self) -> tuple[int, dict[str, Any]]:
+        """Every component's state and the journal seq it matches (call between dispatches)."""
+        return self.journal.last_seq, self._hub.export()
+
+    def snapshot(
+        self, reason: str, exported: tuple[int, dict[str, Any]] | None = None
+    ) -> StateSnapshot:
+        """Export (unless given), flush the journal to the export's seq, write, publish."""
+        seq, sections = exported or self.export()
         self.journal.flush()
         written = self.store.write(
             seq, sections, run_id=self.run_id, reason=reason, now_ms=self._wall_ms()
@@ -269,10 +272,6 @@ class StoragePlane:
         if event.last_fill_qty:
             self._dirty.set()
 
-    def _on_position(self, _: Payload) -> None:
-        if self._recovering:
-            self._recovery_positions += 1
-
     # -- recovery --------------------------------------------------------------------------
 
     def _on_command(self, command: ControlCommand) -> None:
@@ -288,6 +287,7 @@ class StoragePlane:
         replayed = 0
         snapshot_id: str | None = None
         ok = True
+        positions = 0
         try:
             snapshot_id, since = await self._restore_snapshot(warnings)
             if since > self.boot_seq:
@@ -299,7 +299,7 @@ class StoragePlane:
                 self._alert(Severity.CRITICAL, "journal_behind_snapshot", message)
             replayed = self._replay(since)
             self._publish_registry()
-            self._hub.recovered()
+            positions = self._announce()
             reconciled = await self._hub.reconcile(self._settings.reconcile.value)
             resumed = self.outbox.resume(self._wall_ms()) if self.outbox is not None else 0
             if resumed:
@@ -311,6 +311,7 @@ class StoragePlane:
             log.error("storage.recovery_failed", error=str(exc))  # noqa: TRY400 - the message is the point
             self._alert(Severity.CRITICAL, "recovery_failed", str(exc))
         self._recovering = False
+        exported = self.export() if ok else None
         registry = self.registry
         enabled = len(registry.scenarios(ScenarioState.ENABLED)) if registry is not None else 0
         bus = self._bus
@@ -318,8 +319,8 @@ class StoragePlane:
             bus.meta(),
             snapshot_id=snapshot_id,
             journal_events_replayed=replayed,
-            positions=self._recovery_positions,
-            open_orders=self._open_orders(),
+            positions=positions,
+            open_orders=_open_orders(exported[1]) if exported else 0,
             enabled_scenarios=enabled,
             reconciled=tuple(reconciled),
             warnings=tuple(warnings),
@@ -330,15 +331,15 @@ class StoragePlane:
             ok=ok,
             snapshot=snapshot_id,
             replayed=replayed,
-            positions=self._recovery_positions,
+            positions=positions,
             reconciled=len(reconciled),
             warnings=len(warnings),
             elapsed_s=round(time.perf_counter() - started, 3),
         )
         bus.publish(STATE_RECOVERY, self.recovered)
-        if ok:
+        if exported is not None:
             try:
-                self.snapshot("recovery")
+                self.snapshot("recovery", exported)
             except (SnapshotError, StateError, JournalError) as exc:
                 log.error("storage.snapshot_failed", reason="recovery", error=str(exc))  # noqa: TRY400 - the message is the point
 
@@ -376,14 +377,15 @@ class StoragePlane:
             replayed += 1
         return replayed
 
-    def _open_orders(self) -> int:
-        """Open orders the venues hold after recovery (their exported ``open_orders``)."""
-        count = 0
-        for section in self._hub.export().values():
-            orders = section.get("open_orders") if isinstance(section, dict) else None
-            if isinstance(orders, list | dict):
-                count += len(orders)
-        return count
+    def _announce(self) -> int:
+        """``recovered()`` on every component; return how many positions they announced."""
+        announced: list[object] = []
+        sub = self._bus.subscribe(PORTFOLIO_POSITION, announced.append)
+        try:
+            self._hub.recovered()
+        finally:
+            sub.cancel()
+        return len(announced)
 
     # -- registry --------------------------------------------------------------------------
 
@@ -553,3 +555,13 @@ class StoragePlane:
     def _wall_ms(self) -> int:
         """Wall-clock ms for file metadata (snapshots, audit, outbox), whatever the bus clock."""
         return int(time.time() * 1000)
+
+
+def _open_orders(sections: dict[str, Any]) -> int:
+    """Open orders the venues hold, from their exported ``open_orders``."""
+    count = 0
+    for section in sections.values():
+        orders = section.get("open_orders") if isinstance(section, dict) else None
+        if isinstance(orders, list | dict):
+            count += len(orders)
+    return count

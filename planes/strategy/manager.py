@@ -78,8 +78,6 @@ from planes.config import Config, ScenarioSpec
 
 log = structlog.get_logger("planes.strategy")
 _ZERO = Decimal(0)
-STORAGE_PLUGIN = "planes.storage"
-"""The plugin whose registry drives the scenarios when ``storage.enabled``."""
 STATE_FORMAT = 1
 
 
@@ -154,9 +152,7 @@ class StrategyManager:
         self._bus = ctx.bus
         self.clock_ms: Callable[[], int] = ctx.clock.now_ms
         self._symbols = config.market.symbols
-        self.registry_driven = (
-            config.storage.enabled and STORAGE_PLUGIN not in config.plugins.disabled
-        )
+        self.registry_driven = config.storage_on
         """True when ``state:registry`` (not ``control:command``) switches scenarios."""
         topics = {
             STRATEGY_SCENARIO_ENABLED.name,
