@@ -11,8 +11,13 @@ it stays idle and reads no keys. ``docs/execution.md`` has the full story; in sh
 * **Lifecycle.** ``submitted``, then ``accepted`` once Bybit took the order, or ``rejected``
   with Bybit's ``retMsg`` (``venue_rejected: ...``). Fills are not pushed by Bybit's REST API:
   ``poll()`` asks for every unfinished order and publishes the fills (and the cancellations) not
-  published yet; ``apply_order_update()`` does the same for one order record, so the private
-  WebSocket ``order`` topic (same record shape) can feed it later.
+  published yet; ``apply_order_update()`` does the same for one order record.
+* **Live fills** (``private_stream = true``): ``BybitPrivateStream``
+  (``planes/execution/bybit_private.py``) feeds ``order`` records to ``apply_order_update()``
+  and ``execution`` trades to ``apply_execution()``, and calls ``resync()`` (``poll()``) after
+  every (re)connect. A trade is booked once: by ``execId`` (the recent ones are remembered and
+  exported), and by its place in the order (``orderQty - leavesQty``) against what cumulative
+  records already booked, so an order record and its trade give the same state in either order.
 * **Retries** with exponential backoff and full jitter, only on transient failures: timeouts and
   connection errors, HTTP 429 and 5xx, and the retCodes in ``TRANSIENT_RET_CODES``. Business
   rejections (insufficient balance, bad quantity ...) are never retried. pybit's own retries are
@@ -30,18 +35,21 @@ it stays idle and reads no keys. ``docs/execution.md`` has the full story; in sh
   bounded by ``timeout_s``.
 
 Keys come from the environment variables named by ``api_key_env`` / ``api_secret_env``, read at
-construction; a missing one fails start-up naming the variable. They are handed to pybit only,
-never kept on this object or logged.
+construction; a missing one fails start-up naming the variable. They are handed to pybit (and
+to the private stream, which signs its logins with them) only, never kept on this object or
+logged.
 
 **Recovery** (``contracts.ports.Stateful``, key ``execution.bybit``): the state is every
-unfinished order (ids, symbol, side, type, quantity, price, status, cumulative fill figures) and
-every ``client_order_id`` seen. It changes only where the venue publishes, so it is rebuilt from
-its own ``exec:order_event`` alone: ``submitted`` tracks an order and its id, ``accepted`` of an
-order never submitted here adopts it, fills advance the cumulative figures (skipped when not
-ahead of them), and ``rejected`` / ``cancelled`` / ``filled`` end it. What no event carries is
-not kept: ``reduce_only`` (only placing needs it, and a restored order is never placed again),
-a pending cancel request, and the exact cumulative value (the replay sums the published fills,
-each priced to 28 digits).
+unfinished order (ids, symbol, side, type, quantity, price, status, cumulative fill figures),
+every ``client_order_id`` seen, and the last ``EXEC_IDS_KEPT`` execIds of the private stream.
+Apart from those ids it changes only where the venue publishes, so it is rebuilt from its own
+``exec:order_event`` alone: ``submitted`` tracks an order and its id, ``accepted`` of an order
+never submitted here adopts it, fills advance the cumulative figures (skipped when not ahead of
+them), and ``rejected`` / ``cancelled`` / ``filled`` end it. What no event carries is not kept:
+``reduce_only`` (only placing needs it, and a restored order is never placed again), a pending
+cancel request, the exact cumulative value (the replay sums the published fills, each priced to
+28 digits), and the execIds seen after the snapshot (a re-sent trade is still caught by its
+place in the order, see ``apply_execution``).
 
 **Reconciliation** (``contracts.ports.Reconciling``), after recovery and before market data:
 Bybit's open orders are compared with the state. A known order has its missed fills and end
@@ -83,6 +91,7 @@ from contracts.topics import (
 )
 from planes.config import BybitCategory, BybitExecutionSection, Config, ReconcilePolicy
 from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet
+from planes.execution.bybit_private import BybitPrivateStream, Execution
 
 log = structlog.get_logger("planes.execution.bybit")
 
@@ -114,6 +123,9 @@ ORDER_GONE_RET_CODES: Final = frozenset((110001, 110008, 170213))
 RATE_LIMIT_RESET_HEADER: Final = "X-Bapi-Limit-Reset-Timestamp"
 QUERY_PAGE: Final = 50
 MAX_PAGES: Final = 20
+EXEC_IDS_KEPT: Final = 2000
+"""How many recent execIds are remembered (and exported) to drop a trade delivered twice."""
+FOREIGN_IDS_KEPT: Final = 1000
 
 _ROUND = decimal.Context(prec=28)
 _ZERO = Decimal(0)
@@ -334,6 +346,15 @@ class BybitExecution:
         self.retries = 0
         self.duplicates = 0
         self.events = 0
+        self.exec_duplicates = 0
+        """Trades not booked because they were booked already (same execId, or covered)."""
+        self.foreign_records = 0
+        """Private stream records of orders this venue did not place (ignored)."""
+        self._exec_ids: dict[str, None] = {}
+        """Recent execIds, oldest first (a dict as an ordered set), at most ``EXEC_IDS_KEPT``."""
+        self._foreign_seen: set[str] = set()
+        self.stream: BybitPrivateStream | None = None
+        """The private WebSocket stream (``private_stream = true``), else None."""
         if self.active:
             self._groups = self._connect(os.environ if environ is None else environ)
 
@@ -361,6 +382,19 @@ class BybitExecution:
             http.retry_codes = set()  # set after __post_init__, which refills an empty set
             breaker = CircuitBreaker(group, cfg.breaker_failures, cfg.breaker_reset_s)
             groups[group] = _Group(group, http, breaker)
+        if cfg.private_stream:
+            self.stream = BybitPrivateStream(
+                self,
+                url=cfg.private_ws_url,
+                api_key=key,
+                api_secret=secret,
+                ping_interval_s=cfg.ping_interval_s,
+                pong_timeout_s=cfg.pong_timeout_s,
+                reply_timeout_s=cfg.timeout_s,
+                reconnect_initial_s=cfg.reconnect_initial_s,
+                reconnect_max_s=cfg.reconnect_max_s,
+                rng=self._rng,
+            )
         return groups
 
     def breaker(self, group: str) -> CircuitBreaker:
@@ -370,16 +404,29 @@ class BybitExecution:
     # -- component -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Take approved intents (only while ``execution.venue = "bybit"``)."""
+        """Take approved intents (only while ``execution.venue = "bybit"``); open the stream.
+
+        With ``private_stream`` on, waits for the private stream's first connection attempt;
+        raises ``BybitAuthError`` when Bybit refuses the key there.
+        """
         if not self.active:
             log.info("bybit_execution.idle", reason="execution.venue is not bybit")
             return
         self._bus.subscribe(RISK_APPROVED, self._on_approved)
         self._bus.subscribe(PORTFOLIO_POSITION, self._on_position)
-        log.info("bybit_execution.ready", base_url=self.config.base_url, category=self.category)
+        if self.stream is not None:
+            await self.stream.start()
+        log.info(
+            "bybit_execution.ready",
+            base_url=self.config.base_url,
+            category=self.category,
+            private_stream=self.stream.url if self.stream is not None else None,
+        )
 
     async def stop(self) -> None:
-        """Close the HTTP sessions. Working orders stay on Bybit (boot-time recovery finds them)."""
+        """Stop the stream, close the HTTP sessions. Working orders stay on Bybit."""
+        if self.stream is not None:
+            await self.stream.stop()
         for group in self._groups.values():
             group.http.client.close()
 
@@ -499,7 +546,7 @@ class BybitExecution:
                     return Wallet(self.quote, cash, _dec(coin.get("equity")) or cash)
         return Wallet(self.quote, _ZERO, _ZERO)
 
-    # -- fills: poll() now, the private WebSocket later ---------------------------------
+    # -- fills: the private WebSocket, and poll() ----------------------------------------
 
     async def poll(self) -> int:
         """Ask Bybit about every unfinished order; publish what changed. Returns the events.
@@ -532,17 +579,95 @@ class BybitExecution:
                     self._reject(state, reason)
         return self.events - before
 
+    async def resync(self) -> int:
+        """``poll()``: the private stream's catch-up over HTTP after every (re)connect."""
+        return await self.poll()
+
     def apply_order_update(self, record: Mapping[str, Any]) -> bool:
         """Apply one Bybit order record (REST order list item or private WS ``order`` item).
 
         Publishes the fills and the end state it shows that were not published yet. Records of
-        orders this venue did not place are ignored (False).
+        orders this venue did not place, or has finished with, are ignored (False).
         """
-        state = self._orders_by_link.get(str(record.get("orderLinkId") or ""))
+        link = str(record.get("orderLinkId") or "")
+        state = self._orders_by_link.get(link) if link else None
         if state is None:
+            self._not_followed(link, str(record.get("orderId") or ""), "order")
             return False
         self._apply(state, record)
         return True
+
+    def apply_execution(self, fill: Execution) -> bool:
+        """Book one trade of the private ``execution`` topic; False when nothing was published.
+
+        A trade is booked once: an ``execId`` seen before is dropped, and so is a trade that
+        cumulative figures (an ``order`` record, ``poll()``) already booked. Its place in the
+        order is ``orderQty - leavesQty``; one that does not follow on what is booked (an
+        earlier trade not seen yet) is left to the order's next cumulative record.
+        """
+        if fill.exec_id in self._exec_ids:
+            self.exec_duplicates += 1
+            log.debug("bybit.execution_duplicate", exec_id=fill.exec_id)
+            return False
+        link = fill.order_link_id
+        state = self._orders_by_link.get(link) if link else None
+        if state is None:
+            self._not_followed(link, fill.order_id, "execution")
+            return False
+        self._remember_exec(fill.exec_id)
+        end = (fill.order_qty or state.req.qty) - fill.leaves_qty
+        if end <= state.filled:
+            self.exec_duplicates += 1
+            log.debug("bybit.execution_covered", exec_id=fill.exec_id, order=state.req.order_id)
+            return False
+        if end - fill.qty != state.filled:
+            log.info(
+                "bybit.execution_out_of_order",
+                exec_id=fill.exec_id,
+                order_id=state.req.order_id,
+                booked=str(state.filled),
+                trade_ends_at=str(end),
+                qty=str(fill.qty),
+            )
+            return False
+        self._accept(state)
+        if fill.fee_currency and fill.fee_currency != state.template.fee_asset:
+            state.template = attrs.evolve(state.template, fee_asset=fill.fee_currency)
+        fee = max(fill.fee, _ZERO)  # a maker rebate is not a fee: the ledger books none
+        state.filled += fill.qty
+        state.notional += fill.qty * fill.price
+        state.fees += fee
+        done = state.filled >= state.req.qty
+        state.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
+        fill_figures = (fill.qty, fill.price, fee)
+        self._publish(state, state.status, fill=fill_figures, exchange_ts=fill.exec_time)
+        if done:
+            self._forget(state)
+        return True
+
+    def stream_alert(self, severity: Severity, code: str, message: str) -> None:
+        """Publish an alert of the private stream (group ``stream``)."""
+        self._alert(severity, code, message, "stream")
+
+    def _remember_exec(self, exec_id: str) -> None:
+        ids = self._exec_ids
+        ids[exec_id] = None
+        if len(ids) > EXEC_IDS_KEPT:
+            del ids[next(iter(ids))]
+
+    def _not_followed(self, link: str, order_id: str, topic: str) -> None:
+        """Log a stream record of an order this venue does not follow (once per foreign one)."""
+        if link and link in self._client_ids:
+            log.debug("bybit.finished_order_record", order_link_id=link, topic=topic)
+            return
+        self.foreign_records += 1
+        key = link or order_id
+        if key in self._foreign_seen:
+            return
+        if len(self._foreign_seen) >= FOREIGN_IDS_KEPT:
+            self._foreign_seen.clear()
+        self._foreign_seen.add(key)
+        log.info("bybit.foreign_order", order_id=order_id, order_link_id=link, topic=topic)
 
     # -- placing -------------------------------------------------------------------------
 
@@ -933,16 +1058,24 @@ class BybitExecution:
     # -- Stateful ------------------------------------------------------------------------
 
     def export_state(self) -> dict[str, Any]:
-        """Unfinished orders and seen client order ids (JSON-able)."""
-        return {
+        """Unfinished orders, seen client order ids and recent execIds (JSON-able).
+
+        ``exec_ids`` (oldest first, at most ``EXEC_IDS_KEPT``) is left out while there is none.
+        """
+        state: dict[str, Any] = {
             "open_orders": [_export(state) for state in self._orders_by_id.values()],
             "client_order_ids": sorted(self._client_ids),
         }
+        if self._exec_ids:
+            state["exec_ids"] = list(self._exec_ids)
+        return state
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
         """Replace the orders and seen ids with exported ones."""
         orders = [self._restored(item) for item in state["open_orders"]]
         self._client_ids = {str(c) for c in state["client_order_ids"]}
+        exec_ids = [str(e) for e in state.get("exec_ids", ())]
+        self._exec_ids = dict.fromkeys(exec_ids[-EXEC_IDS_KEPT:])
         self._orders_by_id, self._orders_by_link = {}, {}
         for order in orders:
             self._track(order)
