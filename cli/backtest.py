@@ -35,6 +35,7 @@ _ZERO = Decimal(0)
 # bar's volume does not cap a fill (reference engines have no such cap). --set overrides them.
 _BACKTEST_DEFAULTS = (
     "execution.max_volume_share=1e12",
+    "execution.cancel_on_stop=true",
     "risk.default_max_position=1e12",
     "risk.max_notional=1e15",
     "risk.max_gross_exposure=1e15",

@@ -367,6 +367,27 @@ class BybitExecutionSection:
     """Consecutive failures that open an endpoint group's circuit breaker."""
     breaker_reset_s: float = attrs.field(default=30.0, validator=_positive)
     """How long an open breaker refuses calls before letting one through."""
+    private_stream: bool = False
+    """Take fills and order updates live from the private WebSocket (else only ``poll()``)."""
+    private_ws_url: str = attrs.field(
+        default="wss://stream.bybit.com/v5/private", validator=_ws_url
+    )
+    """Testnet: ``wss://stream-testnet.bybit.com/v5/private``."""
+    ping_interval_s: float = attrs.field(default=20.0, validator=_positive)
+    pong_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    """A ping not answered within this long ends the connection (it is reconnected)."""
+    reconnect_initial_s: float = attrs.field(default=0.5, validator=_positive)
+    reconnect_max_s: float = attrs.field(default=30.0, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            reason = (
+                f"{self.reconnect_max_s} is below reconnect_initial_s {self.reconnect_initial_s}"
+            )
+            raise _BadValueError("reconnect_max_s", reason)
+        if self.pong_timeout_s >= self.ping_interval_s:
+            reason = f"{self.pong_timeout_s} must be below ping_interval_s {self.ping_interval_s}"
+            raise _BadValueError("pong_timeout_s", reason)
 
 
 @attrs.frozen
@@ -382,6 +403,11 @@ class ExecutionSection:
     """Fixed model: bps against the trader. Volume model: bps per 1 % of the bar's volume."""
     max_volume_share: float = attrs.field(default=1.0, validator=_positive)
     """Largest share of a bar's volume one order may fill in that bar (< 1: partial fills)."""
+    spot_buy_fee_in_base: bool = False
+    """Paper: charge a buy's fee in the base coin (the position gets less), as Bybit spot does."""
+    cancel_on_stop: bool = False
+    """Paper: cancel working orders at a graceful stop (``planes backtest`` does); else they are
+    kept, snapshotted and working again after a restart, as a venue keeps them."""
     bybit: BybitExecutionSection = attrs.field(factory=BybitExecutionSection)
 
 

@@ -7,19 +7,41 @@ Accounts, each with a balance in the quote currency (debits positive, credits ne
 ``cash``            the quote currency on hand (goes negative when buying on margin)
 ``asset:SYMBOL``    the base asset of a symbol, carried at cost; negative when short
 ``realized:SYMBOL`` price PnL realised on the symbol; credited with gains
-``fees``            trading fees paid; only ever debited
+``fees``            trading fees paid, valued in quote; only ever debited
+``fees:ASSET``      a memo account for fees in an asset the books cannot value (below):
+                    its balance stays 0, its legs carry the amount in ``ASSET``
 ==================  ================================================================
 
 Every fill posts one ``Entry`` whose legs sum to zero in quote terms:
 
-* the **asset leg** moves the symbol's quantity by the signed fill quantity; its amount is the
-  cost that enters (``qty * price`` for the part that opens or adds) or leaves (the average cost
-  of the part that reduces);
-* the **quote leg** moves cash by ``-signed_qty * price - fee`` (the fee is paid from cash);
-* the **fee leg** debits ``fees`` with the fee;
+* the **asset leg** moves the symbol's quantity by what the account received or gave: the signed
+  fill quantity, less a fee charged in the base asset; its amount is the cost that enters
+  (``qty * price`` for the part that opens or adds) or leaves (the average cost of the part that
+  reduces);
+* the **quote leg** moves cash by ``-signed_qty * price``, less a fee charged in quote;
+* the **fee leg** debits ``fees`` with the fee's value in quote;
 * the **realized leg**, only when the fill reduces a position, credits the gain: the proceeds
   of the reducing part minus the cost it releases (average-cost method). A fill that flips a
   position closes the old side at its average cost and opens the rest at the fill price.
+
+Fees, by the asset a venue charges them in (``fee_asset``; empty means the quote currency, which
+is what journals written before fee assets counted hold):
+
+* **quote** (``fee_asset`` is the ledger's ``quote``): paid from cash; the fee leg is the fee.
+* **base** (``fee_asset`` is the symbol's base asset, the symbol less its quote suffix: ``BTC``
+  of ``BTCUSDT``). Bybit spot charges a buy's fee so: buy 1 BTC with a fee of 0.001 BTC and
+  the position grows by 0.999, while cash pays for the whole 1. The fee reduces the asset
+  received (or, on a sell, takes that much more of the asset), and the fee leg records its
+  **value in quote at the fill price** (``fee * price``, 0.001 * price here), which is what
+  ``fees``, the positions' fees and the PnL identities below count. The position's cost enters
+  at the fill price too (``0.999 * price``): the fee is an expense, not part of the cost basis,
+  exactly as a quote fee is. A base fee must be smaller than the fill's quantity.
+* **any other asset** (BNB, MNT, ...): the books hold no price for it, so it is not converted.
+  The asset and quote legs are booked as for a fee of zero, the ``fees`` leg is 0, and a memo
+  leg on ``fees:ASSET`` (amount 0, ``qty`` the fee in that asset) records it; the per-asset total
+  is in ``unvalued_fees`` and in the export. Equity therefore leaves such fees out (it is
+  overstated by their value); the PositionManager alerts once per asset so that an operator
+  knows.
 
 Cash accounting is spot-like for both sides: selling short credits cash, buying back debits it.
 Hence, with ``mark`` the last price seen per symbol:
@@ -33,15 +55,18 @@ The one division, the share of cost a partial reduction releases, is rounded to 
 digits; the rounded amount is what is posted, so the books still balance exactly.
 
 ``export()`` gives the books as plain JSON (Decimals as exact strings): every balance, every
-position and the number of entries posted, but not the entries themselves (a snapshot must not
-grow with the history). ``Ledger.restore(exported)`` checks that the balances still sum to zero
-and agree with the positions, and rebuilds books equal to the exported ones; its ``entries``
-then hold only what is posted after the restore, numbered on from the exported count.
+position, the unvalued fees per asset and the number of entries posted, but not the entries
+themselves (a snapshot must not grow with the history). ``Ledger.restore(exported)`` checks that
+the balances still sum to zero and agree with the positions, and rebuilds books equal to the
+exported ones; its ``entries`` then hold only what is posted after the restore, numbered on from
+the exported count. An export without ``unvalued_fees`` (written before fee assets counted) has
+none.
 """
 
 from __future__ import annotations
 
 import decimal
+import enum
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -76,12 +101,36 @@ def realized_account(symbol: str) -> str:
     return f"realized:{symbol}"
 
 
+def fee_account(asset: str) -> str:
+    """The memo account of fees paid in ``asset``, an asset the books cannot value."""
+    return f"fees:{asset}"
+
+
+def base_asset(symbol: str, quote: str) -> str:
+    """``symbol``'s base asset: ``symbol`` less its ``quote`` suffix ("" when it has none)."""
+    if len(symbol) > len(quote) and symbol.upper().endswith(quote.upper()):
+        return symbol[: len(symbol) - len(quote)]
+    return ""
+
+
+class FeeKind(enum.StrEnum):
+    """How the ledger books a fee, by the asset it is charged in (see the module docstring)."""
+
+    QUOTE = "quote"
+    """Paid from cash."""
+    BASE = "base"
+    """Taken from the asset traded; valued in quote at the fill price."""
+    OTHER = "other"
+    """Not valued: kept per asset in ``Ledger.unvalued_fees``."""
+
+
 @attrs.frozen
 class Leg:
     """One line of an entry: ``amount`` (quote, debit positive) on ``account``.
 
-    ``qty`` is the change in the account's own units: base quantity for an asset leg, quote for
-    the others (then equal to ``amount``).
+    ``qty`` is the change in the account's own units: base quantity for an asset leg, the fee's
+    asset for a ``fees:ASSET`` memo leg (whose amount is 0), quote for the others (then equal to
+    ``amount``).
     """
 
     account: str
@@ -120,7 +169,7 @@ class Position:
         self.realized = ZERO
         """Realised price PnL of the symbol so far, gross of fees."""
         self.fees = ZERO
-        """Fees paid on the symbol's fills."""
+        """Fees paid on the symbol's fills, valued in quote (unvalued ones left out)."""
         self.mark = ZERO
         """The last price seen (a mark, or the last fill when no mark came yet)."""
         self.avg_price = ZERO
@@ -158,6 +207,9 @@ class Ledger:
         self.starting_cash = cash
         self.cash = cash
         self.fees = ZERO
+        """Fees paid, valued in quote (quote fees, and base fees at their fill prices)."""
+        self.unvalued_fees: dict[str, Decimal] = {}
+        """Fees paid in assets the books cannot value, per asset (upper case), in that asset."""
         self.realized = ZERO
         self.entries: list[Entry] = []
         """The entries posted by this object (after a restore: since the restore)."""
@@ -209,6 +261,15 @@ class Ledger:
         """``cash + sum(qty * mark)``; ``marks`` overrides some marks (the books keep theirs)."""
         return _EXACT.add(self.cash, self.market_value(marks))
 
+    def fee_kind(self, symbol: str, fee_asset: str) -> FeeKind:
+        """How a fee in ``fee_asset`` on a fill of ``symbol`` is booked ("" means quote)."""
+        asset = fee_asset.upper()
+        if not asset or asset == self.quote.upper():
+            return FeeKind.QUOTE
+        if asset == base_asset(symbol, self.quote).upper():
+            return FeeKind.BASE
+        return FeeKind.OTHER
+
     def valuation(self, symbol: str) -> tuple[Position, Decimal, Decimal]:
         """``symbol``'s position, its unrealised PnL and the equity, in one pass."""
         ex = _EXACT
@@ -236,31 +297,27 @@ class Ledger:
         price: Decimal,
         fee: Decimal = ZERO,
         *,
+        fee_asset: str = "",
         ts: int = 0,
         ref: str = "",
     ) -> Entry:
-        """Book a fill of ``qty`` (> 0) at ``price`` (> 0) paying ``fee`` (>= 0) in quote.
+        """Book a fill of ``qty`` (> 0) at ``price`` (> 0) paying ``fee`` (>= 0) in ``fee_asset``.
 
-        Returns the posted entry. The fill price becomes the mark when none was seen yet.
+        ``fee_asset`` is the quote currency when empty; a fee in the base asset must be smaller
+        than ``qty``; see the module docstring for each kind. Returns the posted entry. The fill
+        price becomes the mark when none was seen yet.
         """
-        if not (qty.is_finite() and qty > 0):
-            msg = f"fill qty must be > 0, got {qty}"
-            raise ValueError(msg)
-        if not (price.is_finite() and price > 0):
-            msg = f"fill price must be > 0, got {price}"
-            raise ValueError(msg)
-        if not (fee.is_finite() and fee >= 0):
-            msg = f"fees are never negative, got {fee}"
-            raise ValueError(msg)
+        _check_fill(qty, price, fee)
         ex = _EXACT
-        pos = self._position(symbol)
         signed = qty if side is Side.BUY else ex.minus(qty)
+        kind, moved, cash_amount, fee_value = self._fee_terms(symbol, signed, price, fee, fee_asset)
+        pos = self._position(symbol)
         old = pos.qty
-        if old == 0 or (old > 0) == (signed > 0):
+        if old == 0 or (old > 0) == (moved > 0):
             closing = ZERO
         else:
-            closing = signed if ex.abs(signed) <= ex.abs(old) else ex.minus(old)
-        opening = ex.subtract(signed, closing)
+            closing = moved if ex.abs(moved) <= ex.abs(old) else ex.minus(old)
+        opening = ex.subtract(moved, closing)
         legs: list[Leg] = []
         asset_amount = ex.multiply(opening, price)
         if closing:
@@ -274,21 +331,44 @@ class Ledger:
             gain = ex.minus(realized_amount)
             pos.realized = ex.add(pos.realized, gain)
             self.realized = ex.add(self.realized, gain)
-        cash_amount = ex.subtract(ex.minus(ex.multiply(signed, price)), fee)
         legs[:0] = (
-            Leg(asset_account(symbol), asset_amount, signed),
+            Leg(asset_account(symbol), asset_amount, moved),
             Leg(CASH, cash_amount, cash_amount),
-            Leg(FEES, fee, fee),
+            Leg(FEES, fee_value, fee_value),
         )
-        pos.qty = ex.add(old, signed)
+        if kind is FeeKind.OTHER:
+            asset = fee_asset.upper()
+            legs.append(Leg(fee_account(asset), ZERO, fee))
+            unvalued = self.unvalued_fees
+            unvalued[asset] = ex.add(unvalued.get(asset, ZERO), fee)
+        pos.qty = ex.add(old, moved)
         pos.cost = ex.add(pos.cost, asset_amount)
         pos.avg_price = _ROUND.divide(pos.cost, pos.qty) if pos.qty else ZERO
-        pos.fees = ex.add(pos.fees, fee)
+        pos.fees = ex.add(pos.fees, fee_value)
         if not pos.mark:
             pos.mark = price
         self.cash = ex.add(self.cash, cash_amount)
-        self.fees = ex.add(self.fees, fee)
+        self.fees = ex.add(self.fees, fee_value)
         return self._post(ts, ref, tuple(legs))
+
+    def _fee_terms(
+        self, symbol: str, signed: Decimal, price: Decimal, fee: Decimal, fee_asset: str
+    ) -> tuple[FeeKind, Decimal, Decimal, Decimal]:
+        """How a fill's fee is booked: ``(kind, position change, cash change, fee leg)``.
+
+        ``signed`` is the fill's signed quantity; see the module docstring for each kind.
+        """
+        ex = _EXACT
+        cash = ex.minus(ex.multiply(signed, price))
+        kind = self.fee_kind(symbol, fee_asset) if fee else FeeKind.QUOTE
+        if kind is FeeKind.QUOTE:
+            return kind, signed, ex.subtract(cash, fee), fee
+        if kind is FeeKind.BASE:
+            if fee >= ex.abs(signed):
+                msg = f"a fee of {fee} {fee_asset} takes the whole fill of {abs(signed)} {symbol}"
+                raise ValueError(msg)
+            return kind, ex.subtract(signed, fee), cash, ex.multiply(fee, price)
+        return kind, signed, cash, ZERO
 
     def _position(self, symbol: str) -> Position:
         pos = self._positions.get(symbol)
@@ -314,6 +394,7 @@ class Ledger:
             "starting_cash": str(self.starting_cash),
             "cash": str(self.cash),
             "fees": str(self.fees),
+            "unvalued_fees": {asset: str(fee) for asset, fee in self.unvalued_fees.items()},
             "realized": str(self.realized),
             "entries": self.posted,
             "balances": {account: str(amount) for account, amount in self._balances.items()},
@@ -338,6 +419,8 @@ class Ledger:
         ledger.posted = int(state["entries"])
         ledger.cash = _decimal(state, "cash")
         ledger.fees = _decimal(state, "fees")
+        unvalued = state.get("unvalued_fees", {})  # absent from exports older than fee assets
+        ledger.unvalued_fees = {str(k): _decimal(unvalued, k) for k in unvalued}
         ledger.realized = _decimal(state, "realized")
         balances = state["balances"]
         ledger._balances = {str(k): _decimal(balances, k) for k in balances}
@@ -369,6 +452,10 @@ class Ledger:
             CASH: self.cash,
             FEES: self.fees,
         }
+        for asset, fee in self.unvalued_fees.items():
+            expected[fee_account(asset)] = ZERO  # a memo account: its legs carry no quote
+            if not fee > 0:
+                problems.append(f"unvalued fees in {asset} are {fee}, not > 0")
         realized = fees = ZERO
         for pos in self._positions.values():
             expected[asset_account(pos.symbol)] = pos.cost
@@ -383,13 +470,26 @@ class Ledger:
                 problems.append(f"account {account} holds {got}, the books say {amount}")
         strays = sorted(set(balances) - set(expected))
         if strays:
-            problems.append(f"accounts without a position: {', '.join(strays)}")
+            problems.append(f"accounts no position or fee explains: {', '.join(strays)}")
         if realized != self.realized:
             problems.append(f"realized is {self.realized}, the positions sum to {realized}")
         if fees != self.fees:
             problems.append(f"fees are {self.fees}, the positions paid {fees}")
         if problems:
             raise ValueError("ledger state does not add up: " + "; ".join(problems))
+
+
+def _check_fill(qty: Decimal, price: Decimal, fee: Decimal) -> None:
+    """Raise ``ValueError`` unless ``qty`` and ``price`` are > 0 and ``fee`` >= 0 (all finite)."""
+    if not (qty.is_finite() and qty > 0):
+        msg = f"fill qty must be > 0, got {qty}"
+        raise ValueError(msg)
+    if not (price.is_finite() and price > 0):
+        msg = f"fill price must be > 0, got {price}"
+        raise ValueError(msg)
+    if not (fee.is_finite() and fee >= 0):
+        msg = f"fees are never negative, got {fee}"
+        raise ValueError(msg)
 
 
 def _decimal(fields: Mapping[str, Any], key: str) -> Decimal:

@@ -22,7 +22,10 @@ Orders, fills and timing (``docs/execution.md`` has the full story):
   ``max(open, stop)`` / ``min(open, stop)``; from then on they are market orders. Taker fee.
   A bar without volume neither fills nor triggers them (nothing traded through the stop).
 * **Fees** are bps of the fill's notional, taker for market and stop fills, maker for limit
-  fills, charged in the quote currency. **Slippage** (market and stop fills) moves the price
+  fills, charged in the quote currency; with ``execution.spot_buy_fee_in_base`` a buy's fee is
+  charged in the base coin instead (that share of its quantity, ``fee_asset`` the base: 1 BTC
+  bought at 5.5 bps pays 0.00055 BTC and the position grows by 0.99945), as Bybit spot does.
+  **Slippage** (market and stop fills) moves the price
   against the trader: ``fixed`` by ``slippage_bps``, ``volume`` by ``slippage_bps`` per 1 % of the
   bar's volume the fill takes.
 * **Partial fills**: one order fills at most ``max_volume_share * volume`` of a bar; the rest
@@ -31,8 +34,11 @@ Orders, fills and timing (``docs/execution.md`` has the full story):
 * **Reduce-only** orders never grow ``|position|`` (the venue's own position): rejected when
   they would open or add, clipped to the position at acceptance, and cancelled (reason
   ``reduce_only``) when the position is gone by the time they fill.
-* Orders stay working until filled, cancelled through ``cancel()``, or cancelled at shutdown
-  (reason ``shutdown``). A new intent never cancels older orders.
+* Orders stay working until filled or cancelled through ``cancel()``; a new intent never cancels
+  older orders. At a graceful stop they are cancelled (reason ``shutdown``) only with
+  ``execution.cancel_on_stop`` (what ``planes backtest`` sets); by default they are left working,
+  so the storage plane's shutdown snapshot holds them and the next run on the same data dir
+  resumes them, as a venue keeps a stopped client's orders.
 
 Under the real-time clock (live paper) it also follows ``market:ticker`` to mark its own book for
 ``positions()`` and ``wallet()``; fills still come from closed bars.
@@ -69,7 +75,7 @@ from contracts.risk import ApprovedIntent
 from contracts.topics import EXEC_ORDER_EVENT, MARKET_KLINE, MARKET_TICKER, RISK_APPROVED
 from planes.config import Config, FillModel, SlippageModel
 from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet
-from planes.execution.ledger import ZERO, Ledger
+from planes.execution.ledger import ZERO, Ledger, base_asset
 
 log = structlog.get_logger("planes.execution.paper")
 
@@ -165,6 +171,8 @@ class PaperExecution:
         self._slippage_bps = Decimal(repr(execution.slippage_bps))
         self._slippage = self._slippage_bps.scaleb(-4)
         self._share = Decimal(repr(execution.max_volume_share))
+        self._buy_fee_in_base = execution.spot_buy_fee_in_base
+        self._cancel_on_stop = execution.cancel_on_stop
         self._bars: dict[str, KlineEvent] = {}
         self._prices: dict[str, Decimal] = {}
         self._working: dict[str, list[_Order]] = {}
@@ -192,7 +200,11 @@ class PaperExecution:
             bus.subscribe(MARKET_TICKER, self._on_ticker)
 
     async def stop(self) -> None:
-        """Cancel what is still working (reason ``shutdown``)."""
+        """With ``cancel_on_stop``, cancel what is still working (``shutdown``); else keep it."""
+        if not self._cancel_on_stop:
+            if self._by_id:
+                log.info("paper.orders_kept", working=len(self._by_id))
+            return
         for order in list(self._by_id.values()):
             self._cancel(order, f"{OrderReason.SHUTDOWN}: the runtime is stopping")
 
@@ -390,14 +402,17 @@ class PaperExecution:
             return  # no volume to trade against: the order stays working
         if taker:
             price = self._slipped(price, buy, qty, bar.volume)
-        fee = qty * price * (self._taker if taker else self._maker)
-        done = self._book_fill(order, qty, price, fee, ts)
+        rate = self._taker if taker else self._maker
+        base = base_asset(req.symbol, self.quote) if buy and self._buy_fee_in_base else ""
+        fee, fee_asset = (qty * rate, base) if base else (qty * price * rate, self.quote)
+        done = self._book_fill(order, qty, price, fee, ts, fee_asset=fee_asset)
         self._publish(
             order,
             order.status,
             last_qty=qty,
             last_price=price,
             fee=fee,
+            fee_asset=fee_asset,
             exchange_ts=ts,
         )
         if done:
@@ -406,7 +421,7 @@ class PaperExecution:
             self._cancel(order, f"{OrderReason.REDUCE_ONLY}: the position is closed")
 
     def _book_fill(
-        self, order: _Order, qty: Decimal, price: Decimal, fee: Decimal, ts: int
+        self, order: _Order, qty: Decimal, price: Decimal, fee: Decimal, ts: int, *, fee_asset: str
     ) -> bool:
         """Add one fill to ``order`` and to the book; True when the order is now filled."""
         req = order.req
@@ -416,7 +431,8 @@ class PaperExecution:
         if req.order_type is OrderType.STOP:
             order.triggered = True  # a market order from now on
         self.fills += 1
-        self.book.fill(req.symbol, req.side, qty, price, fee, ts=ts, ref=req.order_id)
+        symbol, ref = req.symbol, req.order_id
+        self.book.fill(symbol, req.side, qty, price, fee, fee_asset=fee_asset, ts=ts, ref=ref)
         done = order.filled >= order.qty
         order.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
         return done
@@ -452,6 +468,7 @@ class PaperExecution:
         last_qty: Decimal | None = None,
         last_price: Decimal | None = None,
         fee: Decimal = ZERO,
+        fee_asset: str = "",
         exchange_ts: int | None = None,
     ) -> OrderEvent:
         req = order.req
@@ -471,7 +488,7 @@ class PaperExecution:
             last_fill_qty=last_qty,
             last_fill_price=last_price,
             fee=fee,
-            fee_asset=self.quote,
+            fee_asset=fee_asset or self.quote,
             intent_id=req.intent_id,
             scenario_id=req.scenario_id,
             reason=reason,
@@ -487,6 +504,7 @@ class PaperExecution:
         last_qty: Decimal | None = None,
         last_price: Decimal | None = None,
         fee: Decimal = ZERO,
+        fee_asset: str = "",
         exchange_ts: int | None = None,
     ) -> None:
         event = self._event(
@@ -496,6 +514,7 @@ class PaperExecution:
             last_qty=last_qty,
             last_price=last_price,
             fee=fee,
+            fee_asset=fee_asset,
             exchange_ts=exchange_ts,
         )
         self._bus.publish(EXEC_ORDER_EVENT, event)
@@ -578,7 +597,7 @@ class PaperExecution:
                 return  # the restored state holds this fill already
             ts = event.exchange_ts if event.exchange_ts is not None else event.meta.ts
             qty, price = event.last_fill_qty, event.last_fill_price
-            if self._book_fill(order, qty, price, event.fee, ts):
+            if self._book_fill(order, qty, price, event.fee, ts, fee_asset=event.fee_asset):
                 self._forget(order)
                 self._sweep(order.req.symbol)
 

@@ -13,8 +13,14 @@ outside the books, and a fill that opens a position from flat is marked at that 
 (at the fill price when no close came since the start). Every other mark comes from a closed bar
 of an open position and is published, so the books change only with a fill or a published mark.
 Fills are booked once per order and cumulative filled quantity: an event whose ``filled_qty``
-does not exceed what was already booked for its order (a duplicate, a replay) is skipped. Fees
-are booked in the quote currency, which is what the paper venue charges.
+does not exceed what was already booked for its order (a duplicate, a replay) is skipped.
+
+Fees are booked by the event's ``fee_asset`` (``planes.execution.ledger`` has the details): in
+the quote currency (or empty: older journals) from cash; in the symbol's base asset (Bybit spot
+buys) by reducing the quantity received, valued in quote at the fill price; in any other asset
+(BNB, MNT, ...) not converted, but kept per asset in the ledger's ``unvalued_fees``. The first
+such fee per asset in a run is logged (``portfolio.unvalued_fee``) and raised as a warning
+``observability:alert`` (code ``unvalued_fee``): the equity leaves it out.
 
 Recovery (``contracts.ports.Stateful``, key ``execution.portfolio``): the state is the ledger's
 export plus the quantity booked per order and the fill count. It is rebuilt from
@@ -30,12 +36,23 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Final
 
+import structlog
+
+from contracts.enums import Severity
 from contracts.execution import OrderEvent, PositionUpdate
 from contracts.market import KlineEvent
 from contracts.ports import ComponentContext
-from contracts.topics import EXEC_ORDER_EVENT, MARKET_KLINE, PORTFOLIO_POSITION
+from contracts.system import Alert
+from contracts.topics import (
+    EXEC_ORDER_EVENT,
+    MARKET_KLINE,
+    OBSERVABILITY_ALERT,
+    PORTFOLIO_POSITION,
+)
 from planes.config import Config
-from planes.execution.ledger import ZERO, Ledger
+from planes.execution.ledger import ZERO, FeeKind, Ledger
+
+log = structlog.get_logger("planes.execution.positions")
 
 STATE_KEY: Final = "execution.portfolio"
 
@@ -60,6 +77,8 @@ class PositionManager:
         """The latest close of every symbol: market data, not state (never exported)."""
         self.fills = 0
         self.updates = 0
+        self._unvalued_seen: set[str] = set()
+        """Assets whose unvalued fees were already reported in this run."""
 
     async def start(self) -> None:
         """Follow fills and closed bars."""
@@ -72,6 +91,8 @@ class PositionManager:
     def _on_order(self, event: OrderEvent) -> None:
         if self._book(event):
             self._publish(event.symbol, event.meta.correlation_id)
+            if event.fee and event.fee_asset.upper() not in self._unvalued_seen:
+                self._report_unvalued(event)
 
     def _book(self, event: OrderEvent) -> bool:
         """Book the fill ``event`` reports, once; True when it moved the books."""
@@ -81,19 +102,54 @@ class PositionManager:
         order_id = event.order_id
         if event.filled_qty <= self._booked.get(order_id, ZERO):
             return False
-        self._booked[order_id] = event.filled_qty
         symbol = event.symbol
         ledger = self.ledger
         if symbol not in self._open:
             ledger.mark(symbol, self._closes.get(symbol, price))
         ts = event.exchange_ts if event.exchange_ts is not None else event.meta.ts
-        ledger.fill(symbol, event.side, qty, price, event.fee, ts=ts, ref=order_id)
+        ledger.fill(
+            symbol,
+            event.side,
+            qty,
+            price,
+            event.fee,
+            fee_asset=event.fee_asset,
+            ts=ts,
+            ref=order_id,
+        )
+        self._booked[order_id] = event.filled_qty  # only once the ledger took the fill
         self.fills += 1
         if ledger.position(symbol).qty:
             self._open.add(symbol)
         else:
             self._open.discard(symbol)
         return True
+
+    def _report_unvalued(self, event: OrderEvent) -> None:
+        """Log and alert the first fee of a run in an asset the ledger cannot value."""
+        if self.ledger.fee_kind(event.symbol, event.fee_asset) is not FeeKind.OTHER:
+            return
+        asset = event.fee_asset.upper()
+        self._unvalued_seen.add(asset)
+        total = self.ledger.unvalued_fees[asset]
+        log.warning(
+            "portfolio.unvalued_fee",
+            asset=asset,
+            fee=str(event.fee),
+            total=str(total),
+            order_id=event.order_id,
+        )
+        message = (
+            f"a fill of {event.symbol} ({event.order_id}) paid its fee of {event.fee} in {asset}, "
+            f"which the {self.ledger.quote} books cannot value: kept apart (unvalued_fees "
+            f"{asset} = {total}), left out of equity; reported once per asset and run"
+        )
+        bus = self._bus
+        labels = {"asset": asset, "symbol": event.symbol}
+        alert = Alert(
+            bus.meta(event.meta.correlation_id), Severity.WARNING, "unvalued_fee", message, labels
+        )
+        bus.publish(OBSERVABILITY_ALERT, alert)
 
     def _on_kline(self, bar: KlineEvent) -> None:
         if not bar.closed:

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import attrs
 import pytest
+from structlog.testing import capture_logs
 
 from contracts.enums import OrderStatus, OrderType, Side
 from contracts.market import TickerEvent
@@ -387,7 +388,7 @@ async def test_a_second_approval_of_the_same_intent_is_not_a_second_order() -> N
 
 
 async def test_cancel_open_orders_and_shutdown() -> None:
-    b = await bench()
+    b = await bench("execution.cancel_on_stop=true")
     b.bar(100, 100, 100, 100)
     one = b.approve(Side.BUY, 1, OrderType.LIMIT, limit="90")
     two = b.approve(Side.SELL, 1, OrderType.LIMIT, limit="110")
@@ -402,6 +403,50 @@ async def test_cancel_open_orders_and_shutdown() -> None:
     assert b.statuses(two.order_id) == [S.SUBMITTED, S.ACCEPTED, S.CANCELLED]
     assert b.of(two.order_id)[-1].reason.startswith("shutdown: ")
     assert await b.paper.open_orders() == []
+
+
+async def test_a_graceful_stop_keeps_working_orders_by_default() -> None:
+    b = await bench()
+    b.bar(100, 100, 100, 100)
+    one = b.approve(Side.BUY, 1, OrderType.LIMIT, limit="90")
+    two = b.approve(Side.SELL, 1, OrderType.STOP, stop="95")
+    before = b.paper.export_state()
+    with capture_logs() as logs:
+        await b.paper.stop()
+    assert [e.status for e in b.orders] == [S.SUBMITTED, S.ACCEPTED] * 2  # no cancellation
+    assert [o.order_id for o in await b.paper.open_orders()] == [one.order_id, two.order_id]
+    assert b.paper.export_state() == before  # what the shutdown snapshot holds
+    assert b.paper.cancelled == 0
+    assert [(e["event"], e["working"]) for e in logs] == [("paper.orders_kept", 2)]
+
+
+async def test_spot_buy_fees_in_the_base_coin() -> None:
+    b = await bench("execution.spot_buy_fee_in_base=true", "execution.fee_bps_taker=10")
+    b.bar(100, 100, 100, 100)
+    b.approve(Side.BUY, 2)
+    b.bar(100, 101, 99, 100)
+    (buy,) = b.fills()
+    assert (buy.fee, buy.fee_asset) == (D("0.002"), "BTC")  # 10 bps of the 2 BTC bought
+    assert b.paper.book.position("BTCUSDT").qty == D("1.998")
+    ledger = b.positions.ledger
+    assert (ledger.position("BTCUSDT").qty, ledger.cash) == (D("1.998"), D(9_800))
+    assert ledger.fees == D("0.2")  # 0.002 BTC at 100
+    b.approve(Side.SELL, "1.998", OrderType.LIMIT, limit="110")  # maker fee: 2 bps, in USDT
+    b.bar(110, 111, 109, 110)
+    sell = b.fills()[-1]
+    assert (sell.fee, sell.fee_asset) == (D("1.998") * 110 * D("0.0002"), "USDT")
+    assert ledger.position("BTCUSDT").qty == 0
+    assert ledger.equity() == D(10_000) + D("1.998") * 10 - D("0.2") - sell.fee
+    assert b.paper.book.balances == ledger.balances  # the venue's own books agree
+
+
+async def test_spot_buy_fees_stay_in_quote_for_a_symbol_without_the_quote_suffix() -> None:
+    b = await bench("execution.spot_buy_fee_in_base=true", "execution.fee_bps_taker=10")
+    b.bar(100, 100, 100, 100, symbol="BTCPERP")
+    b.approve(Side.BUY, 1, symbol="BTCPERP")
+    b.bar(100, 100, 100, 100, symbol="BTCPERP")
+    (fill,) = b.fills()
+    assert (fill.fee, fill.fee_asset) == (D("0.1"), "USDT")
 
 
 async def test_submit_through_the_adapter_port() -> None:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
 
 import attrs
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
+from contracts.converter import CONVERTER
 from contracts.enums import OrderStatus, OrderType, Side
 from contracts.execution import OrderEvent, PositionUpdate
 from contracts.rights import rights_for
-from contracts.topics import EXEC_ORDER_EVENT
+from contracts.system import Alert
+from contracts.topics import EXEC_ORDER_EVENT, OBSERVABILITY_ALERT
+from planes.bus import PlaneHandle
 from tests.planes.execution.harness import Bench, D
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -106,6 +111,144 @@ async def test_fills_from_any_venue_are_booked_once() -> None:
     assert ledger.cash == D(10_000) - 6000 - D("3.3")
 
 
+def venue_of(b: Bench) -> PlaneHandle:
+    source, rights = rights_for("execution")
+    return b.bus.handle("execution", source, rights)
+
+
+def bybit_fill(
+    venue: PlaneHandle,
+    order_id: str,
+    side: Side,
+    qty: str,
+    price: str,
+    *,
+    fee: str,
+    fee_asset: str,
+    symbol: str = "BTCUSDT",
+) -> OrderEvent:
+    """One whole fill of a market order, as the Bybit venue reports it."""
+    return OrderEvent(
+        venue.meta(f"c-{order_id}"),
+        order_id=order_id,
+        client_order_id=f"pb-{order_id}",
+        venue="bybit",
+        symbol=symbol,
+        side=side,
+        order_type=OrderType.MARKET,
+        status=OrderStatus.FILLED,
+        qty=D(qty),
+        filled_qty=D(qty),
+        last_fill_qty=D(qty),
+        last_fill_price=D(price),
+        fee=D(fee),
+        fee_asset=fee_asset,
+    )
+
+
+async def test_a_spot_buy_fee_in_the_base_coin_shrinks_the_position() -> None:
+    b = await bench()
+    venue = venue_of(b)
+    venue.publish(
+        EXEC_ORDER_EVENT,
+        bybit_fill(venue, "o-1", Side.BUY, "1", "100", fee="0.001", fee_asset="BTC"),
+    )
+    (update,) = b.updates
+    assert (update.qty, update.avg_price, update.cash) == (D("0.999"), D(100), D(9_900))
+    assert update.equity == D(10_000) - D("0.1")  # the fee: 0.001 BTC at 100
+    assert b.positions.ledger.fees == D("0.1")
+    sell = bybit_fill(venue, "o-2", Side.SELL, "0.999", "100", fee="0.0999", fee_asset="USDT")
+    venue.publish(EXEC_ORDER_EVENT, sell)
+    assert b.updates[-1].qty == 0
+    assert b.updates[-1].equity == D(10_000) - D("0.1") - D("0.0999")
+
+
+async def test_an_old_event_without_a_fee_asset_pays_in_quote() -> None:
+    b = await bench()
+    venue = venue_of(b)
+    venue.publish(
+        EXEC_ORDER_EVENT, bybit_fill(venue, "o-1", Side.BUY, "1", "100", fee="0.5", fee_asset="")
+    )
+    assert (b.updates[-1].qty, b.updates[-1].cash) == (D(1), D(10_000) - 100 - D("0.5"))
+
+
+async def test_a_fee_in_another_coin_is_kept_apart_and_alerted_once_per_coin() -> None:
+    b = await bench()
+    alerts: list[Alert] = []
+    b.bus.subscribe(OBSERVABILITY_ALERT, alerts.append)
+    venue = venue_of(b)
+    with capture_logs() as logs:
+        for n, asset in enumerate(("BNB", "BNB", "MNT", "USDT", "BTC")):
+            fill = bybit_fill(venue, f"o-{n}", Side.BUY, "1", "100", fee="0.01", fee_asset=asset)
+            venue.publish(EXEC_ORDER_EVENT, fill)
+    ledger = b.positions.ledger
+    assert ledger.unvalued_fees == {"BNB": D("0.02"), "MNT": D("0.01")}
+    assert ledger.fees == D("0.01") + D("1")  # the USDT fee, and 0.01 BTC at 100
+    assert ledger.position("BTCUSDT").qty == D(5) - D("0.01")
+    assert ledger.cash == D(10_000) - 500 - D("0.01")
+    assert [(a.code, a.severity.value, a.labels["asset"]) for a in alerts] == [
+        ("unvalued_fee", "warning", "BNB"),
+        ("unvalued_fee", "warning", "MNT"),
+    ]
+    assert "left out of equity" in alerts[0].message
+    assert alerts[0].meta.correlation_id == "c-o-0"
+    warned = [e for e in logs if e["event"] == "portfolio.unvalued_fee"]
+    assert [(e["asset"], e["total"]) for e in warned] == [("BNB", "0.01"), ("MNT", "0.01")]
+    exported = b.positions.export_state()
+    assert exported["ledger"]["unvalued_fees"] == {"BNB": "0.02", "MNT": "0.01"}
+    # A restart rebuilds the same books from the snapshot, or from the journaled events alone.
+    again = Bench()
+    again.positions.restore_state(json.loads(json.dumps(exported)))
+    assert again.positions.export_state() == exported
+    replayed = Bench()
+    for event in (e for e in b.orders if e.last_fill_qty):
+        decoded = CONVERTER.loads(CONVERTER.dumps(event), OrderEvent)
+        replayed.positions.replay_event(EXEC_ORDER_EVENT.name, decoded)
+    assert replayed.positions.export_state() == exported
+
+
+OLD_STATE = {
+    "ledger": {
+        "quote": "USDT",
+        "starting_cash": "10000",
+        "cash": "9799.9",
+        "fees": "0.1",
+        "realized": "0",
+        "entries": 2,
+        "balances": {"cash": "9799.9", "capital": "-10000", "asset:BTCUSDT": "200", "fees": "0.1"},
+        "positions": {
+            "BTCUSDT": {
+                "qty": "2",
+                "cost": "200",
+                "avg_price": "100",
+                "realized": "0",
+                "fees": "0.1",
+                "mark": "102",
+            }
+        },
+    },
+    "booked": {"sc-1:i-1": "2"},
+    "fills": 1,
+}
+"""``execution.portfolio`` as a snapshot written before fee assets counted held it."""
+
+
+async def test_a_snapshot_from_before_fee_assets_restores_and_books_on() -> None:
+    b = await bench()
+    b.positions.restore_state(OLD_STATE)
+    assert b.positions.ledger.position("BTCUSDT").qty == 2
+    venue = venue_of(b)
+    venue.publish(
+        EXEC_ORDER_EVENT,
+        bybit_fill(venue, "o-9", Side.BUY, "1", "100", fee="0.001", fee_asset="BTC"),
+    )
+    assert b.positions.ledger.position("BTCUSDT").qty == D("2.999")
+    assert b.positions.ledger.fees == D("0.2")
+    state = b.positions.export_state()
+    assert state["ledger"]["unvalued_fees"] == {}
+    assert state["booked"] == {"sc-1:i-1": "2", "o-9": "1"}
+
+
 @attrs.frozen
 class Bar:
     symbol: str
@@ -137,8 +280,8 @@ orders = st.builds(
 )
 
 
-def run(steps: list[Bar | Order]) -> Bench:
-    b = Bench("execution.max_volume_share=0.5", "execution.slippage_bps=3")
+def run(steps: list[Bar | Order], *sets: str) -> Bench:
+    b = Bench("execution.max_volume_share=0.5", "execution.slippage_bps=3", *sets)
     asyncio.run(b.start())
     for step in steps:
         if isinstance(step, Bar):
@@ -160,11 +303,11 @@ def run(steps: list[Bar | Order]) -> Bench:
     return b
 
 
-@given(st.lists(st.one_of(bars, orders), min_size=6, max_size=40))
+@given(st.lists(st.one_of(bars, orders), min_size=6, max_size=40), st.booleans())
 def test_every_update_agrees_with_the_ledger_and_the_venues_own_books(
-    steps: list[Bar | Order],
+    steps: list[Bar | Order], base_fees: bool
 ) -> None:
-    b = run(steps)
+    b = run(steps, f"execution.spot_buy_fee_in_base={str(base_fees).lower()}")
     ledger = b.positions.ledger
     latest: dict[str, PositionUpdate] = {}
     for update in b.updates:
@@ -177,8 +320,13 @@ def test_every_update_agrees_with_the_ledger_and_the_venues_own_books(
     start = D(10_000)
     assert ledger.equity() - start == ledger.realized + ledger.unrealized() - ledger.fees
     fills = b.fills()
-    assert ledger.fees == sum((f.fee for f in fills), Decimal(0))
+    # A buy's fee in the base coin is valued at its fill price; every other fee is in quote.
+    values = [f.fee * (f.last_fill_price or 0) if f.fee_asset != "USDT" else f.fee for f in fills]
+    assert ledger.fees == sum(values, Decimal(0))
     assert all(f.fee >= 0 for f in b.orders)
+    bases = {f.fee_asset for f in fills if f.fee_asset != "USDT"}
+    assert bases <= ({"BTC", "ETH"} if base_fees else set())
+    assert all(f.side is Side.BUY for f in fills if f.fee_asset in bases)
     # The venue keeps its own books from the same fills: they agree with the portfolio's.
     venue = b.paper.book
     assert venue.cash == ledger.cash

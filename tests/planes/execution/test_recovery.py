@@ -89,24 +89,31 @@ def test_the_components_are_stateful_under_distinct_keys() -> None:
 prices = st.integers(1, 10**6).map(lambda n: Decimal(n).scaleb(-2))
 quantities = st.integers(1, 10**5).map(lambda n: Decimal(n).scaleb(-3))
 fees = st.integers(0, 10**4).map(lambda n: Decimal(n).scaleb(-4))
+fee_assets = st.sampled_from(("", "USDT", "base", "BNB"))
+"""Quote, the symbol's base coin (the fee then a share of the quantity), or a coin not valued."""
+LedgerOp = tuple[str, Side, Decimal, Decimal, Decimal, str]
 ledger_ops = st.lists(
-    st.tuples(st.sampled_from(SYMBOLS), st.sampled_from(Side), quantities, prices, fees),
+    st.tuples(
+        st.sampled_from(SYMBOLS), st.sampled_from(Side), quantities, prices, fees, fee_assets
+    ),
     max_size=20,
 )
 
 
-def apply_ops(ledger: Ledger, ops: Sequence[tuple[str, Side, Decimal, Decimal, Decimal]]) -> None:
-    for symbol, side, qty, price, fee in ops:
+def apply_ops(ledger: Ledger, ops: Sequence[LedgerOp]) -> None:
+    for symbol, side, qty, price, fee, asset in ops:
         if fee > Decimal("0.9"):  # about one op in ten is a mark instead
             ledger.mark(symbol, price)
+        elif asset == "base":
+            base = symbol.removesuffix("USDT")
+            ledger.fill(symbol, side, qty, price, qty * fee / 2, fee_asset=base)  # fee < qty
         else:
-            ledger.fill(symbol, side, qty, price, fee)
+            ledger.fill(symbol, side, qty, price, fee, fee_asset=asset)
 
 
 @given(ledger_ops, ledger_ops)
 def test_a_restored_ledger_equals_the_exported_one_and_goes_on_alike(
-    before: list[tuple[str, Side, Decimal, Decimal, Decimal]],
-    after: list[tuple[str, Side, Decimal, Decimal, Decimal]],
+    before: list[LedgerOp], after: list[LedgerOp]
 ) -> None:
     ledger = Ledger(D(10_000))
     apply_ops(ledger, before)
@@ -134,6 +141,8 @@ def test_a_restored_ledger_equals_the_exported_one_and_goes_on_alike(
         (("positions", "BTCUSDT", "cost"), "0", "asset:BTCUSDT holds"),
         (("positions", "BTCUSDT", "realized"), "5", "realized is"),
         (("positions", "BTCUSDT", "mark"), "NaN", "not a finite number"),
+        (("unvalued_fees", "BNB"), "-1", "unvalued fees in BNB are -1, not > 0"),
+        (("balances", "fees:BNB"), "0", "accounts no position or fee explains: fees:BNB"),
     ],
 )
 def test_a_ledger_state_that_does_not_add_up_is_refused(
@@ -263,11 +272,19 @@ def check_replay(
 
 
 @settings(deadline=None)
-@given(st.sampled_from(("next_open", "close")), steps, st.data())
+@given(st.sampled_from(("next_open", "close")), steps, st.booleans(), st.data())
 def test_replaying_any_journal_prefix_rebuilds_the_live_state(
-    fill: str, plan: list[BarStep | ApprovalStep | CancelStep], data: st.DataObject
+    fill: str,
+    plan: list[BarStep | ApprovalStep | CancelStep],
+    base_fees: bool,
+    data: st.DataObject,
 ) -> None:
-    sets = (f"execution.fill={fill}", "execution.max_volume_share=0.5", "execution.slippage_bps=3")
+    sets = (
+        f"execution.fill={fill}",
+        "execution.max_volume_share=0.5",
+        "execution.slippage_bps=3",
+        f"execution.spot_buy_fee_in_base={str(base_fees).lower()}",  # buys pay fees in BTC/ETH
+    )
     live = Bench(*sets)
     asyncio.run(live.start())
     hub = hub_of(live.paper, live.positions)
