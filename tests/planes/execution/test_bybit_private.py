@@ -43,7 +43,7 @@ from tests.planes.execution.test_bybit import KEYS, Bench
 pytestmark = pytest.mark.network
 
 S = OrderStatus
-SAMPLES = Path(__file__).resolve().parents[4] / "shared/data/bybit/ws/private"
+SAMPLES = Path(__file__).resolve().parents[2] / "data/bybit/ws/private"  # copies of ../shared/data
 WAIT_S = 5.0
 
 
