@@ -54,7 +54,7 @@ import attrs
 import structlog
 
 from contracts.converter import fast_dumps, fast_loads
-from contracts.meta import Payload
+from contracts.meta import Payload, Source
 
 log = structlog.get_logger("planes.storage.journal")
 
@@ -89,6 +89,10 @@ _BUSY_TIMEOUT_S = 5.0
 """How long a connection waits for a lock another connection holds before it fails."""
 _RETRY_INITIAL_S = 0.05
 _RETRY_MAX_S = 5.0
+_SOURCE_TEXT: Mapping[Source, str] = {source: source.value for source in Source}
+"""The ``source`` column of each ``Source``, without an enum ``.value`` look-up per event."""
+_ROOM_POLL_S = 0.05
+"""How often a blocked appender looks for room even if the writer did not tell it."""
 
 _Row = tuple[int, str, str, str, int, str | None, str]
 """``(seq, run_id, topic, source, ts, correlation_id, payload)``, the column order."""
@@ -174,7 +178,7 @@ def decode(record: JournalRecord, types: Mapping[str, type[Payload]]) -> Payload
 
 @attrs.define
 class JournalMetrics:
-    """Counters of one journal since ``open()``; written under the journal's lock."""
+    """Counters of one journal since ``open()``; written under the journal's locks."""
 
     appended: int = 0
     """Events accepted (given a seq)."""
@@ -364,14 +368,17 @@ class EventJournal:
         self.sample_every = sample_every
         self.metrics = JournalMetrics()
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        """The writer waits on it for rows, a full batch or an urgent request."""
+        """Guards the lifecycle, the full-queue path and the counters the writer changes."""
+        self._append_lock = threading.Lock()
+        """Taken by appenders only (seq and queue order); the writer never takes it."""
+        self._wake = threading.Event()
+        """Set to make the writer look at the queue before its interval is up."""
         self._room = threading.Condition(self._lock)
         """Blocked appenders wait on it for room in the queue."""
         self._committed = threading.Condition(self._lock)
         """``flush()`` waits on it for ``durable_seq`` to advance."""
         self._queue: deque[_Row] = deque()
-        self._threshold = min(batch_size, queue_size)
+        self._threshold = 1 if flush_interval_s == 0 else min(batch_size, queue_size)
         self._last_seq = 0
         self._durable_seq = 0
         self._taken_seq = 0
@@ -380,7 +387,6 @@ class EventJournal:
         self._accepting = False
         self._refusal = f"journal {self.path} is not open"
         self._stopping = False
-        self._writer_waiting = False
         self._blocked_appenders = 0
         self._sample_counts: dict[str, int] = {}
         self._failure: BaseException | None = None
@@ -483,11 +489,11 @@ class EventJournal:
                     f"committed within {timeout_s} s; the journal stays open"
                 )
                 raise JournalError(msg)
-        with self._lock:
+        with self._lock, self._append_lock:  # the order the full-queue path takes them in
             self._accepting = False
             self._refusal = f"journal {self.path} is closed"
             self._stopping = True
-            self._wake.notify()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
         if self._conn is not None:
@@ -543,32 +549,58 @@ class EventJournal:
         queue is full, can be sampled out; a BLOCK topic waits for room instead. A payload the
         converter cannot serialise raises, and no seq is used. Raise ``JournalError`` when the
         journal is not open or its writer died.
+
+        The usual case takes one lock that only appenders use and wakes nobody: the writer
+        looks at the queue on its interval, or at once when a batch is full.
         """
         if not self._accepting:
             raise JournalError(self._refusal)
         queue = self._queue
-        if len(queue) >= self.queue_size and topic.startswith(self.sample_prefixes):
-            with self._lock:
-                if len(queue) >= self.queue_size and self._sample_out(topic):
-                    return None
+        if len(queue) >= self.queue_size:
+            return self._append_when_full(topic, payload)
         text = fast_dumps(payload)
         meta = payload.meta
-        with self._lock:
-            if len(queue) >= self.queue_size:
-                self._wait_for_room()
+        source = _SOURCE_TEXT.get(meta.source) or _source_text(meta.source)
+        with self._append_lock:
             if not self._accepting:  # close() began, or the writer died, while we serialised
                 raise JournalError(self._refusal)
             seq = self._last_seq + 1
+            queue.append((seq, self.run_id, topic, source, meta.ts, meta.correlation_id, text))
             self._last_seq = seq
-            queue.append(
-                (seq, self.run_id, topic, meta.source.value, meta.ts, meta.correlation_id, text)
-            )
             depth = len(queue)
             metrics = self.metrics
             metrics.appended += 1
+            if depth > metrics.max_queue_depth:  # noqa: PLR1730 - no max() call per event
+                metrics.max_queue_depth = depth
+        if depth >= self._threshold and not self._wake.is_set():
+            self._wake.set()
+        return seq
+
+    def _append_when_full(self, topic: str, payload: Payload) -> int | None:
+        """``append`` while ``queue_size`` rows wait: sample market data, block the rest."""
+        with self._lock:
+            if (
+                len(self._queue) >= self.queue_size
+                and topic.startswith(self.sample_prefixes)
+                and self._sample_out(topic)
+            ):
+                return None
+        text = fast_dumps(payload)
+        meta = payload.meta
+        with self._lock:
+            self._wait_for_room()
+            with self._append_lock:
+                if not self._accepting:
+                    raise JournalError(self._refusal)
+                seq = self._last_seq + 1
+                row = (seq, self.run_id, topic, _source_text(meta.source), meta.ts)
+                self._queue.append((*row, meta.correlation_id, text))
+                self._last_seq = seq
+                depth = len(self._queue)
+            metrics = self.metrics
+            metrics.appended += 1
             metrics.max_queue_depth = max(metrics.max_queue_depth, depth)
-            if self._writer_waiting and (depth == 1 or depth >= self._threshold):
-                self._wake.notify()
+        self._wake.set()
         return seq
 
     def _sample_out(self, topic: str) -> bool:
@@ -582,14 +614,17 @@ class EventJournal:
 
     def _wait_for_room(self) -> None:
         """Block until the queue has room (lock held); the writer is told to hurry."""
+        if len(self._queue) < self.queue_size:
+            return
         self.metrics.blocked += 1
         self._blocked_appenders += 1
         try:
             while len(self._queue) >= self.queue_size:
                 if not self._accepting:
                     raise JournalError(self._refusal)
-                self._wake.notify()
-                self._room.wait()
+                self._wake.set()
+                # A timeout as well: the writer tells blocked appenders without the lock.
+                self._room.wait(_ROOM_POLL_S)
         finally:
             self._blocked_appenders -= 1
 
@@ -602,9 +637,10 @@ class EventJournal:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._lock:
             target = self._last_seq
+            if self._durable_seq >= target:
+                return self._durable_seq
             self._flush_target = max(self._flush_target, target)
-            if self._writer_waiting:
-                self._wake.notify()
+            self._wake.set()
             while self._durable_seq < target:
                 if self._failure is not None:
                     raise JournalError(self._refusal)
@@ -626,41 +662,40 @@ class EventJournal:
         except BaseException as exc:  # noqa: BLE001 - a dead writer must fail appends, not hang them
             self._writer_died(exc)
 
-    def _urgent(self) -> bool:
-        return (
-            len(self._queue) >= self._threshold
-            or self._stopping
-            or self._blocked_appenders > 0
-            or self._flush_target > self._taken_seq
-        )
-
     def _next_batch(self) -> list[_Row] | None:
-        """Wait for rows, then for a full batch or the interval; None once stopped and empty."""
-        queue = self._queue
-        with self._lock:
-            while not queue:
-                if self._stopping:
-                    return None
-                self._writer_waiting = True
-                self._wake.wait()
-                self._writer_waiting = False
-            deadline = time.monotonic() + self.flush_interval_s
-            while not self._urgent():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+        """The next batch to commit; None once stopped and empty.
+
+        A full batch goes at once; fewer rows wait for the interval, unless ``flush()``,
+        ``close()`` or a blocked appender is waiting for them.
+        """
+        queue, size = self._queue, self.batch_size
+        interval = self.flush_interval_s or None
+        deadline = None if interval is None else time.monotonic() + interval
+        while True:
+            if len(queue) >= size:
+                break
+            if queue:
+                if (
+                    interval is None
+                    or self._stopping
+                    or self._blocked_appenders
+                    or self._flush_target > self._taken_seq
+                    or (deadline is not None and time.monotonic() >= deadline)
+                ):
                     break
-                self._writer_waiting = True
-                self._wake.wait(remaining)
-                self._writer_waiting = False
-            if len(queue) <= self.batch_size:
-                batch = list(queue)
-                queue.clear()
-            else:
-                batch = [queue.popleft() for _ in range(self.batch_size)]
-            self._taken_seq = batch[-1][0]
-            if self._blocked_appenders:
+            elif self._stopping:
+                return None
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._wake.wait(remaining) and interval is not None and not queue:
+                deadline = time.monotonic() + interval  # idle: the next interval starts now
+            self._wake.clear()
+        popleft = queue.popleft  # the appenders only append: this end is the writer's alone
+        batch = [popleft() for _ in range(min(len(queue), size))]
+        self._taken_seq = batch[-1][0]
+        if self._blocked_appenders:
+            with self._lock:
                 self._room.notify_all()
-            return batch
+        return batch
 
     def _write(self, batch: list[_Row]) -> None:
         """Commit ``batch`` in one transaction, retrying with backoff until it is committed."""
@@ -761,6 +796,11 @@ class EventJournal:
         if self._reader is None:
             self._reader = JournalReader(self.path)
         return self._reader.read(since_seq, until_seq, topics, correlation_id, limit)
+
+
+def _source_text(source: object) -> str:
+    """The ``source`` column of a ``meta.source`` (a ``Source``, or what a plugin put there)."""
+    return str(getattr(source, "value", source))
 
 
 def _lock_writer(path: Path) -> int:
