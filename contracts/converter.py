@@ -213,23 +213,73 @@ def _fast_field(tp: Any) -> _Build | None:
 _FAST: dict[type, _Build | None] = {}
 
 
+def _check_code(tp: Any, var: str, env: dict[str, Any]) -> list[str] | None:
+    """Lines that check (and convert) the JSON value in ``var`` to a ``tp`` in place, or None.
+
+    Scalars are checked inline (no call per field); Decimals, enums, nested classes, optionals
+    and containers call a builder of their own, kept in ``env``.
+    """
+    bad = "raise _NotFastError"
+    if tp in (str, int, bool):
+        kind = f"_t{len(env)}"
+        env[kind] = tp
+        return [f"if type({var}) is not {kind}: {bad}"]
+    if tp is Decimal:
+        return [f"{var} = _decimal({var})"]
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        members = f"_m{len(env)}"
+        env[members] = {m.value: m for m in tp}
+        # A value of a JSON type no member has (a list, a dict) raises TypeError: not fast.
+        return [f"{var} = {members}.get({var}) if type({var}) in _KEYS else None",
+                f"if {var} is None: {bad}"]  # fmt: skip
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union) and len(args) == 2 and type(None) in args:
+        inner = _check_code(next(a for a in args if a is not type(None)), var, env)
+        if inner is None:
+            return None
+        return [f"if {var} is not None:", *[f"    {line}" for line in inner]]
+    build = _fast_field(tp)
+    if build is None:
+        return None
+    name = f"_b{len(env)}"
+    env[name] = build
+    return [f"{var} = {name}({var})"]
+
+
 def _fast_class(cls: type) -> _Build | None:
-    """The builder of an attrs class from its JSON object, if every field is covered."""
+    """The builder of an attrs class from its JSON object, if every field is covered.
+
+    Generated code, one function per class: every key is read and checked in line, then the
+    class is called once; anything unusual raises ``_NotFastError`` for the converter to decide.
+    """
     if cls in _FAST:
         return _FAST[cls]
     _FAST[cls] = None  # recursion guard
     hints = typing.get_type_hints(cls)
-    fields = [(f.name, _fast_field(hints[f.name])) for f in attrs.fields(cls)]
-    if any(build is None for _, build in fields):
+    env: dict[str, Any] = {
+        "_NotFastError": _NotFastError,
+        "_decimal": _decimal,
+        "_cls": cls,
+        "_KEYS": (str, int, float, bool),
+    }
+    fields = attrs.fields(cls)
+    if any(not f.init for f in fields):
         return None
-    names = frozenset(name for name, _ in fields)
-    plan = [(name, cast(_Build, build)) for name, build in fields]
-
-    def build(v: Any) -> Any:
-        if type(v) is not dict or v.keys() != names:  # defaults are written too: all keys
-            raise _NotFastError
-        return cls(*[b(v[name]) for name, b in plan])
-
+    env["_names"] = frozenset(f.name for f in fields)
+    body = ["if type(v) is not dict or v.keys() != _names: raise _NotFastError"]
+    args = []
+    for i, field in enumerate(fields):
+        var = f"a{i}"
+        lines = _check_code(hints[field.name], var, env)
+        if lines is None:
+            return None
+        body.append(f"{var} = v[{field.name!r}]")
+        body.extend(lines)
+        args.append(f"{field.alias}={var}" if field.kw_only else var)
+    body.append(f"return _cls({', '.join(args)})")
+    source = "def build(v):\n" + "".join(f"    {line}\n" for line in body)
+    exec(compile(source, f"<json reader of {cls.__qualname__}>", "exec"), env)  # noqa: S102 - our own generated code
+    build = cast(_Build, env["build"])
     _FAST[cls] = build
     return build
 

@@ -38,8 +38,10 @@ import contextlib
 import enum
 import fcntl
 import functools
+import heapq
 import itertools
 import json
+import operator
 import os
 import sqlite3
 import threading
@@ -161,15 +163,20 @@ def decode(record: JournalRecord, types: Mapping[str, type[Payload]]) -> Payload
     Build ``types`` from a topic registry: ``{name: t.payload for name, t in registry.items()}``.
     An unknown topic or a payload that does not fit its class raises ``JournalError``.
     """
-    payload_type = types.get(record.topic)
+    return decode_payload(record.seq, record.topic, record.payload, types)
+
+
+def decode_payload(seq: int, topic: str, text: str, types: Mapping[str, type[Payload]]) -> Payload:
+    """``decode`` of the parts of a record (what ``payloads`` yields)."""
+    payload_type = types.get(topic)
     if payload_type is None:
-        msg = f"journal seq {record.seq}: no payload class for topic {record.topic!r}"
+        msg = f"journal seq {seq}: no payload class for topic {topic!r}"
         raise JournalError(msg)
     try:
-        payload: Payload = fast_loads(record.payload, payload_type)
+        payload: Payload = fast_loads(text, payload_type)
     except Exception as exc:
         msg = (
-            f"journal seq {record.seq} ({record.topic}): the payload does not decode as "
+            f"journal seq {seq} ({topic}): the payload does not decode as "
             f"{payload_type.__qualname__}: {exc}"
         )
         raise JournalError(msg) from exc
@@ -246,6 +253,38 @@ class JournalReader:
         :param correlation_id: only events of this causal chain.
         :param limit: at most this many events.
         """
+        rows = self._select(
+            _COLUMNS,
+            since_seq,
+            until_seq=until_seq,
+            topics=topics,
+            correlation_id=correlation_id,
+            limit=limit,
+        )
+        return (JournalRecord(*row) for row in rows)
+
+    def payloads(
+        self,
+        since_seq: int = 0,
+        until_seq: int | None = None,
+        topics: Collection[str] | None = None,
+    ) -> Iterator[tuple[int, str, str]]:
+        """``(seq, topic, payload JSON)`` of the events ``read`` would yield: no record objects.
+
+        What recovery reads: a journal's whole tail, a million rows in the worst case.
+        """
+        return self._select("seq, topic, payload", since_seq, until_seq=until_seq, topics=topics)
+
+    def _select(
+        self,
+        columns: str,
+        since_seq: int,
+        *,
+        until_seq: int | None,
+        topics: Collection[str] | None,
+        correlation_id: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Any]:
         if isinstance(topics, str):
             msg = f"topics must be a collection of topic names, not the string {topics!r}"
             raise TypeError(msg)
@@ -254,36 +293,51 @@ class JournalReader:
             raise ValueError(msg)
         if limit == 0 or (topics is not None and not topics):
             return iter(())
+        names = sorted(set(topics)) if topics is not None else []
+        if len(names) > 1:
+            # One seq-ordered walk of the (topic, seq) index per topic, merged here: an IN over
+            # several topics would have SQLite sort every remaining match again for each page.
+            walks = [
+                self._select(
+                    columns,
+                    since_seq,
+                    until_seq=until_seq,
+                    topics=[name],
+                    correlation_id=correlation_id,
+                    limit=limit,
+                )
+                for name in names
+            ]
+            merged = heapq.merge(*walks, key=operator.itemgetter(0))
+            return merged if limit is None else itertools.islice(merged, limit)
         clauses = ["seq > ?"]
         params: list[object] = [since_seq]
         if until_seq is not None:
             clauses.append("seq <= ?")
             params.append(until_seq)
-        if topics is not None:
-            names = sorted(set(topics))
-            clauses.append(f"topic IN ({', '.join('?' * len(names))})")
-            params.extend(names)
+        if names:
+            clauses.append("topic = ?")
+            params.append(names[0])
         if correlation_id is not None:
             clauses.append("correlation_id = ?")
             params.append(correlation_id)
         where = " AND ".join(clauses)
         # Only the fixed clauses above are joined in: every value is a bound parameter.
-        sql = f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?"  # noqa: S608
+        sql = f"SELECT {columns} FROM events WHERE {where} ORDER BY seq LIMIT ?"  # noqa: S608
         return self._pages(sql, params, limit)
 
-    def _pages(self, sql: str, params: list[object], limit: int | None) -> Iterator[JournalRecord]:
+    def _pages(self, sql: str, params: list[object], limit: int | None) -> Iterator[Any]:
         conn = self._connect()
         try:
             left = limit
             while left is None or left > 0:
                 page = _READ_PAGE if left is None else min(left, _READ_PAGE)
                 try:
-                    rows: list[_Row] = conn.execute(sql, [*params, page]).fetchall()
+                    rows = conn.execute(sql, [*params, page]).fetchall()
                 except sqlite3.Error as exc:
                     msg = f"cannot read the event journal {self.path}: {exc}"
                     raise JournalError(msg) from exc
-                for row in rows:
-                    yield JournalRecord(*row)
+                yield from rows
                 if len(rows) < page:
                     return
                 params[0] = rows[-1][0]
@@ -793,9 +847,21 @@ class EventJournal:
         limit: int | None = None,
     ) -> Iterator[JournalRecord]:
         """Yield committed events in seq order; the filters are ``JournalReader.read``'s."""
+        return self._open_reader().read(since_seq, until_seq, topics, correlation_id, limit)
+
+    def payloads(
+        self,
+        since_seq: int = 0,
+        until_seq: int | None = None,
+        topics: Collection[str] | None = None,
+    ) -> Iterator[tuple[int, str, str]]:
+        """``(seq, topic, payload JSON)`` of committed events; see ``JournalReader.payloads``."""
+        return self._open_reader().payloads(since_seq, until_seq, topics)
+
+    def _open_reader(self) -> JournalReader:
         if self._reader is None:
             self._reader = JournalReader(self.path)
-        return self._reader.read(since_seq, until_seq, topics, correlation_id, limit)
+        return self._reader
 
 
 def _source_text(source: object) -> str:

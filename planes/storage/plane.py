@@ -58,7 +58,7 @@ from contracts.topics import (
 )
 from planes.config import Config
 from planes.state import StateError, StateHub
-from planes.storage.journal import EventJournal, JournalError, decode
+from planes.storage.journal import EventJournal, JournalError, decode_payload
 from planes.storage.outbox import Outbox, OutboxError
 from planes.storage.registry import Registry, RegistryError, ScenarioRecord
 from planes.storage.snapshots import SnapshotError, StateStore
@@ -372,8 +372,9 @@ class StoragePlane:
         types = {name: topic.payload for name, topic in BotEventMap.items()}
         types[STATE_REGISTRY.name] = STATE_REGISTRY.payload
         replayed = 0
-        for record in self.journal.read(since, self.boot_seq, topics=topics):
-            self._hub.replay(record.topic, decode(record, types))
+        replay = self._hub.replay
+        for seq, topic, text in self.journal.payloads(since, self.boot_seq, topics):
+            replay(topic, decode_payload(seq, topic, text, types))
             replayed += 1
         return replayed
 
