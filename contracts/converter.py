@@ -213,7 +213,7 @@ def _fast_field(tp: Any) -> _Build | None:
 _FAST: dict[type, _Build | None] = {}
 
 
-def _check_code(tp: Any, var: str, env: dict[str, Any]) -> list[str] | None:
+def _check_code(tp: Any, var: str, env: dict[str, Any]) -> list[str] | None:  # noqa: PLR0911 - one return per kind of type
     """Lines that check (and convert) the JSON value in ``var`` to a ``tp`` in place, or None.
 
     Scalars are checked inline (no call per field); Decimals, enums, nested classes, optionals
@@ -383,25 +383,48 @@ def _object_of(value: _Frag) -> _Frag:
 _WRITERS: dict[type, _Frag | None] = {}
 
 
-def _int_json(v: Any) -> str:
-    return int.__repr__(v) if type(v) is int else _scalar_json(v)
-
-
 def _bool_json(v: Any) -> str:
     return "true" if v is True else "false" if v is False else _scalar_json(v)
 
 
-def _field_piece(tp: Any, expr: str, env: dict[str, Any]) -> str | None:
-    """The f-string piece writing ``expr`` (a field of type ``tp``) as JSON, or None."""
+def _field_piece(tp: Any, expr: str, env: dict[str, Any], guards: list[str]) -> str | None:
+    """The f-string piece writing ``expr`` (a field of type ``tp``) as JSON, or None.
+
+    ``guards`` collects the type checks the piece relies on (an int written by its ``repr``
+    must be an int, not a bool); the writer runs them before building the string.
+    """
     if tp is Decimal:  # a Decimal's str never needs escaping: digits, sign, point, exponent
         return f'"{{{expr}!s}}"'
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         name = f"_e{len(env)}"  # member -> its JSON text: no .value look-up per event
         env[name] = {m: _scalar_json(m.value) for m in tp}
         return f"{{{name}[{expr}]}}"
-    simple = {str: _quote, int: _int_json, bool: _bool_json, float: _scalar_json}
+    if tp is int:
+        guards.append(f"type({expr}) is not int")
+        return f"{{{expr}!r}}"
+    if tp is bool:
+        return f"{{'true' if {expr} is True else 'false' if {expr} is False else _bool({expr})}}"
+    if isinstance(tp, type) and attrs.has(tp) and _class_json(tp) is not None:
+        # A nested class (the meta of every payload) is written in line, its guards with ours.
+        guards.append(f"{expr}.__class__ is not _c{len(env)}")
+        env[f"_c{len(env)}"] = tp
+        return _object_piece(tp, expr, env, guards)
+    return _call_piece(tp, expr, env)
+
+
+def _call_piece(tp: Any, expr: str, env: dict[str, Any]) -> str | None:
+    """The piece of a field written by a function call (an optional Decimal or str in line)."""
+    args = frozenset(typing.get_args(tp))
+    if typing.get_origin(tp) in (types.UnionType, typing.Union) and args in (
+        {Decimal, type(None)},
+        {str, type(None)},
+    ):
+        name = "_dq" if Decimal in args else "_q"
+        env[name] = _decimal_text if Decimal in args else _quote
+        return f"{{'null' if {expr} is None else {name}({expr})}}"
+    simple = {str: _quote, float: _scalar_json}
     frag = simple.get(tp) if isinstance(tp, type) else None
-    if frag is None:  # nested classes, optionals, containers, unions: a function of their own
+    if frag is None:  # containers, unions, other optionals: a function of their own
         frag = _value_json(tp)
     if frag is None:
         return None
@@ -410,25 +433,42 @@ def _field_piece(tp: Any, expr: str, env: dict[str, Any]) -> str | None:
     return f"{{{name}({expr})}}"
 
 
+def _decimal_text(v: Any) -> str:
+    return '"' + str(v) + '"'
+
+
+def _object_piece(cls: type, expr: str, env: dict[str, Any], guards: list[str]) -> str | None:
+    """The f-string text of the JSON object ``expr`` (a ``cls``); None if a field is uncovered."""
+    hints = typing.get_type_hints(cls)
+    pieces = []
+    for field in attrs.fields(cls):
+        piece = _field_piece(hints[field.name], f"{expr}.{field.name}", env, guards)
+        if piece is None:
+            return None
+        pieces.append(_quote(field.name) + ": " + piece)
+    return "{{" + ", ".join(pieces) + "}}"
+
+
 def _class_json(cls: type) -> _Frag | None:
     """The JSON writer of an attrs class, if every field is covered.
 
-    The writer is generated code, one f-string per class: no dispatch per field, one string
-    built at the end.
+    The writer is generated code, one f-string per class (nested classes in line): no dispatch
+    per field, one string built at the end. A value of another type than its field's, which the
+    guards or the f-string trip over, makes it raise ``_NotFastError``.
     """
     if cls in _WRITERS:
         return _WRITERS[cls]
     _WRITERS[cls] = None  # recursion guard
-    hints = typing.get_type_hints(cls)
-    env: dict[str, Any] = {}
-    pieces = []
-    for field in attrs.fields(cls):
-        piece = _field_piece(hints[field.name], f"v.{field.name}", env)
-        if piece is None:
-            return None
-        pieces.append(_quote(field.name) + ": " + piece)
-    body = "{{" + ", ".join(pieces) + "}}"
-    source = f"def write(v):\n    return f'''{body}'''\n"
+    env: dict[str, Any] = {"_NotFastError": _NotFastError, "_bool": _bool_json}
+    guards: list[str] = []
+    body = _object_piece(cls, "v", env, guards)
+    if body is None:
+        return None
+    check = f"    if {' or '.join(guards)}:\n        raise _NotFastError\n" if guards else ""
+    source = (
+        f"def write(v):\n{check}    try:\n        return f'''{body}'''\n"
+        "    except (AttributeError, KeyError, TypeError):\n        raise _NotFastError from None\n"
+    )
     exec(compile(source, f"<json writer of {cls.__qualname__}>", "exec"), env)  # noqa: S102 - our own generated code
     write = cast(_Frag, env["write"])
     _WRITERS[cls] = write

@@ -38,10 +38,8 @@ import contextlib
 import enum
 import fcntl
 import functools
-import heapq
 import itertools
 import json
-import operator
 import os
 import sqlite3
 import threading
@@ -294,30 +292,19 @@ class JournalReader:
         if limit == 0 or (topics is not None and not topics):
             return iter(())
         names = sorted(set(topics)) if topics is not None else []
-        if len(names) > 1:
-            # One seq-ordered walk of the (topic, seq) index per topic, merged here: an IN over
-            # several topics would have SQLite sort every remaining match again for each page.
-            walks = [
-                self._select(
-                    columns,
-                    since_seq,
-                    until_seq=until_seq,
-                    topics=[name],
-                    correlation_id=correlation_id,
-                    limit=limit,
-                )
-                for name in names
-            ]
-            merged = heapq.merge(*walks, key=operator.itemgetter(0))
-            return merged if limit is None else itertools.islice(merged, limit)
         clauses = ["seq > ?"]
         params: list[object] = [since_seq]
         if until_seq is not None:
             clauses.append("seq <= ?")
             params.append(until_seq)
-        if names:
-            clauses.append("topic = ?")
-            params.append(names[0])
+        if len(names) == 1:
+            clauses.append("topic = ?")  # a walk of the (topic, seq) index, in seq order
+        elif names:
+            # Not through the topic index: for several topics SQLite would fetch every
+            # remaining match of each and sort them again for every page. A walk in seq order
+            # that skips other topics stops at each page's end.
+            clauses.append(f"+topic IN ({', '.join('?' * len(names))})")
+        params.extend(names)
         if correlation_id is not None:
             clauses.append("correlation_id = ?")
             params.append(correlation_id)

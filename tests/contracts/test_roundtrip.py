@@ -297,3 +297,30 @@ def test_the_fast_reader_is_as_strict_as_the_converter(change: dict[str, Any]) -
             fast_loads(text, KlineEvent)
     else:
         assert fast_loads(text, KlineEvent) == expected
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"start_ts": True},  # a bool is an int to Python, but JSON writes it as true
+        {"start_ts": 1.5},
+        {"closed": 1},
+        {"turnover": Decimal("2.5")},
+        {"turnover": "2.5"},
+        {"symbol": 7},
+        {"meta": EventMeta(Source.MARKET, False, "chain")},
+        {"meta": "not a meta"},
+        {"meta": EventMeta("market", 1)},  # type: ignore[arg-type]  # what a plugin might do
+    ],
+)
+def test_the_fast_writer_writes_what_the_converter_writes(change: dict[str, Any]) -> None:
+    """Values of another type than their field's: the same text as the converter, or its error."""
+    bar = KlineEvent(META, "bybit", "BTCUSDT", "1", 0, 59_999, *[Decimal(1)] * 5, closed=True)
+    odd = attrs.evolve(bar, **change)
+    try:
+        expected = CONVERTER.dumps(odd)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            fast_dumps(odd)
+    else:
+        assert fast_dumps(odd) == expected
