@@ -224,8 +224,10 @@ def _check_code(tp: Any, var: str, env: dict[str, Any]) -> list[str] | None:  # 
         kind = f"_t{len(env)}"
         env[kind] = tp
         return [f"if type({var}) is not {kind}: {bad}"]
-    if tp is Decimal:
-        return [f"{var} = _decimal({var})"]
+    if tp is Decimal:  # a bad string raises InvalidOperation, which the builder turns away
+        return [f"if type({var}) is not str: {bad}",
+                f"{var} = _Decimal({var})",
+                f"if not {var}.is_finite(): {bad}"]  # fmt: skip
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         members = f"_m{len(env)}"
         env[members] = {m.value: m for m in tp}
@@ -258,7 +260,8 @@ def _fast_class(cls: type) -> _Build | None:
     hints = typing.get_type_hints(cls)
     env: dict[str, Any] = {
         "_NotFastError": _NotFastError,
-        "_decimal": _decimal,
+        "_InvalidOperation": InvalidOperation,
+        "_Decimal": Decimal,
         "_cls": cls,
         "_KEYS": (str, int, float, bool),
     }
@@ -277,7 +280,11 @@ def _fast_class(cls: type) -> _Build | None:
         body.extend(lines)
         args.append(f"{field.alias}={var}" if field.kw_only else var)
     body.append(f"return _cls({', '.join(args)})")
-    source = "def build(v):\n" + "".join(f"    {line}\n" for line in body)
+    source = (
+        "def build(v):\n    try:\n"
+        + "".join(f"        {line}\n" for line in body)
+        + "    except _InvalidOperation:\n        raise _NotFastError from None\n"
+    )
     exec(compile(source, f"<json reader of {cls.__qualname__}>", "exec"), env)  # noqa: S102 - our own generated code
     build = cast(_Build, env["build"])
     _FAST[cls] = build
