@@ -35,9 +35,18 @@ ones.
 Exit status: 0 deterministic, 1 diverged, 2 bad input (no journal, no such run, a recorded
 scenario the runtime cannot build, an unwritable report).
 
-What a replay cannot reproduce, and reports as a divergence: a run that began from recovered
-state (it is replayed from a flat book; the summary says so), and scenario changes in the
-middle of a run (enable, disable, rollback), which are not replayed.
+* **A run that began from recovered state** (its ``state:recovery`` restored a snapshot or
+  replayed journal events) is replayed from that same state: the replay's scratch data dir gets
+  the journal as it stood when the run booted (every event before the run's first one) and the
+  snapshots written before then, and the replay runs with ``storage.enabled = true`` on it, so
+  its Orchestrator recovers exactly as the recorded run's did (the same snapshot, the same
+  journal tail) before the first recorded bar is played. The recorded journal and its data dir
+  are only read.
+
+What a replay cannot reproduce, and reports as a divergence: scenario changes in the middle of
+a run (enable, disable, rollback), which are not replayed, and a recovery whose snapshot has
+since been deleted *and* whose journal no longer starts at seq 1 (the state cannot be rebuilt;
+the summary says so).
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -92,6 +103,8 @@ from planes.logs import configure_logging
 from planes.market.gateway import MarketGateway
 from planes.runtime import Runtime, RuntimeStartError
 from planes.storage.journal import JournalError, JournalReader, JournalRecord, decode, open_reader
+from planes.storage.plane import data_paths
+from planes.storage.snapshots import StateStore
 from planes.tasks import cancel_and_wait
 from plugins.hookspecs import hookimpl
 from plugins.manager import PluginError
@@ -367,6 +380,8 @@ class Recorded:
     span: RunSpan
     start_ms: int
     """The time of the run's first event: the replay's historical clock starts there."""
+    boot_seq: int
+    """The last seq before the run's first event: the journal as the run found it at boot."""
     symbols: tuple[str, ...]
     scenarios: tuple[ScenarioEnabled, ...]
     """The last announcement of each scenario, in replay order."""
@@ -494,8 +509,8 @@ _RECORDED_TOPICS = (
 
 def read_recorded(reader: JournalReader, span: RunSpan) -> Recorded:
     """Read what the run recorded: scenarios, symbols, intents, orders, cash, recovery."""
-    start_ms = next((record.ts for record in _run_records(reader, span)), None)
-    if start_ms is None:  # unreachable: the span holds the run's market events
+    first = next(iter(_run_records(reader, span)), None)
+    if first is None:  # unreachable: the span holds the run's market events
         raise ReplayInputError(f"run {span.run_id}: no events found")
     reading = _Reading()
     for record in _run_records(reader, span, _RECORDED_TOPICS):
@@ -508,7 +523,8 @@ def read_recorded(reader: JournalReader, span: RunSpan) -> Recorded:
     order = scenario_order(list(reading.scenarios), reading.emitted)
     return Recorded(
         span=span,
-        start_ms=start_ms,
+        start_ms=first.ts,
+        boot_seq=first.seq - 1,
         symbols=tuple(symbols),
         scenarios=tuple(reading.scenarios[s] for s in order),
         intents=tuple(reading.intents),
@@ -528,19 +544,63 @@ def _iso_ms(ts_ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def replay_config(base: Config, journal: Path, recorded: Recorded, data_dir: Path) -> Config:
-    """``base`` set up to replay ``recorded`` from ``journal`` (see the module docstring)."""
+def began_recovered(recovery: StateRecovered | None) -> bool:
+    """Whether a run's boot restored anything: a snapshot, or journaled events replayed."""
+    return recovery is not None and bool(recovery.snapshot_id or recovery.journal_events_replayed)
+
+
+def seed_data_dir(journal: Path, recorded: Recorded, data_dir: Path) -> int:
+    """Give ``data_dir`` the journal and snapshots that ``recorded``'s run booted from.
+
+    The journal is copied through SQLite's backup (committed rows only, the source untouched)
+    and cut after ``recorded.boot_seq``; every snapshot of the journal's data dir that covers no
+    later event is copied beside it. Return how many snapshots were copied.
+    """
+    target_journal, _, target_snapshots = data_paths(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    source = sqlite3.connect(journal.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        copy = sqlite3.connect(target_journal)
+        try:
+            source.backup(copy)
+            copy.execute("DELETE FROM events WHERE seq > ?", (recorded.boot_seq,))
+            copy.commit()
+        finally:
+            copy.close()
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot copy the journal {journal} to replay from: {exc}") from exc
+    finally:
+        source.close()
+    copied = 0
+    target_snapshots.mkdir(exist_ok=True)
+    for path in StateStore(journal.parent / target_snapshots.name).list():
+        if int(path.name[:12]) <= recorded.boot_seq:  # <journal_seq:012d>-<id>.json
+            shutil.copy2(path, target_snapshots / path.name)
+            copied += 1
+    return copied
+
+
+def replay_config(
+    base: Config, journal: Path, recorded: Recorded, data_dir: Path, *, recover: bool = False
+) -> Config:
+    """``base`` set up to replay ``recorded`` from ``journal`` (see the module docstring).
+
+    With ``recover``, ``data_dir`` holds what ``seed_data_dir`` put there and storage is on, so
+    the replay boots from the run's recovered state; otherwise it starts flat, storage off.
+    """
     tree = to_tree(base)
     start = _iso_ms(recorded.start_ms)
     tree["runtime"].update(mode="backtest", clock="historical", start=start, data_dir=str(data_dir))
     if recorded.symbols:
         tree["market"]["symbols"] = list(recorded.symbols)
     tree["market"]["source"] = EXCHANGE
-    tree["storage"]["enabled"] = False
+    tree["storage"]["enabled"] = recover
+    if recover:  # the recorded snapshot is as old as the recording: that is expected here
+        tree["storage"]["stale_snapshot_s"] = 0.0
     tree["execution"]["venue"] = "paper"
     tree["control"]["stop_on_end_of_data"] = True
     tree["observability"]["status_interval_s"] = 0.0
-    if recorded.cash is not None:
+    if recorded.cash is not None and not recover:
         tree["portfolio"]["cash"] = str(recorded.cash)
     tree["strategy"]["scenarios"] = [
         {
@@ -679,13 +739,22 @@ def summary(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _recovery_note(recovery: StateRecovered | None) -> str | None:
-    if recovery is None or not (recovery.positions or recovery.open_orders):
+def _recovery_note(recovery: StateRecovered | None, snapshots: int) -> str | None:
+    if recovery is None or not began_recovered(recovery):
         return None
-    return (
-        f"note: the run began from recovered state (positions: {recovery.positions}, "
-        f"open orders: {recovery.open_orders}); the replay starts flat and may diverge for it"
+    restored = (
+        f"snapshot {recovery.snapshot_id}" if recovery.snapshot_id else "no snapshot"
+    ) + f" + {recovery.journal_events_replayed} journal events"
+    note = (
+        f"note: the run began from recovered state ({restored}; positions: "
+        f"{recovery.positions}, open orders: {recovery.open_orders}); the replay recovers the same"
     )
+    if recovery.snapshot_id and not snapshots:
+        note += (
+            f", but snapshot {recovery.snapshot_id} is gone: it replays the whole journal before "
+            "the run instead"
+        )
+    return note
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -700,12 +769,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"{_PROG}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging("warning", base.logging.format.value, enabled=base.logging.enabled)
-    note = _recovery_note(recorded.recovery)
-    if note:
-        print(f"{_PROG}: {note}", file=sys.stderr)
+    recover = began_recovered(recorded.recovery)
     with tempfile.TemporaryDirectory(prefix="planes-replay-") as scratch:
+        data_dir = Path(scratch) / "var"
         try:
-            config = replay_config(base, journal, recorded, Path(scratch))
+            snapshots = seed_data_dir(journal, recorded, data_dir) if recover else 0
+        except (JournalError, OSError) as exc:
+            print(f"{_PROG}: run {span.run_id} cannot be replayed: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        note = _recovery_note(recorded.recovery, snapshots)
+        if note:
+            print(f"{_PROG}: {note}", file=sys.stderr)
+        try:
+            config = replay_config(base, journal, recorded, data_dir, recover=recover)
             replayed = asyncio.run(run_replay(config))
         except (ConfigError, RuntimeStartError, PluginError) as exc:
             print(f"{_PROG}: run {span.run_id} cannot be replayed: {exc}", file=sys.stderr)

@@ -255,8 +255,10 @@ def test_each_run_of_a_journal_replays_on_its_own(
     runs = list(dict.fromkeys(run for _, run, _ in rows(journal, "market:kline")))
     assert len(runs) == 2
     code, report, _, err = replay(journal, tmp_path)
-    # The second run may have begun with a recovered position, which a replay cannot rebuild.
-    assert code in (0, 1), err
+    # The second run began from the first one's state (its shutdown snapshot): the replay
+    # recovers the same state first, so it reproduces that run too.
+    assert "the run began from recovered state (snapshot " in err
+    assert code == 0, (err, report)
     assert report["run_id"] == runs[1]  # the last run with klines, by default
     assert report["events_replayed"] == 500
     assert report["intents"]["recorded"] == sum(
@@ -265,9 +267,18 @@ def test_each_run_of_a_journal_replays_on_its_own(
     code, report, _, err = replay_here(journal, tmp_path, capsys, "--run-id", runs[0])
     assert code == 0, err
     assert (report["run_id"], report["events_replayed"]) == (runs[0], 500)
+    assert "recovered state" not in err  # the first run began from nothing
     assert report["intents"]["recorded"] == sum(
         1 for _, run, _ in rows(journal, "strategy:intent") if run == runs[0]
     )
+
+    # Without the snapshot the second run booted from, the replay rebuilds that state from the
+    # journal before the run instead (the same state: replaying a journal gives the live one).
+    for snapshot in (data_dir / "snapshots").glob("*.json"):
+        snapshot.unlink()
+    code, report, _, err = replay_here(journal, tmp_path, capsys)
+    assert "is gone: it replays the whole journal before the run instead" in err
+    assert (code, report["run_id"]) == (0, runs[1]), err
 
 
 def test_a_journal_that_cannot_be_read_is_named_and_exits_2(
