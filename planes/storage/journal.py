@@ -8,10 +8,12 @@ The model, stated once:
   process loses only its uncommitted tail, so the history stays contiguous, without gaps or
   duplicates, across runs and crashes. ``run_id`` tells the runs apart.
 * **Off the hot path.** ``append`` runs on the bus thread: it serialises the payload with the
-  contracts converter, assigns the seq and puts the row on a bounded in-memory queue. One writer
-  thread takes up to ``batch_size`` rows and inserts them in one transaction. It waits up to
-  ``flush_interval_s`` for a batch to fill, unless ``flush()``, ``close()`` or a full queue ask
-  for an immediate write, so an event waits at most about ``flush_interval_s`` plus one commit.
+  contracts converter, assigns the seq and puts the row on a bounded in-memory queue, under a
+  lock that only appenders take; it wakes nobody. One writer thread looks at the queue every
+  ``flush_interval_s``, or as soon as ``batch_size`` rows wait (the one append that fills a
+  batch tells it), and inserts up to ``batch_size`` rows in one transaction; ``flush()``,
+  ``close()`` or a full queue make it write what there is at once. An event waits at most about
+  ``flush_interval_s`` plus one commit.
 * **When the queue is full** (``queue_size`` rows waiting), the topic decides
   (``full_policy``). Topics starting with one of ``sample_prefixes`` (market data) are
   SAMPLED: of each such topic one event in ``sample_every`` is kept and waits for room, the
