@@ -18,6 +18,8 @@ it stays idle and reads no keys. ``docs/execution.md`` has the full story; in sh
   every (re)connect. A trade is booked once: by ``execId`` (the recent ones are remembered and
   exported), and by its place in the order (``orderQty - leavesQty``) against what cumulative
   records already booked, so an order record and its trade give the same state in either order.
+* **Rebates.** A negative ``execFee`` (or a falling ``cumExecFee``) is a maker rebate: the fill
+  event carries it as a negative ``fee`` and the ledger books it as one.
 * **Retries** with exponential backoff and full jitter, only on transient failures: timeouts and
   connection errors, HTTP 429 and 5xx, and the retCodes in ``TRANSIENT_RET_CODES``. Business
   rejections (insufficient balance, bad quantity ...) are never retried. pybit's own retries are
@@ -633,7 +635,7 @@ class BybitExecution:
         self._accept(state)
         if fill.fee_currency and fill.fee_currency != state.template.fee_asset:
             state.template = attrs.evolve(state.template, fee_asset=fill.fee_currency)
-        fee = max(fill.fee, _ZERO)  # a maker rebate is not a fee: the ledger books none
+        fee = fill.fee  # negative: a maker rebate, booked as one
         state.filled += fill.qty
         state.notional += fill.qty * fill.price
         state.fees += fee
@@ -1040,7 +1042,7 @@ class BybitExecution:
         qty = state.filled - before[0]
         if qty > 0:
             price = _ROUND.divide(state.notional - before[1], qty)
-            fee = max(state.fees - before[2], _ZERO)
+            fee = state.fees - before[2]  # negative: a rebate
             done = venue_status == "Filled" or state.filled >= state.req.qty
             state.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
             self._publish(state, state.status, fill=(qty, price, fee), exchange_ts=ts)
@@ -1372,7 +1374,9 @@ def _absorb(state: _Order, record: Mapping[str, Any]) -> None:
         value = filled * avg
     state.filled = filled
     state.notional = value
-    state.fees = max(_dec(record.get("cumExecFee")) or _ZERO, state.fees)
+    fees = _dec(record.get("cumExecFee"))  # net of rebates: it may fall, or be below zero
+    if fees is not None:
+        state.fees = fees
 
 
 def _status_of(record: Mapping[str, Any], state: _Order) -> OrderStatus:

@@ -496,6 +496,24 @@ async def test_poll_publishes_each_fill_once_and_positions_follow(
     assert len(b.updates) == 2
 
 
+async def test_a_maker_rebate_from_poll_is_booked_as_a_negative_fee(
+    server: FakeBybitHTTP, make_bench: Any
+) -> None:
+    b = await make_bench()
+    approved = await b.place(Side.BUY, "1")
+    link = b.link(approved)
+    server.fill(link, "0.5", "100", "0.0275")  # a taker fill: cumExecFee 0.0275
+    assert await b.venue.poll() == 1
+    server.fill(link, "0.5", "100", "-0.03")  # a maker rebate: cumExecFee falls to -0.0025
+    assert await b.venue.poll() == 1
+    fees = [e.fee for e in b.of(approved.order_id) if e.last_fill_qty]
+    assert fees == [D("0.0275"), D("-0.03")]
+    ledger = b.positions.ledger
+    assert ledger.fees == D("-0.0025")
+    assert ledger.cash == ledger.starting_cash - 100 + D("0.0025")
+    assert b.updates[-1].equity == ledger.starting_cash + D("0.0025")
+
+
 async def test_poll_reports_an_order_bybit_cancelled(
     server: FakeBybitHTTP, make_bench: Any
 ) -> None:

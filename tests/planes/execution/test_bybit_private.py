@@ -387,6 +387,24 @@ async def test_a_trade_is_booked_with_its_fee_and_the_quote_as_fee_asset(
     assert b.positions.ledger.position("BTCUSDT").qty == D("0.5")
 
 
+async def test_a_negative_exec_fee_is_a_maker_rebate_booked_as_one(
+    ws: FakeBybitPrivateWS, make_bench: Any
+) -> None:
+    b = await make_bench()
+    approved = await b.place(Side.BUY, "1")
+    link = b.link(approved)
+    await ws.push(
+        execution_push(trade(link, "e-r", "1", "100", "-0.01", order_qty="1", leaves="0"))
+    )
+    await until(lambda: bool(b.updates), "the position update")
+    (fill,) = b.fills(approved.order_id)
+    assert (fill.fee, fill.fee_asset) == (D("-0.01"), "USDT")
+    ledger = b.positions.ledger
+    assert ledger.fees == D("-0.01")
+    assert ledger.cash == ledger.starting_cash - 100 + D("0.01")  # the rebate is cash in
+    assert b.updates[-1].equity == ledger.starting_cash + D("0.01")
+
+
 async def test_a_spot_fee_charged_in_the_base_coin_says_so(
     ws: FakeBybitPrivateWS, make_bench: Any
 ) -> None:

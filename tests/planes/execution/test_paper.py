@@ -225,6 +225,32 @@ async def test_fees_are_taker_for_market_and_maker_for_limit_in_bps_of_notional(
     assert all(f.fee >= 0 for f in b.orders)
 
 
+async def test_a_negative_maker_fee_is_a_rebate_on_limit_fills_and_the_taker_still_pays() -> None:
+    b = await bench("execution.fee_bps_taker=10", "execution.fee_bps_maker=-2.5")
+    b.bar(200, 200, 200, 200)
+    b.approve(Side.BUY, 2)
+    b.approve(Side.SELL, 2, OrderType.LIMIT, limit="201")
+    b.bar(200, 202, 199, 201)
+    market, limit = b.fills()
+    assert market.fee == D("0.4")  # 2 * 200 * 10 bps, paid
+    assert limit.fee == D("-0.1005")  # 2 * 201 * -2.5 bps: a rebate
+    ledger = b.positions.ledger
+    assert ledger.fees == D("0.2995")
+    assert ledger.cash == D(10_000) - 400 - D("0.4") + 402 + D("0.1005")
+    assert ledger.equity() == D(10_000) + 2 - D("0.2995")
+    assert b.paper.book.balances == ledger.balances  # the venue's own books agree
+
+
+async def test_a_maker_rebate_on_a_spot_buy_is_paid_in_the_base_coin() -> None:
+    b = await bench("execution.spot_buy_fee_in_base=true", "execution.fee_bps_maker=-1")
+    b.bar(100, 100, 100, 100)
+    b.approve(Side.BUY, 2, OrderType.LIMIT, limit="100")
+    b.bar(100, 101, 99, 100)
+    (buy,) = b.fills()
+    assert (buy.fee, buy.fee_asset) == (D("-0.0002"), "BTC")
+    assert b.positions.ledger.position("BTCUSDT").qty == D("2.0002")
+
+
 @pytest.mark.parametrize(("side", "price"), [(Side.BUY, D("100.1")), (Side.SELL, D("99.9"))])
 async def test_fixed_slippage_moves_the_price_against_the_trader(
     side: Side, price: Decimal
