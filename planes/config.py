@@ -105,6 +105,11 @@ def _maker_fee(_: object, attribute: attrs.Attribute[Any], value: float) -> None
         raise _BadValueError(attribute.name, reason)
 
 
+def _non_negative_decimal(_: object, attribute: attrs.Attribute[Any], value: Decimal) -> None:
+    if not (value.is_finite() and value >= 0):
+        raise _BadValueError(attribute.name, f"must be a finite number >= 0, got {value}")
+
+
 def _symbols(_: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
     if not value:
         raise _BadValueError(attribute.name, "needs at least one symbol")
@@ -400,6 +405,12 @@ class BybitExecutionSection:
     """A ping not answered within this long ends the connection (it is reconnected)."""
     reconnect_initial_s: float = attrs.field(default=0.5, validator=_positive)
     reconnect_max_s: float = attrs.field(default=30.0, validator=_positive)
+    drift_grace_s: float = attrs.field(default=5.0, validator=_positive)
+    """How long the stream's position/wallet may disagree with the portfolio before an alert."""
+    wallet_drift_tolerance: Decimal = attrs.field(
+        default=Decimal("0.01"), validator=_non_negative_decimal
+    )
+    """Quote amount the wallet's change may differ from the portfolio's without an alert."""
 
     def __attrs_post_init__(self) -> None:
         if self.reconnect_max_s < self.reconnect_initial_s:

@@ -9,7 +9,10 @@ place that cleans up after it:
   seconds ahead (unix ms). A reply with ``success: false`` is a refused key: on the first
   connection ``start()`` raises ``BybitAuthError`` with Bybit's ``ret_msg`` and the stream stops;
   later (a key revoked while running) it is alerted and retried like any failed connection.
-* **Subscribe** to ``order`` and ``execution`` (all categories). Once Bybit confirms, the sink's
+* **Subscribe** to ``order``, ``execution``, ``position`` and ``wallet`` (all categories).
+  ``order`` and ``execution`` records feed the sink's order book-keeping; ``position`` and
+  ``wallet`` records are the venue's view of the account, which the sink compares with the
+  portfolio's (it alerts a drift, it never books one). Once Bybit confirms, the sink's
   ``resync()`` runs (HTTP): what happened while no stream was listening (before the first
   connection, during a drop) is fetched from the REST API, retried with backoff until it works
   or the connection ends.
@@ -20,8 +23,10 @@ place that cleans up after it:
   connection that got as far as a confirmed subscription resets n. Every
   ``ALERT_AFTER_FAILURES`` failures in a row the sink gets an alert; it never gives up by itself.
 * **Wire input** is checked before the sink sees it: a frame that is not JSON, has an unknown
-  topic or no ``data`` list, and a record with missing fields or bad numbers is logged with what
-  was wrong (``bybit_private.skipped``), counted and skipped. Records are handled one by one, so
+  topic or no ``data`` list, and a record with missing fields or bad numbers (a position without
+  a symbol, a negative size, a size with no side, an unknown ``positionIdx``; a wallet coin
+  without a name or a ``walletBalance``) is logged with what was wrong
+  (``bybit_private.skipped``), counted and skipped. Records are handled one by one, so
   a bad one never takes a good one of the same frame with it, and nothing that goes wrong with
   one frame ends the stream.
 
@@ -53,7 +58,7 @@ from planes.tasks import cancel_and_wait
 
 log = structlog.get_logger("planes.execution.bybit_private")
 
-TOPICS: Final = ("order", "execution")
+TOPICS: Final = ("order", "execution", "position", "wallet")
 AUTH_EXPIRY_MS: Final = 10_000
 """How far ahead of now the auth signature's ``expires`` lies."""
 ALERT_AFTER_FAILURES: Final = 5
@@ -72,6 +77,10 @@ ORDER_STATUSES: Final = frozenset(
 )
 """Bybit V5 ``orderStatus`` values; a record with another one is skipped."""
 _ORDER_NUMBERS: Final = ("qty", "price", "avgPrice", "cumExecQty", "cumExecValue", "cumExecFee")
+_POSITION_SIDES: Final = {"Buy": 1, "Sell": -1, "": 0, "None": 0}
+"""A position record's ``side`` and the sign it gives the size (empty: no position)."""
+_POSITION_IDX: Final = frozenset((0, 1, 2))
+"""One-way mode (0), hedge mode's buy side (1) and sell side (2)."""
 _SNIPPET = 120
 
 
@@ -99,6 +108,28 @@ class Execution:
     exec_time: int | None
 
 
+@attrs.frozen
+class VenuePositionRecord:
+    """One checked ``position`` record: Bybit's size of a symbol on one ``positionIdx``."""
+
+    category: str
+    """``linear``, ``inverse``, ``option`` (empty when the record does not say)."""
+    symbol: str
+    position_idx: int
+    qty: Decimal
+    """Signed: negative for ``side = Sell``; 0 when the position is closed."""
+    mark_price: Decimal | None
+    updated_ms: int | None
+
+
+@attrs.frozen
+class WalletRecord:
+    """One checked ``wallet`` record: ``walletBalance`` per coin of one account."""
+
+    account_type: str
+    balances: Mapping[str, Decimal]
+
+
 class PrivateSink(Protocol):
     """What the stream feeds: ``BybitExecution``."""
 
@@ -108,6 +139,14 @@ class PrivateSink(Protocol):
 
     def apply_execution(self, fill: Execution) -> bool:
         """Book one trade; False when it was not booked (duplicate, covered, foreign)."""
+        ...
+
+    def apply_position(self, record: VenuePositionRecord) -> None:
+        """Take Bybit's view of one position (compared with the portfolio's, never booked)."""
+        ...
+
+    def apply_wallet(self, record: WalletRecord) -> None:
+        """Take Bybit's view of the wallet (compared with the portfolio's, never booked)."""
         ...
 
     async def resync(self) -> int:
@@ -138,6 +177,8 @@ class StreamMetrics:
     heartbeat_timeouts: int = 0
     orders: int = 0
     executions: int = 0
+    positions: int = 0
+    wallets: int = 0
     skipped: int = 0
     """Frames and records that were not usable (each logged with the reason)."""
     record_errors: int = 0
@@ -483,16 +524,25 @@ class BybitPrivateStream:
         self._spawn(self._resync(), "bybit-private-resync")
 
     def _on_record(self, kind: str, record: object) -> None:
+        metrics, sink = self.metrics, self._sink
         try:
             if kind == "order":
                 checked = check_order(record)
-                self.metrics.orders += 1
-                self._sink.apply_order_update(checked)
-                return
-            fill = parse_execution(record)
-            if fill is not None:
-                self.metrics.executions += 1
-                self._sink.apply_execution(fill)
+                metrics.orders += 1
+                sink.apply_order_update(checked)
+            elif kind == "execution":
+                fill = parse_execution(record)
+                if fill is not None:
+                    metrics.executions += 1
+                    sink.apply_execution(fill)
+            elif kind == "position":
+                position = parse_position(record)
+                metrics.positions += 1
+                sink.apply_position(position)
+            else:
+                wallet = parse_wallet(record)
+                metrics.wallets += 1
+                sink.apply_wallet(wallet)
         except BadRecordError as bad:
             self._skip(f"{kind} record: {bad}", record)
         except Exception as exc:  # one record must never end the stream or take others along
@@ -572,6 +622,66 @@ def parse_execution(record: object) -> Execution | None:
         order_qty=order_qty if order_qty is not None and order_qty > 0 else None,
         exec_time=None if exec_time is None else int(exec_time),
     )
+
+
+def parse_position(record: object) -> VenuePositionRecord:
+    """A ``position`` record as a ``VenuePositionRecord``.
+
+    Raises ``BadRecordError`` saying what is wrong with an unusable record.
+    """
+    if not isinstance(record, Mapping):
+        raise BadRecordError(f"not an object: {type(record).__name__}")
+    symbol = _text(record, "symbol")
+    if not symbol:
+        raise BadRecordError("symbol is empty")
+    side = record.get("side", "")
+    if side not in _POSITION_SIDES:
+        raise BadRecordError(f"unknown side {side!r}")
+    size = _number(record, "size")
+    if size < 0:
+        raise BadRecordError(f"size is negative: {size}")
+    sign = _POSITION_SIDES[side]
+    if size and not sign:
+        raise BadRecordError(f"a size of {size} with no side")
+    idx = record.get("positionIdx", 0)
+    if isinstance(idx, bool) or idx not in _POSITION_IDX:
+        raise BadRecordError(f"unknown positionIdx {idx!r}")
+    category = record.get("category", "")
+    updated = _decimal(record.get("updatedTime"))
+    return VenuePositionRecord(
+        category=category if isinstance(category, str) else "",
+        symbol=symbol,
+        position_idx=int(idx),
+        qty=size * sign,
+        mark_price=_decimal(record.get("markPrice")),
+        updated_ms=None if updated is None else int(updated),
+    )
+
+
+def parse_wallet(record: object) -> WalletRecord:
+    """A ``wallet`` record as a ``WalletRecord``.
+
+    Raises ``BadRecordError`` saying what is wrong with an unusable record.
+    """
+    if not isinstance(record, Mapping):
+        raise BadRecordError(f"not an object: {type(record).__name__}")
+    account_type = _text(record, "accountType")
+    coins = record.get("coin")
+    if not isinstance(coins, list):
+        raise BadRecordError("coin missing or not a list")
+    balances: dict[str, Decimal] = {}
+    for n, item in enumerate(coins):
+        if not isinstance(item, Mapping):
+            raise BadRecordError(f"coin[{n}] is not an object")
+        coin = item.get("coin")
+        if not (isinstance(coin, str) and coin):
+            raise BadRecordError(f"coin[{n}].coin missing or empty")
+        value = item.get("walletBalance")
+        balance = _decimal(value)
+        if balance is None:
+            raise BadRecordError(f"coin[{n}] ({coin}) walletBalance is not a number: {value!r}")
+        balances[coin.upper()] = balance
+    return WalletRecord(account_type, balances)
 
 
 def _text(record: Mapping[str, Any], key: str) -> str:
