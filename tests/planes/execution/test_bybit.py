@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,12 +46,12 @@ from tests.fakes.bybit_http import (
     CANCEL,
     CREATE,
     HISTORY,
-    ORDER_FIELDS,
     REALTIME,
     WALLET,
     FakeBybitHTTP,
     Fault,
 )
+from tests.fakes.bybit_samples import private_sample
 
 pytestmark = pytest.mark.network
 
@@ -61,7 +59,6 @@ S = OrderStatus
 KEYS = {"BYBIT_API_KEY": "test-key", "BYBIT_API_SECRET": "test-secret"}
 TIMEOUT_S = 0.25
 STALL_S = 2.0  # well past the client's timeout; released when the server closes
-SAMPLE = Path(__file__).resolve().parents[4] / "shared/data/bybit/ws/private/order.json"
 
 
 def D(value: str | int) -> Decimal:  # noqa: N802 - reads like the literal it stands for
@@ -561,9 +558,7 @@ async def test_a_private_ws_order_record_feeds_fills(
 ) -> None:
     b = await make_bench()
     approved = await b.place(Side.SELL, "1")
-    record = dict(zip(ORDER_FIELDS, [""] * len(ORDER_FIELDS), strict=True))
-    if SAMPLE.is_file():
-        record = json.loads(SAMPLE.read_text())["data"][0]
+    record = private_sample("order")["data"][0]
     record.update(
         orderLinkId=b.link(approved),
         orderStatus="Filled",

@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from http import HTTPStatus
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -40,12 +39,12 @@ from planes.execution.bybit_private import (
 )
 from planes.runtime import Runtime, RuntimeStartError
 from tests.fakes.bybit_http import FakeBybitHTTP
+from tests.fakes.bybit_samples import private_sample
 from tests.planes.execution.test_bybit import KEYS, Bench
 
 pytestmark = pytest.mark.network
 
 S = OrderStatus
-SAMPLES = Path(__file__).resolve().parents[2] / "data/bybit/ws/private"  # copies of ../shared/data
 WAIT_S = 5.0
 
 
@@ -53,10 +52,7 @@ def D(value: str | int) -> Decimal:  # noqa: N802 - reads like the literal it st
     return Decimal(value)
 
 
-def sample(name: str) -> dict[str, Any]:
-    """A real private message (``order``, ``execution``, ``position``, ``wallet``)."""
-    loaded: dict[str, Any] = json.loads((SAMPLES / f"{name}.json").read_text())
-    return loaded
+sample = private_sample
 
 
 async def until(condition: Callable[[], bool], what: str, within_s: float = WAIT_S) -> None:
