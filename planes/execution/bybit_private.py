@@ -499,10 +499,9 @@ class BadRecordError(ValueError):
     """A wire record that cannot be used; the message says what is wrong with it."""
 
 
-def check_order(record: object) -> Mapping[str, Any]:
-    """``record`` when it is a usable ``order`` record, else ``BadRecordError``."""
-    if not isinstance(record, Mapping):
-        raise BadRecordError(f"not an object: {type(record).__name__}")
+def check_order(raw: object) -> Mapping[str, Any]:
+    """``raw`` when it is a usable ``order`` record, else ``BadRecordError``."""
+    record = _mapping(raw)
     for key in ("orderId", "orderLinkId", "orderStatus"):
         if not isinstance(record.get(key), str):
             raise BadRecordError(f"{key} missing or not a string")
@@ -522,13 +521,12 @@ def check_order(record: object) -> Mapping[str, Any]:
     return record
 
 
-def parse_execution(record: object) -> Execution | None:
+def parse_execution(raw: object) -> Execution | None:
     """An ``execution`` record as an ``Execution``; None for a non-trade (funding, settlement).
 
     Raises ``BadRecordError`` saying what is wrong with an unusable record.
     """
-    if not isinstance(record, Mapping):
-        raise BadRecordError(f"not an object: {type(record).__name__}")
+    record = _mapping(raw)
     kind = record.get("execType")
     if not isinstance(kind, str):
         raise BadRecordError("execType missing or not a string")
@@ -562,13 +560,12 @@ def parse_execution(record: object) -> Execution | None:
     )
 
 
-def parse_position(record: object) -> VenuePositionRecord:
+def parse_position(raw: object) -> VenuePositionRecord:
     """A ``position`` record as a ``VenuePositionRecord``.
 
     Raises ``BadRecordError`` saying what is wrong with an unusable record.
     """
-    if not isinstance(record, Mapping):
-        raise BadRecordError(f"not an object: {type(record).__name__}")
+    record = _mapping(raw)
     symbol = _text(record, "symbol")
     if not symbol:
         raise BadRecordError("symbol is empty")
@@ -596,13 +593,12 @@ def parse_position(record: object) -> VenuePositionRecord:
     )
 
 
-def parse_wallet(record: object) -> WalletRecord:
+def parse_wallet(raw: object) -> WalletRecord:
     """A ``wallet`` record as a ``WalletRecord``.
 
     Raises ``BadRecordError`` saying what is wrong with an unusable record.
     """
-    if not isinstance(record, Mapping):
-        raise BadRecordError(f"not an object: {type(record).__name__}")
+    record = _mapping(raw)
     account_type = _text(record, "accountType")
     coins = record.get("coin")
     if not isinstance(coins, list):
@@ -620,6 +616,12 @@ def parse_wallet(record: object) -> WalletRecord:
             raise BadRecordError(f"coin[{n}] ({coin}) walletBalance is not a number: {value!r}")
         balances[coin.upper()] = balance
     return WalletRecord(account_type, balances)
+
+
+def _mapping(raw: object) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise BadRecordError(f"not an object: {type(raw).__name__}")
+    return raw
 
 
 def _text(record: Mapping[str, Any], key: str) -> str:

@@ -467,8 +467,10 @@ async def test_poll_rejects_an_unconfirmed_order_bybit_does_not_have(
     assert b.of(approved.order_id)[-1].reason.startswith("venue_unavailable: ")
 
 
+# A maker rebate makes cumExecFee fall (here below zero): the fill's fee is negative, booked.
+@pytest.mark.parametrize("fee", ["0.0168", "-0.0168"], ids=["fee", "maker_rebate"])
 async def test_poll_publishes_each_fill_once_and_positions_follow(
-    server: FakeBybitHTTP, make_bench: Any
+    server: FakeBybitHTTP, make_bench: Any, fee: str
 ) -> None:
     b = await make_bench()
     approved = await b.place(Side.BUY, "0.5")
@@ -476,7 +478,7 @@ async def test_poll_publishes_each_fill_once_and_positions_follow(
     assert await b.venue.poll() == 0
     server.fill(link, "0.2", "100", "0.011")
     assert await b.venue.poll() == 1
-    server.fill(link, "0.3", "102", "0.0168")
+    server.fill(link, "0.3", "102", fee)
     assert await b.venue.poll() == 1
     assert await b.venue.poll() == 0
     part, full = b.of(approved.order_id)[2:]
@@ -487,28 +489,13 @@ async def test_poll_publishes_each_fill_once_and_positions_follow(
     )
     assert (part.fee, part.filled_qty) == (D("0.011"), D("0.2"))
     assert (full.status, full.last_fill_qty, full.last_fill_price) == (S.FILLED, D("0.3"), D(102))
-    assert (full.fee, full.filled_qty, full.avg_fill_price) == (D("0.0168"), D("0.5"), D("101.2"))
+    assert (full.fee, full.filled_qty, full.avg_fill_price) == (D(fee), D("0.5"), D("101.2"))
     assert full.exchange_ts is not None
-    assert b.positions.ledger.position("BTCUSDT").qty == D("0.5")
-    assert len(b.updates) == 2
-
-
-async def test_a_maker_rebate_from_poll_is_booked_as_a_negative_fee(
-    server: FakeBybitHTTP, make_bench: Any
-) -> None:
-    b = await make_bench()
-    approved = await b.place(Side.BUY, "1")
-    link = b.link(approved)
-    server.fill(link, "0.5", "100", "0.0275")  # a taker fill: cumExecFee 0.0275
-    assert await b.venue.poll() == 1
-    server.fill(link, "0.5", "100", "-0.03")  # a maker rebate: cumExecFee falls to -0.0025
-    assert await b.venue.poll() == 1
-    fees = [e.fee for e in b.of(approved.order_id) if e.last_fill_qty]
-    assert fees == [D("0.0275"), D("-0.03")]
     ledger = b.positions.ledger
-    assert ledger.fees == D("-0.0025")
-    assert ledger.cash == ledger.starting_cash - 100 + D("0.0025")
-    assert b.updates[-1].equity == ledger.starting_cash + D("0.0025")
+    assert ledger.position("BTCUSDT").qty == D("0.5")
+    assert ledger.fees == D("0.011") + D(fee)
+    assert ledger.cash == ledger.starting_cash - D("50.6") - ledger.fees
+    assert len(b.updates) == 2
 
 
 async def test_poll_reports_an_order_bybit_cancelled(

@@ -384,14 +384,15 @@ async def test_without_the_option_there_is_no_stream(
 # -- fills -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fee", ["0.0276", "-0.0276"], ids=["fee", "maker_rebate"])
 async def test_a_trade_is_booked_with_its_fee_and_the_quote_as_fee_asset(
-    ws: FakeBybitPrivateWS, make_bench: Any
+    ws: FakeBybitPrivateWS, make_bench: Any, fee: str
 ) -> None:
     b = await make_bench()
     approved = await b.place(Side.BUY, "0.5")
     link = b.link(approved)
     await ws.push(
-        execution_push(trade(link, "e-1", "0.5", "100.5", "0.0276", order_qty="0.5", leaves="0"))
+        execution_push(trade(link, "e-1", "0.5", "100.5", fee, order_qty="0.5", leaves="0"))
     )
     await until(lambda: bool(b.fills(approved.order_id)), "the fill")
     (fill,) = b.fills(approved.order_id)
@@ -400,29 +401,14 @@ async def test_a_trade_is_booked_with_its_fee_and_the_quote_as_fee_asset(
         D("0.5"),
         D("100.5"),
     )
-    assert (fill.fee, fill.fee_asset, fill.exchange_ts) == (D("0.0276"), "USDT", 1672364174443)
+    assert (fill.fee, fill.fee_asset, fill.exchange_ts) == (D(fee), "USDT", 1672364174443)
     assert (fill.filled_qty, fill.avg_fill_price) == (D("0.5"), D("100.5"))
     assert b.statuses(approved.order_id) == [S.SUBMITTED, S.ACCEPTED, S.FILLED]
     await until(lambda: bool(b.updates), "the position update")
-    assert b.positions.ledger.position("BTCUSDT").qty == D("0.5")
-
-
-async def test_a_negative_exec_fee_is_a_maker_rebate_booked_as_one(
-    ws: FakeBybitPrivateWS, make_bench: Any
-) -> None:
-    b = await make_bench()
-    approved = await b.place(Side.BUY, "1")
-    link = b.link(approved)
-    await ws.push(
-        execution_push(trade(link, "e-r", "1", "100", "-0.01", order_qty="1", leaves="0"))
-    )
-    await until(lambda: bool(b.updates), "the position update")
-    (fill,) = b.fills(approved.order_id)
-    assert (fill.fee, fill.fee_asset) == (D("-0.01"), "USDT")
     ledger = b.positions.ledger
-    assert ledger.fees == D("-0.01")
-    assert ledger.cash == ledger.starting_cash - 100 + D("0.01")  # the rebate is cash in
-    assert b.updates[-1].equity == ledger.starting_cash + D("0.01")
+    assert ledger.position("BTCUSDT").qty == D("0.5")
+    assert ledger.fees == D(fee)  # a negative execFee is booked as a rebate, not as 0
+    assert ledger.cash == ledger.starting_cash - D("50.25") - D(fee)
 
 
 async def test_a_spot_fee_charged_in_the_base_coin_says_so(
