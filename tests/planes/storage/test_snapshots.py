@@ -246,6 +246,11 @@ DAMAGE: dict[str, tuple[Callable[[bytes], bytes], str]] = {
     "not utf-8": (lambda data: b"\xff\xfe" + data, r"not UTF-8"),
     "not an object": (lambda data: b"[1, 2, 3]", r"not a snapshot \(the JSON is a list"),
     "NaN": (lambda data: data.replace(b"-12.5", b"NaN"), r"NaN is not allowed"),
+    # A flipped digit in an exponent: Python reads 1e999 as inf, which has no canonical JSON.
+    "float out of range": (
+        lambda data: data.replace(b"-12.5", b"-12.5e999"),
+        r"-12.5e999 is out of a float's range",
+    ),
     "value changed": (edit_document(_poke_section), r"checksum mismatch"),
     "checksum changed": (edit_document(_set("checksum", "0" * 64)), r"checksum mismatch"),
     "format 2": (edit_document(_set("format", 2)), r"unknown snapshot format 2"),
