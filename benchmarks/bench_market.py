@@ -26,7 +26,7 @@ from contracts.meta import EventMeta, Source
 from contracts.topics import MARKET_ORDERBOOK_DELTA, MARKET_TICKER
 from planes.bus import EventBus
 from planes.market.bybit_parse import BybitNormalizer
-from tests.fakes.bybit_server import load_samples  # the real Bybit samples, or their copies
+from tests.fakes.bybit_server import load_samples  # the real Bybit samples (tests/data/bybit)
 
 
 def ticker_frames(n: int, rng: random.Random) -> list[str]:

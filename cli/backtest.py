@@ -3,6 +3,11 @@
 Nothing here trades or decides: the command builds a configuration (replay source, one scenario,
 paper execution, the historical clock), runs the same ``Runtime`` that ``planes run`` uses, and
 records what the bus carries — closed bars, fills, position updates — into a report.
+
+Fills are read as the ledger books them (``planes.execution.ledger.fill_terms``): a fee in the
+quote coin is a quote amount; a fee in the base coin changes the quantity the trade holds and is
+valued at the fill price; a fee in any other coin is not valued, but reported per coin in the
+trade's and the report's ``unvalued_fees`` (keys present only when there is one).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from contracts.execution import OrderEvent, PositionUpdate
 from contracts.market import KlineEvent
 from contracts.topics import EXEC_ORDER_EVENT, MARKET_KLINE, PORTFOLIO_POSITION
 from planes.config import Config, ReplayFormat, load_config
+from planes.execution.ledger import FeeKind, fill_terms
 from planes.runtime import Runtime
 
 _MS_PER_YEAR = 365 * 24 * 3600 * 1000
@@ -65,10 +71,14 @@ class Trade:
     exit_price: Decimal | None = None
     pnl: Decimal = _ZERO
     fees: Decimal = _ZERO
+    """Valued in quote: quote fees, and base-coin fees at their fill prices."""
     closed_at_end: bool = False
+    unvalued_fees: dict[str, Decimal] = attrs.field(factory=dict)
+    """Fees in coins the report cannot value, per coin: left out of ``fees`` and ``pnl``."""
 
     def as_json(self) -> dict[str, Any]:
-        """The report's shape of a trade."""
+        """The report's shape of a trade (``unvalued_fees`` only when there are some)."""
+        unvalued = {"unvalued_fees": _strings(self.unvalued_fees)} if self.unvalued_fees else {}
         return {
             "symbol": self.symbol,
             "side": self.side,
@@ -80,6 +90,7 @@ class Trade:
             "pnl": str(self.pnl),
             "fees": str(self.fees),
             "closed_at_end": self.closed_at_end,
+            **unvalued,
         }
 
 
@@ -92,13 +103,17 @@ class _Open:
     fees: Decimal
     exit_qty: Decimal = _ZERO
     exit_value: Decimal = _ZERO
+    unvalued: dict[str, Decimal] = attrs.field(factory=dict)
 
 
 class Recorder:
     """Listens to the bus of a backtest and keeps what the report needs."""
 
-    def __init__(self, cash: Decimal) -> None:
+    def __init__(self, cash: Decimal, quote: str = "USDT") -> None:
         self.cash = cash
+        self.quote = quote
+        self.unvalued_fees: dict[str, Decimal] = {}
+        """Fees in coins the report cannot value, per coin, over the run."""
         self.bars = 0
         self.interval_ms: int | None = None
         self.equity: list[float] = []
@@ -130,25 +145,38 @@ class Recorder:
         self._fill(event, qty, price, ts)
 
     def _fill(self, event: OrderEvent, qty: Decimal, price: Decimal, ts: int) -> None:
-        symbol, side, fee = event.symbol, event.side, event.fee
+        symbol, side = event.symbol, event.side
+        fee_asset = event.fee_asset
+        terms = fill_terms(
+            symbol, side, qty, price, event.fee, fee_asset=fee_asset, quote=self.quote
+        )
+        moved, fee = abs(terms.moved), terms.fee_value  # a base-coin fee changes what is held
+        unvalued = {fee_asset.upper(): event.fee} if terms.kind is FeeKind.OTHER else {}
+        for asset, amount in unvalued.items():
+            self.unvalued_fees[asset] = self.unvalued_fees.get(asset, _ZERO) + amount
         trade = self._open.get(symbol)
         if trade is None:
-            self._open[symbol] = _Open(side, qty, qty * price, ts, fee)
+            self._open[symbol] = _Open(side, moved, moved * price, ts, fee, unvalued=unvalued)
             return
         if side is trade.side:
-            trade.qty += qty
-            trade.cost += qty * price
+            trade.qty += moved
+            trade.cost += moved * price
             trade.fees += fee
+            _add(trade.unvalued, unvalued, 1)
             return
-        closing = min(qty, trade.qty - trade.exit_qty)
+        closing = min(moved, trade.qty - trade.exit_qty)
         trade.exit_qty += closing
         trade.exit_value += closing * price
-        trade.fees += fee * closing / qty
+        trade.fees += fee * closing / moved
+        _add(trade.unvalued, unvalued, closing / moved)
         if trade.exit_qty == trade.qty:
             self._close(symbol, trade, ts)
-        rest = qty - closing
+        rest = moved - closing
         if rest > 0:  # the fill flipped the position: the rest opens a new trade
-            self._open[symbol] = _Open(side, rest, rest * price, ts, fee * rest / qty)
+            share = rest / moved
+            opened = _Open(side, rest, rest * price, ts, fee * share)
+            _add(opened.unvalued, unvalued, share)
+            self._open[symbol] = opened
 
     def _close(self, symbol: str, trade: _Open, ts: int, *, at_end: bool = False) -> None:
         del self._open[symbol]
@@ -168,6 +196,7 @@ class Recorder:
                 pnl,
                 trade.fees,
                 at_end,
+                trade.unvalued,
             )
         )
 
@@ -210,6 +239,16 @@ class Recorder:
             "win_rate": wins / len(self.trades) if self.trades else 0.0,
             "final_equity": final,
         }
+
+
+def _add(into: dict[str, Decimal], fees: dict[str, Decimal], share: Decimal | int) -> None:
+    """Add ``share`` of each coin's fee in ``fees`` to ``into``."""
+    for asset, amount in fees.items():
+        into[asset] = into.get(asset, _ZERO) + amount * share
+
+
+def _strings(fees: dict[str, Decimal]) -> dict[str, str]:
+    return {asset: str(amount) for asset, amount in fees.items()}
 
 
 def backtest_config(args: Any) -> Config:
@@ -303,7 +342,7 @@ async def run_backtest(config: Config, *, progress: bool = False) -> BacktestRes
     """Run one backtest (see docs/backtesting.md)."""
     runtime = Runtime(config)
     runtime.assemble()
-    recorder = Recorder(config.portfolio.cash)
+    recorder = Recorder(config.portfolio.cash, config.portfolio.quote)
     bus = runtime.bus
     bus.subscribe(MARKET_KLINE, recorder.on_kline)
     bus.subscribe(EXEC_ORDER_EVENT, recorder.on_order)
@@ -326,7 +365,18 @@ async def run_backtest(config: Config, *, progress: bool = False) -> BacktestRes
         "trades": [t.as_json() for t in recorder.trades],
         "stats": recorder.stats(),
     }
+    if recorder.unvalued_fees:
+        report["unvalued_fees"] = _strings(recorder.unvalued_fees)
     return BacktestResult(report, recorder.equity)
+
+
+def unvalued_note(report: dict[str, Any], quote: str) -> str | None:
+    """The warning ``planes backtest`` prints when the report holds fees it could not value."""
+    unvalued = report.get("unvalued_fees")
+    if not unvalued:
+        return None
+    paid = ", ".join(f"{amount} {asset}" for asset, amount in unvalued.items())
+    return f"fees not valued in {quote}, left out of the trades' pnl and fees: {paid}"
 
 
 async def _progress(recorder: Recorder) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from cli.backtest import backtest_config, plot, run_backtest
+from cli.backtest import backtest_config, plot, run_backtest, unvalued_note
 from cli.journal import cmd_journal, parse_seq
 from cli.replay import cmd_replay
 from cli.shell import Shell
@@ -274,6 +274,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"  sharpe {stats['sharpe']:.2f}  max drawdown {stats['max_drawdown']:.2%}"
         f"  win rate {stats['win_rate']:.0%}  final equity {stats['final_equity']:.2f}"
     )
+    note = unvalued_note(report, config.portfolio.quote)
+    if note:
+        print(f"planes backtest: {note}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -26,6 +26,12 @@ ones.
   historical clock from the run's first event, ``execution.venue = paper``, and
   ``storage.enabled = false`` with a scratch ``runtime.data_dir``: nothing is written beside
   the journal.
+* **Fees** are read as the ledger books them (``planes.execution.ledger.fill_terms``, in the
+  configuration's ``portfolio.quote``): the starting cash undoes the first fill's cash change
+  (a quote fee is part of it, a base-coin or another coin's fee is not). Fees the recorded run
+  paid in a coin the books cannot value are summed per coin into the report's
+  ``unvalued_fees`` (present only when there are some) and named in the summary: the replay's
+  paper venue charges its own fees, and the comparison below does not look at fees.
 * **The comparison.** The sequences of ``(intent_id, scenario_id, symbol, side)`` of
   ``strategy:intent`` and of ``(client_order_id, status, filled_qty, avg_fill_price)`` of
   ``exec:order_event``, recorded vs replayed, position by position. ``matched`` is the length
@@ -68,7 +74,7 @@ import attrs
 import structlog
 
 from contracts.control import ControlState
-from contracts.enums import Lifecycle, Side
+from contracts.enums import Lifecycle
 from contracts.execution import OrderEvent, PositionUpdate
 from contracts.market import (
     END_OF_DATA,
@@ -99,6 +105,7 @@ from contracts.topics import (
 )
 from planes.clock import HistoricalClock
 from planes.config import Config, ConfigError, load_config, structure_config, to_tree
+from planes.execution.ledger import FeeKind, fee_kind, fill_terms
 from planes.logs import configure_logging
 from planes.market.gateway import MarketGateway
 from planes.runtime import Runtime, RuntimeStartError
@@ -392,6 +399,8 @@ class Recorded:
     cash: Decimal | None
     """The cash the run started with, when its first fill tells."""
     recovery: StateRecovered | None
+    unvalued_fees: Mapping[str, Decimal] = attrs.field(factory=dict)
+    """Fees the run paid in coins its books could not value, per coin (upper case)."""
 
 
 def intent_key(intent: Intent) -> IntentKey:
@@ -410,20 +419,31 @@ def order_key(event: OrderEvent) -> OrderKey:
     )
 
 
-def starting_cash(first_fill: OrderEvent | None, update: PositionUpdate) -> Decimal:
+def starting_cash(
+    first_fill: OrderEvent | None, update: PositionUpdate, quote: str = "USDT"
+) -> Decimal:
     """The ledger's cash before the run's first fill, from the first position update.
 
     The first ``portfolio:position_update`` of a run is the one the first fill caused (the bus
-    delivers in order), and a fill moves cash by ``-signed qty * price - fee``; an update with no
-    fill before it announces a recovered position, and its cash is the starting cash.
+    delivers in order), and a fill moves cash as the ledger books it in ``quote``:
+    ``-signed qty * price``, less its fee when that is in quote; an update with no fill before
+    it announces a recovered position, and its cash is the starting cash.
     """
     if first_fill is None or first_fill.last_fill_qty is None:
         return update.cash
     qty, price = first_fill.last_fill_qty, first_fill.last_fill_price
     if price is None:
         return update.cash
-    signed = qty if first_fill.side is Side.BUY else -qty
-    return update.cash + signed * price + first_fill.fee
+    terms = fill_terms(
+        first_fill.symbol,
+        first_fill.side,
+        qty,
+        price,
+        first_fill.fee,
+        fee_asset=first_fill.fee_asset,
+        quote=quote,
+    )
+    return update.cash - terms.cash
 
 
 def scenario_order(announced: Sequence[str], intents: Iterable[tuple[str, str, int]]) -> list[str]:
@@ -459,6 +479,7 @@ def scenario_order(announced: Sequence[str], intents: Iterable[tuple[str, str, i
 class _Reading:
     """What ``read_recorded`` gathers in its pass over the run."""
 
+    quote: str
     scenarios: dict[str, ScenarioEnabled] = attrs.field(factory=dict)
     symbols: dict[str, None] = attrs.field(factory=dict)
     intents: list[IntentKey] = attrs.field(factory=list)
@@ -469,13 +490,14 @@ class _Reading:
     first_fill: OrderEvent | None = None
     cash: Decimal | None = None
     recovery: StateRecovered | None = None
+    unvalued: dict[str, Decimal] = attrs.field(factory=dict)
 
     def add(self, record: JournalRecord) -> None:
         if record.topic == PORTFOLIO_POSITION.name:
             if self.cash is None:  # only the first update tells; the others are not decoded
                 update = decode(record, _TYPES)
                 assert isinstance(update, PositionUpdate)  # noqa: S101 - the topic's class
-                self.cash = starting_cash(self.first_fill, update)
+                self.cash = starting_cash(self.first_fill, update, self.quote)
             return
         payload = decode(record, _TYPES)
         if isinstance(payload, Intent):
@@ -487,6 +509,8 @@ class _Reading:
             self.order_ts.append(record.ts)
             if self.first_fill is None and payload.last_fill_qty:
                 self.first_fill = payload
+            if payload.last_fill_qty and payload.fee:
+                self._fee(payload)
         elif isinstance(payload, ScenarioEnabled):
             # Popped first, so the dict keeps the order of the last announcements.
             self.scenarios.pop(payload.scenario_id, None)
@@ -495,6 +519,12 @@ class _Reading:
             self.recovery = payload
         elif isinstance(payload, MarketSubscribeRequest):
             self.symbols.update(dict.fromkeys(payload.symbols))
+
+    def _fee(self, fill: OrderEvent) -> None:
+        """Sum a fill's fee per coin when the books cannot value it."""
+        if fee_kind(fill.symbol, fill.fee_asset, self.quote) is FeeKind.OTHER:
+            asset = fill.fee_asset.upper()
+            self.unvalued[asset] = self.unvalued.get(asset, Decimal(0)) + fill.fee
 
 
 _RECORDED_TOPICS = (
@@ -507,12 +537,15 @@ _RECORDED_TOPICS = (
 )
 
 
-def read_recorded(reader: JournalReader, span: RunSpan) -> Recorded:
-    """Read what the run recorded: scenarios, symbols, intents, orders, cash, recovery."""
+def read_recorded(reader: JournalReader, span: RunSpan, quote: str = "USDT") -> Recorded:
+    """Read what the run recorded: scenarios, symbols, intents, orders, cash, recovery, fees.
+
+    ``quote`` is the recorded run's ``portfolio.quote``: fees are read as its books took them.
+    """
     first = next(iter(_run_records(reader, span)), None)
     if first is None:  # unreachable: the span holds the run's market events
         raise ReplayInputError(f"run {span.run_id}: no events found")
-    reading = _Reading()
+    reading = _Reading(quote)
     for record in _run_records(reader, span, _RECORDED_TOPICS):
         reading.add(record)
     symbols = reading.symbols
@@ -533,6 +566,7 @@ def read_recorded(reader: JournalReader, span: RunSpan) -> Recorded:
         order_ts=tuple(reading.order_ts),
         cash=reading.cash,
         recovery=reading.recovery,
+        unvalued_fees=reading.unvalued,
     )
 
 
@@ -715,6 +749,8 @@ def build_report(recorded: Recorded, replayed: Replayed) -> dict[str, Any]:
             divergences.append((min(times), rank, divergence))
     report["first_divergence"] = min(divergences, key=lambda d: d[:2])[2] if divergences else None
     report["deterministic"] = not divergences
+    if recorded.unvalued_fees:
+        report["unvalued_fees"] = {a: str(fee) for a, fee in recorded.unvalued_fees.items()}
     return report
 
 
@@ -736,6 +772,10 @@ def summary(report: Mapping[str, Any]) -> str:
             f"  recorded: {json.dumps(divergence['recorded'])}",
             f"  replayed: {json.dumps(divergence['replayed'])}",
         ]
+    unvalued = report.get("unvalued_fees")
+    if unvalued:
+        paid = ", ".join(f"{fee} {asset}" for asset, fee in unvalued.items())
+        lines.append(f"note: the recorded run paid fees its books could not value: {paid}")
     return "\n".join(lines)
 
 
@@ -764,7 +804,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         reader = open_reader(journal)
         span = select_run(find_runs(reader), args.run_id, journal)
-        recorded = read_recorded(reader, span)
+        recorded = read_recorded(reader, span, base.portfolio.quote)
     except (JournalError, ReplayInputError) as exc:
         print(f"{_PROG}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -83,6 +83,33 @@ def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> N
         raise _BadValueError(attribute.name, f"must be >= 0, got {value}")
 
 
+MAX_FEE_BPS = 10_000.0
+"""A fee or rebate of a whole notional (10 000 bps) is no fee: refused."""
+
+
+def _taker_fee(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 <= value < MAX_FEE_BPS:
+        reason = (
+            f"must be >= 0 and below {MAX_FEE_BPS:g} bps, got {value}: a taker always pays "
+            "(only execution.fee_bps_maker may be negative, a maker rebate)"
+        )
+        raise _BadValueError(attribute.name, reason)
+
+
+def _maker_fee(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not -MAX_FEE_BPS < value < MAX_FEE_BPS:
+        reason = (
+            f"must be above {-MAX_FEE_BPS:g} and below {MAX_FEE_BPS:g} bps, got {value} "
+            "(negative: a maker rebate)"
+        )
+        raise _BadValueError(attribute.name, reason)
+
+
+def _non_negative_decimal(_: object, attribute: attrs.Attribute[Any], value: Decimal) -> None:
+    if not (value.is_finite() and value >= 0):
+        raise _BadValueError(attribute.name, f"must be a finite number >= 0, got {value}")
+
+
 def _symbols(_: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
     if not value:
         raise _BadValueError(attribute.name, "needs at least one symbol")
@@ -378,6 +405,12 @@ class BybitExecutionSection:
     """A ping not answered within this long ends the connection (it is reconnected)."""
     reconnect_initial_s: float = attrs.field(default=0.5, validator=_positive)
     reconnect_max_s: float = attrs.field(default=30.0, validator=_positive)
+    drift_grace_s: float = attrs.field(default=5.0, validator=_positive)
+    """How long the stream's position/wallet may disagree with the portfolio before an alert."""
+    wallet_drift_tolerance: Decimal = attrs.field(
+        default=Decimal("0.01"), validator=_non_negative_decimal
+    )
+    """Quote amount the wallet's change may differ from the portfolio's without an alert."""
 
     def __attrs_post_init__(self) -> None:
         if self.reconnect_max_s < self.reconnect_initial_s:
@@ -396,8 +429,10 @@ class ExecutionSection:
 
     venue: str = "paper"
     fill: FillModel = FillModel.NEXT_OPEN
-    fee_bps_taker: float = attrs.field(default=5.5, validator=_non_negative)
-    fee_bps_maker: float = attrs.field(default=2.0, validator=_non_negative)
+    fee_bps_taker: float = attrs.field(default=5.5, validator=_taker_fee)
+    """Market and stop fills; >= 0."""
+    fee_bps_maker: float = attrs.field(default=2.0, validator=_maker_fee)
+    """Limit fills; negative is a maker rebate (the fill's fee is negative)."""
     slippage: SlippageModel = SlippageModel.FIXED
     slippage_bps: float = attrs.field(default=0.0, validator=_non_negative)
     """Fixed model: bps against the trader. Volume model: bps per 1 % of the bar's volume."""

@@ -18,6 +18,14 @@ it stays idle and reads no keys. ``docs/execution.md`` has the full story; in sh
   every (re)connect. A trade is booked once: by ``execId`` (the recent ones are remembered and
   exported), and by its place in the order (``orderQty - leavesQty``) against what cumulative
   records already booked, so an order record and its trade give the same state in either order.
+* **Drift.** The stream's ``position`` and ``wallet`` records are Bybit's view of the account;
+  a ``DriftWatch`` (``planes/execution/drift.py``) compares them with the portfolio's
+  (``portfolio:position_update``) and publishes a warning ``observability:alert``
+  (``bybit_position_drift``, ``bybit_wallet_drift``) when they disagree for
+  ``drift_grace_s``. Nothing is ever booked from them. The wallet is compared by change since a
+  baseline: Bybit's REST wallet after each resync.
+* **Rebates.** A negative ``execFee`` (or a falling ``cumExecFee``) is a maker rebate: the fill
+  event carries it as a negative ``fee`` and the ledger books it as one.
 * **Retries** with exponential backoff and full jitter, only on transient failures: timeouts and
   connection errors, HTTP 429 and 5xx, and the retCodes in ``TRANSIENT_RET_CODES``. Business
   rejections (insufficient balance, bad quantity ...) are never retried. pybit's own retries are
@@ -91,7 +99,13 @@ from contracts.topics import (
 )
 from planes.config import BybitCategory, BybitExecutionSection, Config, ReconcilePolicy
 from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet
-from planes.execution.bybit_private import BybitPrivateStream, Execution
+from planes.execution.bybit_private import (
+    BybitPrivateStream,
+    Execution,
+    VenuePositionRecord,
+    WalletRecord,
+)
+from planes.execution.drift import DriftWatch
 
 log = structlog.get_logger("planes.execution.bybit")
 
@@ -355,6 +369,16 @@ class BybitExecution:
         self._foreign_seen: set[str] = set()
         self.stream: BybitPrivateStream | None = None
         """The private WebSocket stream (``private_stream = true``), else None."""
+        self.drift = DriftWatch(
+            venue=VENUE,
+            quote=self.quote,
+            start_cash=config.portfolio.cash,
+            settled=self.config.category is not BybitCategory.SPOT,
+            grace_s=self.config.drift_grace_s,
+            tolerance=self.config.wallet_drift_tolerance,
+            alert=self._drift_alert,
+        )
+        """Bybit's positions and wallet (from the stream) against the portfolio's."""
         if self.active:
             self._groups = self._connect(os.environ if environ is None else environ)
 
@@ -427,6 +451,7 @@ class BybitExecution:
         """Stop the stream, close the HTTP sessions. Working orders stay on Bybit."""
         if self.stream is not None:
             await self.stream.stop()
+        self.drift.stop()
         for group in self._groups.values():
             group.http.client.close()
 
@@ -437,6 +462,7 @@ class BybitExecution:
 
     def _on_position(self, update: PositionUpdate) -> None:
         self._portfolio[update.symbol] = update.qty
+        self.drift.portfolio(update)
 
     async def submit(self, order: OrderRequest) -> None:
         """Place ``order`` and report it: submitted, then accepted or rejected (never raises)."""
@@ -537,6 +563,10 @@ class BybitExecution:
 
     async def wallet(self) -> Wallet:
         """The unified account's balance and equity in the quote coin."""
+        return await self._wallet() or Wallet(self.quote, _ZERO, _ZERO)
+
+    async def _wallet(self) -> Wallet | None:
+        """``wallet()``, or None when Bybit lists no balance of the quote coin."""
         params = {"accountType": "UNIFIED", "coin": self.quote}
         result = await self._call(self._groups[ACCOUNT], "get_wallet_balance", params)
         for account in result.get("list") or ():
@@ -544,7 +574,7 @@ class BybitExecution:
                 if coin.get("coin") == self.quote:
                     cash = _dec(coin.get("walletBalance")) or _ZERO
                     return Wallet(self.quote, cash, _dec(coin.get("equity")) or cash)
-        return Wallet(self.quote, _ZERO, _ZERO)
+        return None
 
     # -- fills: the private WebSocket, and poll() ----------------------------------------
 
@@ -580,8 +610,20 @@ class BybitExecution:
         return self.events - before
 
     async def resync(self) -> int:
-        """``poll()``: the private stream's catch-up over HTTP after every (re)connect."""
-        return await self.poll()
+        """The private stream's catch-up over HTTP after every (re)connect.
+
+        ``poll()``, then Bybit's wallet as the drift baseline (best effort: without it the
+        stream's first ``wallet`` record is the baseline).
+        """
+        published = await self.poll()
+        try:
+            wallet = await self._wallet()
+        except BybitError as exc:
+            log.warning("bybit.wallet_baseline_failed", error=exc.message)
+            return published
+        if wallet is not None:
+            self.drift.wallet_baseline(wallet.cash)
+        return published
 
     def apply_order_update(self, record: Mapping[str, Any]) -> bool:
         """Apply one Bybit order record (REST order list item or private WS ``order`` item).
@@ -633,7 +675,7 @@ class BybitExecution:
         self._accept(state)
         if fill.fee_currency and fill.fee_currency != state.template.fee_asset:
             state.template = attrs.evolve(state.template, fee_asset=fill.fee_currency)
-        fee = max(fill.fee, _ZERO)  # a maker rebate is not a fee: the ledger books none
+        fee = fill.fee  # negative: a maker rebate, booked as one
         state.filled += fill.qty
         state.notional += fill.qty * fill.price
         state.fees += fee
@@ -645,9 +687,24 @@ class BybitExecution:
             self._forget(state)
         return True
 
+    def apply_position(self, record: VenuePositionRecord) -> None:
+        """Take one private ``position`` record into the drift check (other categories: not)."""
+        if record.category and record.category != self.category:
+            return
+        self.drift.venue_position(record.symbol, record.position_idx, record.qty)
+
+    def apply_wallet(self, record: WalletRecord) -> None:
+        """Take one private ``wallet`` record's quote balance into the drift check."""
+        balance = record.balances.get(self.quote.upper())
+        if balance is not None:
+            self.drift.venue_wallet(balance)
+
     def stream_alert(self, severity: Severity, code: str, message: str) -> None:
         """Publish an alert of the private stream (group ``stream``)."""
         self._alert(severity, code, message, "stream")
+
+    def _drift_alert(self, code: str, message: str, labels: Mapping[str, str]) -> None:
+        self._alert(Severity.WARNING, f"{VENUE}_{code}", message, "stream", labels)
 
     def _remember_exec(self, exec_id: str) -> None:
         ids = self._exec_ids
@@ -906,9 +963,16 @@ class BybitExecution:
         log.error("bybit.breaker_open", group=group.name, error=error.message)
         self._alert(Severity.CRITICAL, "bybit_breaker_open", message, group.name)
 
-    def _alert(self, severity: Severity, code: str, message: str, group: str) -> None:
+    def _alert(
+        self,
+        severity: Severity,
+        code: str,
+        message: str,
+        group: str,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
         bus = self._bus
-        labels = {"venue": VENUE, "group": group}
+        labels = {"venue": VENUE, "group": group, **(extra or {})}
         bus.publish(OBSERVABILITY_ALERT, Alert(bus.meta(), severity, code, message, labels))
 
     # -- order events --------------------------------------------------------------------
@@ -1040,7 +1104,7 @@ class BybitExecution:
         qty = state.filled - before[0]
         if qty > 0:
             price = _ROUND.divide(state.notional - before[1], qty)
-            fee = max(state.fees - before[2], _ZERO)
+            fee = state.fees - before[2]  # negative: a rebate
             done = venue_status == "Filled" or state.filled >= state.req.qty
             state.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
             self._publish(state, state.status, fill=(qty, price, fee), exchange_ts=ts)
@@ -1372,7 +1436,9 @@ def _absorb(state: _Order, record: Mapping[str, Any]) -> None:
         value = filled * avg
     state.filled = filled
     state.notional = value
-    state.fees = max(_dec(record.get("cumExecFee")) or _ZERO, state.fees)
+    fees = _dec(record.get("cumExecFee"))  # net of rebates: it may fall, or be below zero
+    if fees is not None:
+        state.fees = fees
 
 
 def _status_of(record: Mapping[str, Any], state: _Order) -> OrderStatus:

@@ -1,15 +1,20 @@
 """The Bybit V5 private WebSocket stream: live order updates and fills for ``BybitExecution``.
 
 ``BybitPrivateStream`` keeps one authenticated connection to ``/v5/private`` and feeds what it
-reads to a ``PrivateSink`` (the venue). One supervisor task owns the connection and is the only
-place that cleans up after it:
+reads to a ``PrivateSink`` (the venue). The connection loop is
+``planes.wsconn.ReconnectingWebSocket`` (shared with the market plane's public source): one
+supervisor task owns the connection and is the only place that cleans up after it. What this
+module adds is Bybit's private protocol:
 
 * **Auth.** Every connection starts with ``{"op": "auth", "args": [key, expires, signature]}``,
   ``signature = hex(HMAC-SHA256(secret, "GET/realtime" + expires))`` and ``expires`` a few
   seconds ahead (unix ms). A reply with ``success: false`` is a refused key: on the first
   connection ``start()`` raises ``BybitAuthError`` with Bybit's ``ret_msg`` and the stream stops;
   later (a key revoked while running) it is alerted and retried like any failed connection.
-* **Subscribe** to ``order`` and ``execution`` (all categories). Once Bybit confirms, the sink's
+* **Subscribe** to ``order``, ``execution``, ``position`` and ``wallet`` (all categories).
+  ``order`` and ``execution`` records feed the sink's order book-keeping; ``position`` and
+  ``wallet`` records are the venue's view of the account, which the sink compares with the
+  portfolio's (it alerts a drift, it never books one). Once Bybit confirms, the sink's
   ``resync()`` runs (HTTP): what happened while no stream was listening (before the first
   connection, during a drop) is fetched from the REST API, retried with backoff until it works
   or the connection ends.
@@ -20,8 +25,10 @@ place that cleans up after it:
   connection that got as far as a confirmed subscription resets n. Every
   ``ALERT_AFTER_FAILURES`` failures in a row the sink gets an alert; it never gives up by itself.
 * **Wire input** is checked before the sink sees it: a frame that is not JSON, has an unknown
-  topic or no ``data`` list, and a record with missing fields or bad numbers is logged with what
-  was wrong (``bybit_private.skipped``), counted and skipped. Records are handled one by one, so
+  topic or no ``data`` list, and a record with missing fields or bad numbers (a position without
+  a symbol, a negative size, a size with no side, an unknown ``positionIdx``; a wallet coin
+  without a name or a ``walletBalance``) is logged with what was wrong
+  (``bybit_private.skipped``), counted and skipped. Records are handled one by one, so
   a bad one never takes a good one of the same frame with it, and nothing that goes wrong with
   one frame ends the stream.
 
@@ -39,21 +46,24 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Final, Protocol
 
 import attrs
 import structlog
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from contracts.enums import Severity
-from planes.tasks import cancel_and_wait
+from planes.wsconn import (
+    Connection,
+    ReconnectingWebSocket,
+    SessionEndedError,
+    StopReconnectingError,
+)
 
 log = structlog.get_logger("planes.execution.bybit_private")
 
-TOPICS: Final = ("order", "execution")
+TOPICS: Final = ("order", "execution", "position", "wallet")
 AUTH_EXPIRY_MS: Final = 10_000
 """How far ahead of now the auth signature's ``expires`` lies."""
 ALERT_AFTER_FAILURES: Final = 5
@@ -72,6 +82,10 @@ ORDER_STATUSES: Final = frozenset(
 )
 """Bybit V5 ``orderStatus`` values; a record with another one is skipped."""
 _ORDER_NUMBERS: Final = ("qty", "price", "avgPrice", "cumExecQty", "cumExecValue", "cumExecFee")
+_POSITION_SIDES: Final = {"Buy": 1, "Sell": -1, "": 0, "None": 0}
+"""A position record's ``side`` and the sign it gives the size (empty: no position)."""
+_POSITION_IDX: Final = frozenset((0, 1, 2))
+"""One-way mode (0), hedge mode's buy side (1) and sell side (2)."""
 _SNIPPET = 120
 
 
@@ -99,6 +113,28 @@ class Execution:
     exec_time: int | None
 
 
+@attrs.frozen
+class VenuePositionRecord:
+    """One checked ``position`` record: Bybit's size of a symbol on one ``positionIdx``."""
+
+    category: str
+    """``linear``, ``inverse``, ``option`` (empty when the record does not say)."""
+    symbol: str
+    position_idx: int
+    qty: Decimal
+    """Signed: negative for ``side = Sell``; 0 when the position is closed."""
+    mark_price: Decimal | None
+    updated_ms: int | None
+
+
+@attrs.frozen
+class WalletRecord:
+    """One checked ``wallet`` record: ``walletBalance`` per coin of one account."""
+
+    account_type: str
+    balances: Mapping[str, Decimal]
+
+
 class PrivateSink(Protocol):
     """What the stream feeds: ``BybitExecution``."""
 
@@ -108,6 +144,14 @@ class PrivateSink(Protocol):
 
     def apply_execution(self, fill: Execution) -> bool:
         """Book one trade; False when it was not booked (duplicate, covered, foreign)."""
+        ...
+
+    def apply_position(self, record: VenuePositionRecord) -> None:
+        """Take Bybit's view of one position (compared with the portfolio's, never booked)."""
+        ...
+
+    def apply_wallet(self, record: WalletRecord) -> None:
+        """Take Bybit's view of the wallet (compared with the portfolio's, never booked)."""
         ...
 
     async def resync(self) -> int:
@@ -138,16 +182,14 @@ class StreamMetrics:
     heartbeat_timeouts: int = 0
     orders: int = 0
     executions: int = 0
+    positions: int = 0
+    wallets: int = 0
     skipped: int = 0
     """Frames and records that were not usable (each logged with the reason)."""
     record_errors: int = 0
     """Records whose handling raised (a bug; logged with the traceback)."""
     resyncs: int = 0
     resync_failures: int = 0
-
-
-class _SessionEndedError(Exception):
-    """The current connection is over (closed, refused, no reply in time)."""
 
 
 class _AuthRejectedError(Exception):
@@ -180,7 +222,6 @@ class BybitPrivateStream:
     ) -> None:
         self.url = url
         self.metrics = StreamMetrics()
-        self.backoff_history: list[float] = []
         self._sink = sink
         self._api_key = api_key
         self._sign: Callable[[int], str] = lambda expires: sign(api_secret, expires)
@@ -192,14 +233,19 @@ class BybitPrivateStream:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._req_ids = itertools.count(1)
-        self._failures = 0
-        self._supervisor: asyncio.Task[None] | None = None
-        self._first: asyncio.Future[None] | None = None
-        self._session_tasks: set[asyncio.Task[None]] = set()
         self._pong = asyncio.Event()
         self._subscribed = asyncio.Event()
-        self._ws: ClientConnection | None = None
-        self._end_reason: str | None = None
+        self._client = ReconnectingWebSocket(
+            url,
+            self._session,
+            name="bybit-private",
+            open_timeout_s=reply_timeout_s,
+            backoff_initial_s=reconnect_initial_s,
+            backoff_max_s=reconnect_max_s,
+            rng=self._rng,
+            on_connect_failed=self._connect_failed,
+            on_session_end=self._disconnected,
+        )
 
     def __repr__(self) -> str:
         return f"BybitPrivateStream(url={self.url!r})"
@@ -207,7 +253,12 @@ class BybitPrivateStream:
     @property
     def running(self) -> bool:
         """The supervisor is alive (connected or reconnecting)."""
-        return self._supervisor is not None and not self._supervisor.done()
+        return self._client.running
+
+    @property
+    def backoff_history(self) -> list[float]:
+        """The last reconnect delays drawn, oldest first."""
+        return self._client.backoff_history
 
     async def start(self) -> None:
         """Start the supervisor (once) and wait for the first connection attempt's outcome.
@@ -218,184 +269,113 @@ class BybitPrivateStream:
         """
         if self.running:
             return
-        loop = asyncio.get_running_loop()
-        self._first = first = loop.create_future()
-        self._supervisor = loop.create_task(self._supervise(), name="bybit-private")
         try:
-            await asyncio.shield(first)
+            await self._client.start()
         except BybitAuthError:
             await self.stop()
             raise
 
     async def stop(self) -> None:
         """Stop the supervisor and wait until the socket and every helper task are gone."""
-        task, self._supervisor = self._supervisor, None
-        await cancel_and_wait(task)
-        first = self._first
-        if first is not None and not first.done():
-            first.cancel()
+        await self._client.stop()
 
-    # -- the connection loop -------------------------------------------------------------
+    # -- the connection's life (planes.wsconn runs the loop) -----------------------------
 
-    async def _supervise(self) -> None:
-        while True:
-            try:
-                ws = await connect(
-                    self.url,
-                    open_timeout=self._reply_timeout_s,
-                    ping_interval=None,  # Bybit wants its own {"op":"ping"}; see _heartbeat
-                    close_timeout=1.0,
-                    max_size=2**22,
-                )
-            except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-                self.metrics.connect_failures += 1
-                self._failed(f"connect failed: {type(exc).__name__}: {exc}")
-                await self._backoff()
-                continue
-            self.metrics.connects += 1
-            try:
-                reason = await self._session(ws)
-            except _AuthRejectedError as rejected:
-                self.metrics.auth_failures += 1
-                message = f"Bybit refused the private stream's API key: {rejected}"
-                first = self._first
-                if first is not None and not first.done():
-                    # Bybit's answer is the point here, not a traceback.
-                    log.error("bybit_private.auth_failed", ret_msg=str(rejected))  # noqa: TRY400
-                    first.set_exception(BybitAuthError(message))
-                    return
-                self._sink.stream_alert(Severity.CRITICAL, "bybit_private_auth_failed", message)
-                self._failed(message)
-                await self._backoff()
-                continue
-            self.metrics.drops += 1
-            if self._subscribed.is_set():
-                log.warning("bybit_private.disconnected", reason=reason)
-            else:  # it never got as far as streaming: a failed attempt
-                self._failed(reason)
-            self._settle_first()
-            await self._backoff()
+    def _connect_failed(self, reason: str) -> None:
+        self.metrics.connect_failures += 1
+        self._failed(f"connect failed: {reason}")
+
+    def _disconnected(self, reason: str, healthy: bool) -> None:
+        self.metrics.drops += 1
+        if healthy:
+            log.warning("bybit_private.disconnected", reason=reason)
+        else:  # it never got as far as streaming: a failed attempt
+            self._failed(reason)
 
     def _failed(self, reason: str) -> None:
-        """Count a failed attempt; alert every ``ALERT_AFTER_FAILURES`` in a row."""
-        self._failures += 1
-        log.warning(
-            "bybit_private.attempt_failed", url=self.url, failures=self._failures, error=reason
-        )
-        self._settle_first()
-        if self._failures % ALERT_AFTER_FAILURES == 0:
+        """Log a failed attempt (already counted); alert every ``ALERT_AFTER_FAILURES``."""
+        failures = self._client.failures
+        log.warning("bybit_private.attempt_failed", url=self.url, failures=failures, error=reason)
+        self._client.settle_first()
+        if failures % ALERT_AFTER_FAILURES == 0:
             message = (
-                f"the Bybit private stream failed {self._failures} times in a row "
+                f"the Bybit private stream failed {failures} times in a row "
                 f"(last: {reason}); fills come only from poll() meanwhile; still retrying"
             )
             self._sink.stream_alert(Severity.WARNING, "bybit_private_unreachable", message)
 
-    def _settle_first(self) -> None:
-        first = self._first
-        if first is not None and not first.done():
-            first.set_result(None)
-
-    async def _backoff(self) -> None:
-        ceiling = min(
-            self._reconnect_max_s,
-            self._reconnect_initial_s * 2 ** max(0, self._failures - 1),
-        )
-        delay = self._rng.uniform(0, ceiling)
-        self.backoff_history.append(delay)
-        del self.backoff_history[:-1000]
-        await asyncio.sleep(delay)
-
-    async def _session(self, ws: ClientConnection) -> str:
-        """Run one connection to its end (the only owner of its cleanup); say why it ended."""
+    async def _session(self, conn: Connection) -> None:
+        """Run one connection: sign in, subscribe, then read until it ends."""
+        self.metrics.connects += 1
         self._pong = asyncio.Event()
         self._subscribed = asyncio.Event()
-        self._end_reason = None
-        self._ws = ws
-        reason = "connection closed by the server"
         try:
-            await self._authenticate(ws)
-            request = {"op": "subscribe", "req_id": f"sub-{next(self._req_ids)}", "args": [*TOPICS]}
-            await self._send(ws, request)
-            self._spawn(self._expect_subscribed(ws), "bybit-private-subscribe")
-            self._spawn(self._heartbeat(ws), "bybit-private-heartbeat")
-            async for raw in ws:
-                self._on_frame(raw)
-        except _SessionEndedError as exc:
-            reason = str(exc)
-        except ConnectionClosed as exc:
-            reason = f"connection closed: {exc}"
-        finally:
-            self._ws = None
-            helpers = list(self._session_tasks)
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
-            await _quietly_close(ws)
-        return self._end_reason or reason
+            await self._authenticate(conn)
+        except _AuthRejectedError as rejected:
+            self.metrics.auth_failures += 1
+            message = f"Bybit refused the private stream's API key: {rejected}"
+            if self._client.first_pending:
+                # Bybit's answer is the point here, not a traceback.
+                log.error("bybit_private.auth_failed", ret_msg=str(rejected))  # noqa: TRY400
+                raise StopReconnectingError(BybitAuthError(message)) from None
+            self._sink.stream_alert(Severity.CRITICAL, "bybit_private_auth_failed", message)
+            raise SessionEndedError(message) from None
+        request = {"op": "subscribe", "req_id": f"sub-{next(self._req_ids)}", "args": [*TOPICS]}
+        await conn.send(request)
+        conn.spawn(self._expect_subscribed(conn), "bybit-private-subscribe")
+        conn.spawn(self._heartbeat(conn), "bybit-private-heartbeat")
+        async for raw in conn.ws:
+            self._on_frame(conn, raw)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Run ``coro`` for the current connection only: it is cancelled when that ends."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._session_tasks.add(task)
-        task.add_done_callback(self._session_tasks.discard)
-
-    async def _authenticate(self, ws: ClientConnection) -> None:
+    async def _authenticate(self, conn: Connection) -> None:
         expires = self._wall_ms() + AUTH_EXPIRY_MS
         req_id = f"auth-{next(self._req_ids)}"
         args = [self._api_key, expires, self._sign(expires)]
-        await self._send(ws, {"op": "auth", "req_id": req_id, "args": args})
+        await conn.send({"op": "auth", "req_id": req_id, "args": args})
         deadline = asyncio.get_running_loop().time() + self._reply_timeout_s
         while True:
             left = deadline - asyncio.get_running_loop().time()
             try:
-                raw = await asyncio.wait_for(ws.recv(), max(left, 0.0))
+                raw = await asyncio.wait_for(conn.ws.recv(), max(left, 0.0))
             except TimeoutError:
-                raise _SessionEndedError(
+                raise SessionEndedError(
                     f"no auth reply within {self._reply_timeout_s:g} s"
                 ) from None
             message = _json_object(raw)
             if message is None or message.get("op") != "auth":
-                self._on_frame(raw)  # whatever came first is still looked at
+                self._on_frame(conn, raw)  # whatever came first is still looked at
                 continue
             if message.get("success") is not True:
                 raise _AuthRejectedError(str(message.get("ret_msg") or "auth refused"))
             log.info("bybit_private.authenticated", url=self.url)
             return
 
-    async def _expect_subscribed(self, ws: ClientConnection) -> None:
+    async def _expect_subscribed(self, conn: Connection) -> None:
         try:
             await asyncio.wait_for(self._subscribed.wait(), self._reply_timeout_s)
         except TimeoutError:
-            self._abort(ws, f"no subscribe reply within {self._reply_timeout_s:g} s")
+            self._abort(conn, f"no subscribe reply within {self._reply_timeout_s:g} s")
 
-    async def _heartbeat(self, ws: ClientConnection) -> None:
+    async def _heartbeat(self, conn: Connection) -> None:
         while True:
             await asyncio.sleep(self._ping_interval_s)
             self._pong.clear()
             try:
-                await ws.send(json.dumps({"op": "ping", "req_id": f"ping-{next(self._req_ids)}"}))
-            except ConnectionClosed:
+                await conn.send({"op": "ping", "req_id": f"ping-{next(self._req_ids)}"})
+            except SessionEndedError:
                 return
             self.metrics.pings_sent += 1
             try:
                 await asyncio.wait_for(self._pong.wait(), self._pong_timeout_s)
             except TimeoutError:
                 self.metrics.heartbeat_timeouts += 1
-                self._abort(ws, f"heartbeat: no pong within {self._pong_timeout_s:g} s")
+                self._abort(conn, f"heartbeat: no pong within {self._pong_timeout_s:g} s")
                 return
 
-    def _abort(self, ws: ClientConnection, reason: str) -> None:
+    def _abort(self, conn: Connection, reason: str) -> None:
         """End a connection that cannot be trusted (no closing handshake: it may be half-open)."""
-        self._end_reason = reason
         log.warning("bybit_private.abort", reason=reason)
-        if ws.transport is not None:
-            ws.transport.abort()
-
-    async def _send(self, ws: ClientConnection, message: dict[str, Any]) -> None:
-        try:
-            await ws.send(json.dumps(message))
-        except ConnectionClosed as exc:
-            raise _SessionEndedError(f"connection closed while sending: {exc}") from None
+        conn.abort(reason)
 
     async def _resync(self) -> None:
         """Run the sink's HTTP resync; retry with backoff until it works (or the session ends)."""
@@ -420,21 +400,21 @@ class BybitPrivateStream:
 
     # -- frames --------------------------------------------------------------------------
 
-    def _on_frame(self, raw: str | bytes) -> None:
+    def _on_frame(self, conn: Connection, raw: str | bytes) -> None:
         try:
-            self._dispatch(raw)
+            self._dispatch(conn, raw)
         except Exception as exc:  # one frame must never end the stream
             self.metrics.record_errors += 1
             log.exception("bybit_private.frame_failed", error=f"{type(exc).__name__}: {exc}")
 
-    def _dispatch(self, raw: str | bytes) -> None:
+    def _dispatch(self, conn: Connection, raw: str | bytes) -> None:
         message = _json_object(raw)
         if message is None:
             self._skip("not a JSON object", raw)
             return
         op = message.get("op")
         if op is not None:
-            self._on_control(message)
+            self._on_control(conn, message)
             return
         topic = message.get("topic")
         if not isinstance(topic, str):
@@ -451,7 +431,7 @@ class BybitPrivateStream:
         for record in data:
             self._on_record(kind, record)
 
-    def _on_control(self, message: Mapping[str, Any]) -> None:
+    def _on_control(self, conn: Connection, message: Mapping[str, Any]) -> None:
         op = message.get("op")
         if op == "pong" or (op == "ping" and message.get("ret_msg") == "pong"):
             self.metrics.pongs += 1
@@ -460,7 +440,7 @@ class BybitPrivateStream:
             if message.get("success") is True:
                 if not self._subscribed.is_set():
                     self._subscribed.set()
-                    self._on_subscribed()
+                    self._on_subscribed(conn)
                 return
             ret_msg = str(message.get("ret_msg") or "refused")
             log.error("bybit_private.subscribe_refused", topics=list(TOPICS), ret_msg=ret_msg)
@@ -470,29 +450,37 @@ class BybitPrivateStream:
                 f"Bybit refused the private stream's subscription to {', '.join(TOPICS)}: "
                 f"{ret_msg}; reconnecting",
             )
-            if self._ws is not None:
-                self._abort(self._ws, f"subscription refused: {ret_msg}")
+            self._abort(conn, f"subscription refused: {ret_msg}")
         elif op != "auth":
             log.debug("bybit_private.control_ignored", op=op)
 
-    def _on_subscribed(self) -> None:
+    def _on_subscribed(self, conn: Connection) -> None:
         self.metrics.subscribed += 1
-        self._failures = 0
+        conn.healthy = True  # streaming: its end resets the reconnect backoff
         log.info("bybit_private.subscribed", topics=list(TOPICS))
-        self._settle_first()
-        self._spawn(self._resync(), "bybit-private-resync")
+        conn.opened()
+        conn.spawn(self._resync(), "bybit-private-resync")
 
     def _on_record(self, kind: str, record: object) -> None:
+        metrics, sink = self.metrics, self._sink
         try:
             if kind == "order":
                 checked = check_order(record)
-                self.metrics.orders += 1
-                self._sink.apply_order_update(checked)
-                return
-            fill = parse_execution(record)
-            if fill is not None:
-                self.metrics.executions += 1
-                self._sink.apply_execution(fill)
+                metrics.orders += 1
+                sink.apply_order_update(checked)
+            elif kind == "execution":
+                fill = parse_execution(record)
+                if fill is not None:
+                    metrics.executions += 1
+                    sink.apply_execution(fill)
+            elif kind == "position":
+                position = parse_position(record)
+                metrics.positions += 1
+                sink.apply_position(position)
+            else:
+                wallet = parse_wallet(record)
+                metrics.wallets += 1
+                sink.apply_wallet(wallet)
         except BadRecordError as bad:
             self._skip(f"{kind} record: {bad}", record)
         except Exception as exc:  # one record must never end the stream or take others along
@@ -511,10 +499,9 @@ class BadRecordError(ValueError):
     """A wire record that cannot be used; the message says what is wrong with it."""
 
 
-def check_order(record: object) -> Mapping[str, Any]:
-    """``record`` when it is a usable ``order`` record, else ``BadRecordError``."""
-    if not isinstance(record, Mapping):
-        raise BadRecordError(f"not an object: {type(record).__name__}")
+def check_order(raw: object) -> Mapping[str, Any]:
+    """``raw`` when it is a usable ``order`` record, else ``BadRecordError``."""
+    record = _mapping(raw)
     for key in ("orderId", "orderLinkId", "orderStatus"):
         if not isinstance(record.get(key), str):
             raise BadRecordError(f"{key} missing or not a string")
@@ -534,13 +521,12 @@ def check_order(record: object) -> Mapping[str, Any]:
     return record
 
 
-def parse_execution(record: object) -> Execution | None:
+def parse_execution(raw: object) -> Execution | None:
     """An ``execution`` record as an ``Execution``; None for a non-trade (funding, settlement).
 
     Raises ``BadRecordError`` saying what is wrong with an unusable record.
     """
-    if not isinstance(record, Mapping):
-        raise BadRecordError(f"not an object: {type(record).__name__}")
+    record = _mapping(raw)
     kind = record.get("execType")
     if not isinstance(kind, str):
         raise BadRecordError("execType missing or not a string")
@@ -572,6 +558,70 @@ def parse_execution(record: object) -> Execution | None:
         order_qty=order_qty if order_qty is not None and order_qty > 0 else None,
         exec_time=None if exec_time is None else int(exec_time),
     )
+
+
+def parse_position(raw: object) -> VenuePositionRecord:
+    """A ``position`` record as a ``VenuePositionRecord``.
+
+    Raises ``BadRecordError`` saying what is wrong with an unusable record.
+    """
+    record = _mapping(raw)
+    symbol = _text(record, "symbol")
+    if not symbol:
+        raise BadRecordError("symbol is empty")
+    side = record.get("side", "")
+    if side not in _POSITION_SIDES:
+        raise BadRecordError(f"unknown side {side!r}")
+    size = _number(record, "size")
+    if size < 0:
+        raise BadRecordError(f"size is negative: {size}")
+    sign = _POSITION_SIDES[side]
+    if size and not sign:
+        raise BadRecordError(f"a size of {size} with no side")
+    idx = record.get("positionIdx", 0)
+    if isinstance(idx, bool) or idx not in _POSITION_IDX:
+        raise BadRecordError(f"unknown positionIdx {idx!r}")
+    category = record.get("category", "")
+    updated = _decimal(record.get("updatedTime"))
+    return VenuePositionRecord(
+        category=category if isinstance(category, str) else "",
+        symbol=symbol,
+        position_idx=int(idx),
+        qty=size * sign,
+        mark_price=_decimal(record.get("markPrice")),
+        updated_ms=None if updated is None else int(updated),
+    )
+
+
+def parse_wallet(raw: object) -> WalletRecord:
+    """A ``wallet`` record as a ``WalletRecord``.
+
+    Raises ``BadRecordError`` saying what is wrong with an unusable record.
+    """
+    record = _mapping(raw)
+    account_type = _text(record, "accountType")
+    coins = record.get("coin")
+    if not isinstance(coins, list):
+        raise BadRecordError("coin missing or not a list")
+    balances: dict[str, Decimal] = {}
+    for n, item in enumerate(coins):
+        if not isinstance(item, Mapping):
+            raise BadRecordError(f"coin[{n}] is not an object")
+        coin = item.get("coin")
+        if not (isinstance(coin, str) and coin):
+            raise BadRecordError(f"coin[{n}].coin missing or empty")
+        value = item.get("walletBalance")
+        balance = _decimal(value)
+        if balance is None:
+            raise BadRecordError(f"coin[{n}] ({coin}) walletBalance is not a number: {value!r}")
+        balances[coin.upper()] = balance
+    return WalletRecord(account_type, balances)
+
+
+def _mapping(raw: object) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise BadRecordError(f"not an object: {type(raw).__name__}")
+    return raw
 
 
 def _text(record: Mapping[str, Any], key: str) -> str:
@@ -611,11 +661,3 @@ def _json_object(raw: str | bytes) -> dict[str, Any] | None:
 def _snippet(what: object) -> str:
     text = what.decode(errors="replace") if isinstance(what, bytes) else str(what)
     return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "..."
-
-
-async def _quietly_close(ws: ClientConnection) -> None:
-    try:
-        await asyncio.wait_for(ws.close(), 1.0)
-    except (TimeoutError, OSError, ConnectionClosed):
-        if ws.transport is not None:
-            ws.transport.abort()

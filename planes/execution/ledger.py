@@ -7,7 +7,7 @@ Accounts, each with a balance in the quote currency (debits positive, credits ne
 ``cash``            the quote currency on hand (goes negative when buying on margin)
 ``asset:SYMBOL``    the base asset of a symbol, carried at cost; negative when short
 ``realized:SYMBOL`` price PnL realised on the symbol; credited with gains
-``fees``            trading fees paid, valued in quote; only ever debited
+``fees``            trading fees, valued in quote: debited with fees, credited with rebates
 ``fees:ASSET``      a memo account for fees in an asset the books cannot value (below):
                     its balance stays 0, its legs carry the amount in ``ASSET``
 ==================  ================================================================
@@ -19,7 +19,8 @@ Every fill posts one ``Entry`` whose legs sum to zero in quote terms:
   (``qty * price`` for the part that opens or adds) or leaves (the average cost of the part that
   reduces);
 * the **quote leg** moves cash by ``-signed_qty * price``, less a fee charged in quote;
-* the **fee leg** debits ``fees`` with the fee's value in quote;
+* the **fee leg** debits ``fees`` with the fee's value in quote (a rebate, a negative fee,
+  credits it);
 * the **realized leg**, only when the fill reduces a position, credits the gain: the proceeds
   of the reducing part minus the cost it releases (average-cost method). A fill that flips a
   position closes the old side at its average cost and opens the rest at the fill price.
@@ -43,12 +44,22 @@ is what journals written before fee assets counted hold):
   overstated by their value); the PositionManager alerts once per asset so that an operator
   knows.
 
+**Rebates.** A negative fee is a rebate (Bybit pays makers on some accounts and reports it as a
+negative ``execFee``). It is booked by the same rules with the sign kept: a quote rebate adds
+to cash and credits ``fees``; a base-coin rebate adds to the asset received (or takes less of
+it on a sell) and credits ``fees`` with its value at the fill price; another coin's rebate
+lowers that coin's ``unvalued_fees``. ``fees`` is then net of rebates and may go below zero, and
+every identity below holds as it is. A base-coin fee or rebate must be smaller than the fill's
+quantity in size.
+
 Cash accounting is spot-like for both sides: selling short credits cash, buying back debits it.
 Hence, with ``mark`` the last price seen per symbol:
 
 * ``unrealized_pnl = qty * mark - cost``;
 * ``equity = cash + sum(qty * mark)``, which always equals
-  ``starting cash + realized - fees + unrealized`` (the balances sum to zero).
+  ``starting cash + realized - fees + unrealized`` (the balances sum to zero);
+* a round trip at one price changes equity by exactly minus the sum of its fee legs (a rebate
+  counts negative: it adds).
 
 Sums and products run in an unbounded-precision context, so these identities hold exactly.
 The one division, the share of cost a partial reduction releases, is rounded to 28 significant
@@ -69,7 +80,7 @@ import decimal
 import enum
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -122,6 +133,57 @@ class FeeKind(enum.StrEnum):
     """Taken from the asset traded; valued in quote at the fill price."""
     OTHER = "other"
     """Not valued: kept per asset in ``Ledger.unvalued_fees``."""
+
+
+def fee_kind(symbol: str, fee_asset: str, quote: str) -> FeeKind:
+    """How a fee in ``fee_asset`` on a fill of ``symbol`` is booked in ``quote`` books."""
+    asset = fee_asset.upper()
+    if not asset or asset == quote.upper():
+        return FeeKind.QUOTE
+    if asset == base_asset(symbol, quote).upper():
+        return FeeKind.BASE
+    return FeeKind.OTHER
+
+
+class FillTerms(NamedTuple):
+    """What one fill moves, by the module docstring's rules (``fill_terms``)."""
+
+    kind: FeeKind
+    moved: Decimal
+    """The position's change: the signed quantity, less a base-coin fee."""
+    cash: Decimal
+    """The change in cash: ``-signed qty * price``, less a quote fee."""
+    fee_value: Decimal
+    """The fee leg, in quote: a quote fee as is, a base-coin fee at the fill price, else 0."""
+
+
+def fill_terms(
+    symbol: str,
+    side: Side,
+    qty: Decimal,
+    price: Decimal,
+    fee: Decimal,
+    *,
+    fee_asset: str,
+    quote: str,
+) -> FillTerms:
+    """How a fill is booked in ``quote`` books; ``ValueError`` when its figures cannot be.
+
+    Reports read fills with it as the ledger books them (``Ledger.fill`` posts these terms).
+    """
+    _check_fill(qty, price, fee)
+    ex = _EXACT
+    signed = qty if side is Side.BUY else ex.minus(qty)
+    cash = ex.minus(ex.multiply(signed, price))
+    kind = fee_kind(symbol, fee_asset, quote) if fee else FeeKind.QUOTE
+    if kind is FeeKind.QUOTE:
+        return FillTerms(kind, signed, ex.subtract(cash, fee), fee)
+    if kind is FeeKind.BASE:
+        if ex.abs(fee) >= qty:
+            msg = f"a fee of {fee} {fee_asset} takes the whole fill of {qty} {symbol}"
+            raise ValueError(msg)
+        return FillTerms(kind, ex.subtract(signed, fee), cash, ex.multiply(fee, price))
+    return FillTerms(kind, signed, cash, ZERO)
 
 
 @attrs.frozen
@@ -263,12 +325,7 @@ class Ledger:
 
     def fee_kind(self, symbol: str, fee_asset: str) -> FeeKind:
         """How a fee in ``fee_asset`` on a fill of ``symbol`` is booked ("" means quote)."""
-        asset = fee_asset.upper()
-        if not asset or asset == self.quote.upper():
-            return FeeKind.QUOTE
-        if asset == base_asset(symbol, self.quote).upper():
-            return FeeKind.BASE
-        return FeeKind.OTHER
+        return fee_kind(symbol, fee_asset, self.quote)
 
     def valuation(self, symbol: str) -> tuple[Position, Decimal, Decimal]:
         """``symbol``'s position, its unrealised PnL and the equity, in one pass."""
@@ -301,16 +358,16 @@ class Ledger:
         ts: int = 0,
         ref: str = "",
     ) -> Entry:
-        """Book a fill of ``qty`` (> 0) at ``price`` (> 0) paying ``fee`` (>= 0) in ``fee_asset``.
+        """Book a fill of ``qty`` (> 0) at ``price`` (> 0) paying ``fee`` in ``fee_asset``.
 
-        ``fee_asset`` is the quote currency when empty; a fee in the base asset must be smaller
-        than ``qty``; see the module docstring for each kind. Returns the posted entry. The fill
-        price becomes the mark when none was seen yet.
+        ``fee`` is finite; a negative one is a rebate. ``fee_asset`` is the quote currency when
+        empty; a fee in the base asset must be smaller than ``qty`` in size; see the module
+        docstring for each kind. Returns the posted entry. The fill price becomes the mark when
+        none was seen yet.
         """
-        _check_fill(qty, price, fee)
+        terms = fill_terms(symbol, side, qty, price, fee, fee_asset=fee_asset, quote=self.quote)
+        kind, moved, cash_amount, fee_value = terms
         ex = _EXACT
-        signed = qty if side is Side.BUY else ex.minus(qty)
-        kind, moved, cash_amount, fee_value = self._fee_terms(symbol, signed, price, fee, fee_asset)
         pos = self._position(symbol)
         old = pos.qty
         if old == 0 or (old > 0) == (moved > 0):
@@ -350,25 +407,6 @@ class Ledger:
         self.cash = ex.add(self.cash, cash_amount)
         self.fees = ex.add(self.fees, fee_value)
         return self._post(ts, ref, tuple(legs))
-
-    def _fee_terms(
-        self, symbol: str, signed: Decimal, price: Decimal, fee: Decimal, fee_asset: str
-    ) -> tuple[FeeKind, Decimal, Decimal, Decimal]:
-        """How a fill's fee is booked: ``(kind, position change, cash change, fee leg)``.
-
-        ``signed`` is the fill's signed quantity; see the module docstring for each kind.
-        """
-        ex = _EXACT
-        cash = ex.minus(ex.multiply(signed, price))
-        kind = self.fee_kind(symbol, fee_asset) if fee else FeeKind.QUOTE
-        if kind is FeeKind.QUOTE:
-            return kind, signed, ex.subtract(cash, fee), fee
-        if kind is FeeKind.BASE:
-            if fee >= ex.abs(signed):
-                msg = f"a fee of {fee} {fee_asset} takes the whole fill of {abs(signed)} {symbol}"
-                raise ValueError(msg)
-            return kind, ex.subtract(signed, fee), cash, ex.multiply(fee, price)
-        return kind, signed, cash, ZERO
 
     def _position(self, symbol: str) -> Position:
         pos = self._positions.get(symbol)
@@ -452,10 +490,10 @@ class Ledger:
             CASH: self.cash,
             FEES: self.fees,
         }
-        for asset, fee in self.unvalued_fees.items():
+        for asset in self.unvalued_fees:
             expected[fee_account(asset)] = ZERO  # a memo account: its legs carry no quote
-            if not fee > 0:
-                problems.append(f"unvalued fees in {asset} are {fee}, not > 0")
+            if fee_account(asset) not in balances:  # any sign: rebates may outweigh fees
+                problems.append(f"unvalued fees in {asset} without a {fee_account(asset)} posting")
         realized = fees = ZERO
         for pos in self._positions.values():
             expected[asset_account(pos.symbol)] = pos.cost
@@ -480,15 +518,15 @@ class Ledger:
 
 
 def _check_fill(qty: Decimal, price: Decimal, fee: Decimal) -> None:
-    """Raise ``ValueError`` unless ``qty`` and ``price`` are > 0 and ``fee`` >= 0 (all finite)."""
+    """Raise ``ValueError`` unless ``qty`` and ``price`` are > 0 and all three are finite."""
     if not (qty.is_finite() and qty > 0):
         msg = f"fill qty must be > 0, got {qty}"
         raise ValueError(msg)
     if not (price.is_finite() and price > 0):
         msg = f"fill price must be > 0, got {price}"
         raise ValueError(msg)
-    if not (fee.is_finite() and fee >= 0):
-        msg = f"fees are never negative, got {fee}"
+    if not fee.is_finite():
+        msg = f"a fee must be finite (negative: a rebate), got {fee}"
         raise ValueError(msg)
 
 

@@ -22,7 +22,8 @@ Orders, fills and timing (``docs/execution.md`` has the full story):
   ``max(open, stop)`` / ``min(open, stop)``; from then on they are market orders. Taker fee.
   A bar without volume neither fills nor triggers them (nothing traded through the stop).
 * **Fees** are bps of the fill's notional, taker for market and stop fills, maker for limit
-  fills, charged in the quote currency; with ``execution.spot_buy_fee_in_base`` a buy's fee is
+  fills (a negative maker fee is a rebate: the fill's fee is negative), charged in the quote
+  currency; with ``execution.spot_buy_fee_in_base`` a buy's fee is
   charged in the base coin instead (that share of its quantity, ``fee_asset`` the base: 1 BTC
   bought at 5.5 bps pays 0.00055 BTC and the position grows by 0.99945), as Bybit spot does.
   **Slippage** (market and stop fills) moves the price

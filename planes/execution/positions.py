@@ -18,7 +18,9 @@ does not exceed what was already booked for its order (a duplicate, a replay) is
 Fees are booked by the event's ``fee_asset`` (``planes.execution.ledger`` has the details): in
 the quote currency (or empty: older journals) from cash; in the symbol's base asset (Bybit spot
 buys) by reducing the quantity received, valued in quote at the fill price; in any other asset
-(BNB, MNT, ...) not converted, but kept per asset in the ledger's ``unvalued_fees``. The first
+(BNB, MNT, ...) not converted, but kept per asset in the ledger's ``unvalued_fees``. A negative
+fee (a maker rebate) is booked the same way with its sign: cash, the position or the unvalued
+total gains what a fee would take. The first
 such fee per asset in a run is logged (``portfolio.unvalued_fee``) and raised as a warning
 ``observability:alert`` (code ``unvalued_fee``): the equity leaves it out.
 
@@ -139,8 +141,9 @@ class PositionManager:
             total=str(total),
             order_id=event.order_id,
         )
+        paid = f"paid its fee of {event.fee}" if event.fee > 0 else f"got a rebate of {-event.fee}"
         message = (
-            f"a fill of {event.symbol} ({event.order_id}) paid its fee of {event.fee} in {asset}, "
+            f"a fill of {event.symbol} ({event.order_id}) {paid} in {asset}, "
             f"which the {self.ledger.quote} books cannot value: kept apart (unvalued_fees "
             f"{asset} = {total}), left out of equity; reported once per asset and run"
         )

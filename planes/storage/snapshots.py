@@ -349,8 +349,15 @@ def _parse(path: Path, data: bytes) -> dict[str, Any]:
         msg = f"{path}: not valid JSON ({name} is not allowed)"
         raise SnapshotError(msg)
 
+    def finite_float(literal: str) -> float:
+        number = float(literal)  # "1e999" parses as inf, which the checksum cannot hash
+        if not math.isfinite(number):
+            msg = f"{path}: not valid JSON ({literal} is out of a float's range)"
+            raise SnapshotError(msg)
+        return number
+
     try:
-        document = json.loads(text, parse_constant=refuse_constant)
+        document = json.loads(text, parse_constant=refuse_constant, parse_float=finite_float)
     except json.JSONDecodeError as exc:
         # A complete snapshot is one object, so it ends with "}"; anything else was cut short.
         if not text.rstrip().endswith("}"):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +111,72 @@ async def test_analytics_runs_only_when_asked_and_trades_the_same() -> None:
         reports[name] = result.report
     assert reports["lean"]["trades"] == reports["full"]["trades"]
     assert reports["lean"]["trades"]
+
+
+def _args(*sets: str, fee_bps: float | None = None) -> Any:
+    import argparse  # noqa: PLC0415
+
+    return argparse.Namespace(
+        data=DATA / "btcusdt_1h_500.csv", strategy="sma_cross", param=["fast=5", "slow=20"],
+        symbol="BTCUSDT", fill="next_open", qty="0.5", cash=None, fee_bps=fee_bps,
+        slippage_bps=None, config=None, sets=list(sets), analytics=False,
+    )  # fmt: skip
+
+
+async def test_base_coin_fees_are_valued_at_the_fill_price_and_change_what_a_trade_holds() -> None:
+    from cli.backtest import backtest_config, run_backtest  # noqa: PLC0415
+
+    config = backtest_config(_args("execution.spot_buy_fee_in_base=true", fee_bps=10))
+    report = (await run_backtest(config)).report
+    trades = report["trades"]
+    assert len(trades) > 5
+    rate = Decimal("0.001")
+    for trade in trades:
+        # 0.5 BTC bought, 0.0005 BTC of it the fee: the trade holds (and sells) 0.4995.
+        assert Decimal(trade["qty"]) == Decimal("0.4995")
+        entry, exit_ = Decimal(trade["entry_price"]), Decimal(trade["exit_price"])
+        entry_fee = Decimal("0.0005") * entry  # the base-coin fee at the buy's price
+        exit_fee = Decimal("0.4995") * exit_ * rate if not trade["closed_at_end"] else 0
+        assert Decimal(trade["fees"]) == entry_fee + exit_fee
+        assert Decimal(trade["pnl"]) == (exit_ - entry) * Decimal("0.4995") - entry_fee - exit_fee
+        assert "unvalued_fees" not in trade
+    assert "unvalued_fees" not in report
+    # The trades' PnL adds up to the equity the ledger reports (the open one marked at the end).
+    total = sum((Decimal(t["pnl"]) for t in trades), Decimal(0))
+    assert float(config.portfolio.cash + total) == pytest.approx(report["stats"]["final_equity"])
+
+
+def test_fees_in_another_coin_are_reported_apart_and_left_out_of_pnl() -> None:
+    from cli.backtest import Recorder, unvalued_note  # noqa: PLC0415
+    from contracts.enums import OrderStatus, OrderType, Side  # noqa: PLC0415
+    from contracts.execution import OrderEvent  # noqa: PLC0415
+    from contracts.meta import EventMeta, Source  # noqa: PLC0415
+
+    d = Decimal
+
+    def fill(n: int, side: Side, qty: str, price: str, fee: str, *, asset: str) -> OrderEvent:
+        return OrderEvent(
+            EventMeta(Source.TRADING, n), f"o{n}", f"c{n}", "venue", "BTCUSDT", side,
+            OrderType.MARKET, OrderStatus.FILLED, qty=d(qty), filled_qty=d(qty),
+            last_fill_qty=d(qty), last_fill_price=d(price), fee=d(fee), fee_asset=asset,
+            exchange_ts=n * 3_600_000,
+        )  # fmt: skip
+
+    recorder = Recorder(d(1000))
+    recorder.on_order(fill(1, Side.BUY, "1", "100", "0.2", asset="BNB"))
+    recorder.on_order(fill(2, Side.BUY, "1", "100", "0.1", asset="USDT"))
+    recorder.on_order(
+        fill(3, Side.SELL, "4", "110", "0.4", asset="bnb")
+    )  # closes 2, opens a short of 2
+    recorder.on_order(fill(4, Side.BUY, "2", "100", "-0.02", asset="USDT"))  # a rebate
+    long, short = (t.as_json() for t in recorder.trades)
+    assert (long["side"], long["qty"], long["pnl"], long["fees"]) == ("long", "2", "19.9", "0.1")
+    assert d(long["unvalued_fees"]["BNB"]) == d("0.4")  # 0.2, and half of the flip's 0.4
+    assert (short["side"], short["qty"], short["pnl"], short["fees"]) == (
+        "short", "2", "20.02", "-0.02",
+    )  # fmt: skip
+    assert d(short["unvalued_fees"]["BNB"]) == d("0.2")
+    assert recorder.unvalued_fees == {"BNB": d("0.6")}
+    note = unvalued_note({"unvalued_fees": {"BNB": str(recorder.unvalued_fees["BNB"])}}, "USDT")
+    assert note == "fees not valued in USDT, left out of the trades' pnl and fees: 0.6 BNB"
+    assert unvalued_note({"trades": []}, "USDT") is None

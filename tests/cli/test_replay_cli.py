@@ -224,6 +224,20 @@ def test_a_tampered_fill_is_reported_as_an_order_divergence(
     assert divergence["replayed"]["client_order_id"] == order["client_order_id"]
 
 
+def test_fees_in_a_coin_the_books_cannot_value_are_reported_not_read_as_quote(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal = copy_journal(recorded, tmp_path / "copy")
+    fills = [(seq, o) for seq, _, o in rows(journal, "exec:order_event") if o["last_fill_qty"]]
+    for seq, _ in fills[:2]:
+        set_field(journal, seq, "fee_asset", "BNB")
+        set_field(journal, seq, "fee", "0.25")
+    code, report, out, err = replay_here(journal, tmp_path, capsys)
+    assert code == 0, err + out  # the comparison does not look at fees
+    assert report["unvalued_fees"] == {"BNB": "0.50"}
+    assert "note: the recorded run paid fees its books could not value: 0.50 BNB" in out
+
+
 def test_a_missing_intent_diverges_where_the_recorded_sequence_ends(
     recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -351,3 +365,13 @@ def test_starting_cash_undoes_the_first_fill() -> None:
     sold = attrs.evolve(fill, side=Side.SELL)
     assert starting_cash(sold, attrs.evolve(update, cash=d("1049.75"))) == d(1000)
     assert starting_cash(None, update) == d("949.75")  # a recovered position, announced
+    # A fee in the base coin is taken from the coin bought, not from cash; another coin's is
+    # not in cash either: only the fill's notional is undone.
+    in_base = attrs.evolve(fill, fee=d("0.0005"), fee_asset="BTC")
+    assert starting_cash(in_base, attrs.evolve(update, cash=d(950))) == d(1000)
+    in_bnb = attrs.evolve(fill, fee=d("0.001"), fee_asset="BNB")
+    assert starting_cash(in_bnb, attrs.evolve(update, cash=d(950))) == d(1000)
+    rebate = attrs.evolve(fill, fee=d("-0.25"), fee_asset="USDT")
+    assert starting_cash(rebate, attrs.evolve(update, cash=d("950.25"))) == d(1000)
+    other_quote = attrs.evolve(fill, symbol="BTCEUR", fee=d("0.25"), fee_asset="EUR")
+    assert starting_cash(other_quote, update, "EUR") == d(1000)

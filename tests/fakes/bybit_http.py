@@ -13,7 +13,7 @@ Endpoints (answers in Bybit's envelope ``{"retCode", "retMsg", "result", "retExt
   ``wallet`` as set by the test.
 
 Order records have the fields of Bybit's order records (``ORDER_FIELDS``, the keys of the real
-private ``order`` message in ``shared/data/bybit/ws/private/order.json``). ``fill()`` executes
+private ``order`` message in ``tests/data/bybit/ws/private/order.json``). ``fill()`` executes
 part of an order the way the matching engine would (cumulative quantity, value and fee).
 
 Every request must carry the ``X-BAPI-*`` headers and a valid HMAC-SHA256 signature of

@@ -3,7 +3,7 @@
 It speaks the public protocol the way Bybit does (``subscribe``/``unsubscribe`` acks with
 ``req_id`` and ``conn_id``, application-level ``ping``/``pong``, the spot limit of 10 args per
 request) and streams, per subscribed topic, messages built from the real samples in
-``shared/data/bybit/ws/public``:
+``tests/data/bybit/ws/public`` (``tests/fakes/bybit_samples.py``):
 
 * ``tickers.{S}``: linear sends a full snapshot, then deltas carrying only the fields that
   changed (always with ``symbol``), ``cs`` strictly increasing; spot sends full snapshots only;
@@ -52,9 +52,11 @@ from typing import Any, Final, Self
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from tests.fakes.bybit_samples import PUBLIC_DIR, read_sample
+
 HOST: Final = "127.0.0.1"
 ENV_SAMPLES: Final = "PLANES_BYBIT_SAMPLES"
-DEFAULT_DATA_DIR: Final = Path(__file__).resolve().parents[3] / "shared/data/bybit/ws/public"
+DEFAULT_DATA_DIR: Final = PUBLIC_DIR
 SPOT_MAX_ARGS: Final = 10
 CATEGORIES: Final = ("linear", "spot")
 ORDERBOOK_DEPTHS: Final = {"linear": (1, 50, 200, 500, 1000), "spot": (1, 50, 200, 1000)}
@@ -75,131 +77,6 @@ SAMPLE_FILES: Final = {
     "trade": "public_trade.json",
     "kline": "kline_5.json",
 }
-# Copies of the sample files, used only when no sample directory is found (a fresh clone
-# without ../shared); a test checks that they equal the files.
-BUILTIN_SAMPLES: Final[dict[str, dict[str, Any]]] = {
-    "ticker_linear": {
-        "topic": "tickers.BTCUSDT",
-        "type": "snapshot",
-        "data": {
-            "symbol": "BTCUSDT",
-            "tickDirection": "PlusTick",
-            "price24hPcnt": "0.017103",
-            "lastPrice": "17216.00",
-            "prevPrice24h": "16926.50",
-            "highPrice24h": "17281.50",
-            "lowPrice24h": "16915.00",
-            "prevPrice1h": "17238.00",
-            "markPrice": "17217.33",
-            "indexPrice": "17227.36",
-            "openInterest": "68744.761",
-            "openInterestValue": "1183601235.91",
-            "turnover24h": "1570383121.943499",
-            "volume24h": "91705.276",
-            "nextFundingTime": "1673280000000",
-            "fundingRate": "-0.000212",
-            "bid1Price": "17215.50",
-            "bid1Size": "84.489",
-            "ask1Price": "17216.00",
-            "ask1Size": "83.020",
-        },
-        "cs": 24987956059,
-        "ts": 1673272861686,
-    },
-    "ticker_spot": {
-        "topic": "tickers.BTCUSDT",
-        "ts": 1673853746003,
-        "type": "snapshot",
-        "cs": 2588407389,
-        "data": {
-            "symbol": "BTCUSDT",
-            "lastPrice": "21109.77",
-            "highPrice24h": "21426.99",
-            "lowPrice24h": "20575",
-            "prevPrice24h": "20704.93",
-            "volume24h": "6780.866843",
-            "turnover24h": "141946527.22907118",
-            "price24hPcnt": "0.0196",
-            "usdIndexPrice": "21120.2400136",
-        },
-    },
-    "orderbook_snapshot": {
-        "topic": "orderbook.50.BTCUSDT",
-        "type": "snapshot",
-        "ts": 1672304484978,
-        "data": {
-            "s": "BTCUSDT",
-            "b": [["16493.50", "0.006"], ["16493.00", "0.100"]],
-            "a": [["16611.00", "0.029"], ["16612.00", "0.213"]],
-            "u": 18521288,
-            "seq": 7961638724,
-        },
-    },
-    "orderbook_delta": {
-        "topic": "orderbook.50.BTCUSDT",
-        "type": "delta",
-        "ts": 1687940967466,
-        "data": {
-            "s": "BTCUSDT",
-            "b": [
-                ["30247.20", "30.028"],
-                ["30245.40", "0.224"],
-                ["30242.10", "1.593"],
-                ["30240.30", "1.305"],
-                ["30240.00", "0"],
-            ],
-            "a": [
-                ["30248.70", "0"],
-                ["30249.30", "0.892"],
-                ["30249.50", "1.778"],
-                ["30249.60", "0"],
-                ["30251.90", "2.947"],
-                ["30252.20", "0.659"],
-                ["30252.50", "4.591"],
-            ],
-            "u": 177400507,
-            "seq": 66544703342,
-        },
-    },
-    "trade": {
-        "topic": "publicTrade.BTCUSDT",
-        "type": "snapshot",
-        "ts": 1672304486868,
-        "data": [
-            {
-                "T": 1672304486865,
-                "s": "BTCUSDT",
-                "S": "Buy",
-                "v": "0.001",
-                "p": "16578.50",
-                "L": "PlusTick",
-                "i": "20f43950-d8dd-5b31-9112-a178eb6023af",
-                "BT": False,
-            }
-        ],
-    },
-    "kline": {
-        "topic": "kline.5.BTCUSDT",
-        "data": [
-            {
-                "start": 1672324800000,
-                "end": 1672325099999,
-                "interval": "5",
-                "open": "16649.5",
-                "close": "16677",
-                "high": "16677",
-                "low": "16608",
-                "volume": "2.081",
-                "turnover": "34666.4005",
-                "confirm": False,
-                "timestamp": 1672324988882,
-            }
-        ],
-        "ts": 1672324988882,
-        "type": "snapshot",
-    },
-}
-
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 _LOT: Final = Decimal("0.001")
 _TICKS: Final = {"linear": Decimal("0.10"), "spot": Decimal("0.01")}
@@ -207,35 +84,23 @@ _NAMESPACE: Final = uuid.UUID("6d1f3c2e-8a4b-4f55-9c1e-3b2a7d9e0f11")
 _UNSET: Final[Any] = object()
 
 
-def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """The sample directory: ``data_dir``, else the shared one, else ``$PLANES_BYBIT_SAMPLES``.
-
-    ``None`` when none of them exists (the built-in copies are used then).
-    """
-    if data_dir is not None:
-        path = Path(data_dir)
-        if not path.is_dir():
-            raise FileNotFoundError(f"Bybit sample directory not found: {path}")
-        return path
-    if DEFAULT_DATA_DIR.is_dir():
-        return DEFAULT_DATA_DIR
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The sample directory: ``data_dir``, else ``$PLANES_BYBIT_SAMPLES``, else the repository's
+    copies (``DEFAULT_DATA_DIR``)."""
     env = os.environ.get(ENV_SAMPLES, "").strip()
-    if env and Path(env).is_dir():
-        return Path(env)
-    return None
+    chosen = data_dir if data_dir is not None else env or None
+    if chosen is None:
+        return DEFAULT_DATA_DIR
+    path = Path(chosen)
+    if not path.is_dir():
+        raise FileNotFoundError(f"Bybit sample directory not found: {path}")
+    return path
 
 
 def load_samples(data_dir: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
-    """The six sample messages by key of ``SAMPLE_FILES`` (files missing there: built-ins)."""
+    """The six sample messages by key of ``SAMPLE_FILES``, read from ``resolve_data_dir``."""
     folder = resolve_data_dir(data_dir)
-    samples: dict[str, dict[str, Any]] = {}
-    for key, name in SAMPLE_FILES.items():
-        path = folder / name if folder is not None else None
-        if path is not None and path.is_file():
-            samples[key] = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            samples[key] = copy.deepcopy(BUILTIN_SAMPLES[key])
-    return samples
+    return {key: read_sample(folder / name) for key, name in SAMPLE_FILES.items()}
 
 
 def _dumps(message: object) -> str:
@@ -1370,7 +1235,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--category", choices=CATEGORIES, default="linear")
     add("--rate-hz", type=float, default=20.0, help="messages per second per topic")
     add("--seed", type=int, default=0)
-    add("--data-dir", default=None, help="sample directory (default: ../shared/...)")
+    add("--data-dir", default=None, help="sample directory (default: tests/data/bybit/ws/public)")
     add("--message-limit", type=int, default=None, help="data messages per connection")
     add("--drop-every", type=int, default=None, help="abort TCP after every N data messages")
     add("--drop-rst", action="store_true", help="drop with a TCP RST instead of a FIN")

@@ -17,11 +17,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from tests.fakes.bybit_server import (
-    BUILTIN_SAMPLES,
     DEFAULT_DATA_DIR,
+    ENV_SAMPLES,
     SAMPLE_FILES,
     FakeBybitServer,
     load_samples,
+    resolve_data_dir,
 )
 
 pytestmark = pytest.mark.network
@@ -510,12 +511,26 @@ async def test_streams_are_deterministic_given_the_seed() -> None:
     assert one != other
 
 
-def test_builtin_samples_equal_the_shared_files() -> None:
-    if not DEFAULT_DATA_DIR.is_dir():
-        pytest.skip("no shared sample directory next to the repository")
+def test_the_samples_come_from_the_repository_or_the_directory_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_SAMPLES, raising=False)
+    assert DEFAULT_DATA_DIR == REPO / "tests/data/bybit/ws/public"
+    samples = load_samples()
+    assert set(samples) == set(SAMPLE_FILES)
     for key, name in SAMPLE_FILES.items():
         on_disk = json.loads((DEFAULT_DATA_DIR / name).read_text(encoding="utf-8"))
-        assert on_disk == BUILTIN_SAMPLES[key], name
+        assert samples[key] == on_disk, name
+        assert isinstance(on_disk["topic"], str), name
+    other = tmp_path / "samples"
+    other.mkdir()
+    for key, name in SAMPLE_FILES.items():
+        (other / name).write_text(json.dumps({**samples[key], "marker": key}), encoding="utf-8")
+    monkeypatch.setenv(ENV_SAMPLES, str(other))
+    assert resolve_data_dir() == other
+    assert load_samples()["kline"]["marker"] == "kline"
+    with pytest.raises(FileNotFoundError, match="Bybit sample directory not found"):
+        load_samples(tmp_path / "nowhere")
 
 
 @pytest.mark.subprocess

@@ -404,6 +404,19 @@ def test_validator_non_negative() -> None:
     assert "control.drain_timeout_s: must be >= 0" in error_of("control.drain_timeout_s=-0.5")
 
 
+def test_a_negative_maker_fee_is_a_rebate_but_a_negative_taker_fee_is_refused() -> None:
+    config = load("execution.fee_bps_maker=-2.5", "execution.fee_bps_taker=0")
+    assert (config.execution.fee_bps_maker, config.execution.fee_bps_taker) == (-2.5, 0.0)
+    message = error_of("execution.fee_bps_taker=-1")
+    assert "execution.fee_bps_taker: must be >= 0 and below 10000 bps, got -1.0" in message
+    assert "only execution.fee_bps_maker may be negative" in message
+    for bad in ("-10000", "10000", "-1e9"):
+        assert "execution.fee_bps_maker: must be above -10000 and below 10000 bps" in error_of(
+            f"execution.fee_bps_maker={bad}"
+        )
+    assert "execution.fee_bps_taker: must be >= 0" in error_of("execution.fee_bps_taker=10000")
+
+
 def test_zero_is_fine_where_non_negative() -> None:
     assert load("market.synthetic.max_bars=0").market.synthetic.max_bars == 0
 

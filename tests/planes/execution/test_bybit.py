@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,12 +46,12 @@ from tests.fakes.bybit_http import (
     CANCEL,
     CREATE,
     HISTORY,
-    ORDER_FIELDS,
     REALTIME,
     WALLET,
     FakeBybitHTTP,
     Fault,
 )
+from tests.fakes.bybit_samples import private_sample
 
 pytestmark = pytest.mark.network
 
@@ -61,7 +59,6 @@ S = OrderStatus
 KEYS = {"BYBIT_API_KEY": "test-key", "BYBIT_API_SECRET": "test-secret"}
 TIMEOUT_S = 0.25
 STALL_S = 2.0  # well past the client's timeout; released when the server closes
-SAMPLE = Path(__file__).resolve().parents[4] / "shared/data/bybit/ws/private/order.json"
 
 
 def D(value: str | int) -> Decimal:  # noqa: N802 - reads like the literal it stands for
@@ -470,8 +467,10 @@ async def test_poll_rejects_an_unconfirmed_order_bybit_does_not_have(
     assert b.of(approved.order_id)[-1].reason.startswith("venue_unavailable: ")
 
 
+# A maker rebate makes cumExecFee fall (here below zero): the fill's fee is negative, booked.
+@pytest.mark.parametrize("fee", ["0.0168", "-0.0168"], ids=["fee", "maker_rebate"])
 async def test_poll_publishes_each_fill_once_and_positions_follow(
-    server: FakeBybitHTTP, make_bench: Any
+    server: FakeBybitHTTP, make_bench: Any, fee: str
 ) -> None:
     b = await make_bench()
     approved = await b.place(Side.BUY, "0.5")
@@ -479,7 +478,7 @@ async def test_poll_publishes_each_fill_once_and_positions_follow(
     assert await b.venue.poll() == 0
     server.fill(link, "0.2", "100", "0.011")
     assert await b.venue.poll() == 1
-    server.fill(link, "0.3", "102", "0.0168")
+    server.fill(link, "0.3", "102", fee)
     assert await b.venue.poll() == 1
     assert await b.venue.poll() == 0
     part, full = b.of(approved.order_id)[2:]
@@ -490,9 +489,12 @@ async def test_poll_publishes_each_fill_once_and_positions_follow(
     )
     assert (part.fee, part.filled_qty) == (D("0.011"), D("0.2"))
     assert (full.status, full.last_fill_qty, full.last_fill_price) == (S.FILLED, D("0.3"), D(102))
-    assert (full.fee, full.filled_qty, full.avg_fill_price) == (D("0.0168"), D("0.5"), D("101.2"))
+    assert (full.fee, full.filled_qty, full.avg_fill_price) == (D(fee), D("0.5"), D("101.2"))
     assert full.exchange_ts is not None
-    assert b.positions.ledger.position("BTCUSDT").qty == D("0.5")
+    ledger = b.positions.ledger
+    assert ledger.position("BTCUSDT").qty == D("0.5")
+    assert ledger.fees == D("0.011") + D(fee)
+    assert ledger.cash == ledger.starting_cash - D("50.6") - ledger.fees
     assert len(b.updates) == 2
 
 
@@ -543,9 +545,7 @@ async def test_a_private_ws_order_record_feeds_fills(
 ) -> None:
     b = await make_bench()
     approved = await b.place(Side.SELL, "1")
-    record = dict(zip(ORDER_FIELDS, [""] * len(ORDER_FIELDS), strict=True))
-    if SAMPLE.is_file():
-        record = json.loads(SAMPLE.read_text())["data"][0]
+    record = private_sample("order")["data"][0]
     record.update(
         orderLinkId=b.link(approved),
         orderStatus="Filled",

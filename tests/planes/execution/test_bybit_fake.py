@@ -7,16 +7,14 @@ import hmac
 import json
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakes.bybit_http import CREATE, ORDER_FIELDS, REALTIME, FakeBybitHTTP, Fault
+from tests.fakes.bybit_samples import private_sample
 
 pytestmark = pytest.mark.network
-
-SAMPLE = Path(__file__).resolve().parents[4] / "shared/data/bybit/ws/private/order.json"
 
 
 def call(
@@ -50,9 +48,7 @@ def call(
 
 
 def test_order_records_have_the_fields_of_bybit_order_records() -> None:
-    if not SAMPLE.is_file():
-        pytest.skip("shared/data/bybit samples are not next to this checkout")
-    sample = json.loads(SAMPLE.read_text())["data"][0]
+    sample = private_sample("order")["data"][0]
     assert tuple(sample) == ORDER_FIELDS
 
 

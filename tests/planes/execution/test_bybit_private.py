@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from http import HTTPStatus
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -34,16 +33,18 @@ from planes.execution.bybit_private import (
     BybitPrivateStream,
     check_order,
     parse_execution,
+    parse_position,
+    parse_wallet,
     sign,
 )
 from planes.runtime import Runtime, RuntimeStartError
 from tests.fakes.bybit_http import FakeBybitHTTP
+from tests.fakes.bybit_samples import private_sample
 from tests.planes.execution.test_bybit import KEYS, Bench
 
 pytestmark = pytest.mark.network
 
 S = OrderStatus
-SAMPLES = Path(__file__).resolve().parents[2] / "data/bybit/ws/private"  # copies of ../shared/data
 WAIT_S = 5.0
 
 
@@ -51,10 +52,7 @@ def D(value: str | int) -> Decimal:  # noqa: N802 - reads like the literal it st
     return Decimal(value)
 
 
-def sample(name: str) -> dict[str, Any]:
-    """A real private message (``order`` or ``execution``) from the shared samples."""
-    loaded: dict[str, Any] = json.loads((SAMPLES / f"{name}.json").read_text())
-    return loaded
+sample = private_sample
 
 
 async def until(condition: Callable[[], bool], what: str, within_s: float = WAIT_S) -> None:
@@ -246,6 +244,28 @@ def trade(
     }
 
 
+def position_push(symbol: str, side: str, size: str, **more: Any) -> dict[str, Any]:
+    """A ``position`` message (the sample's envelope and fields) for one linear position."""
+    message = sample("position")
+    base = message["data"][0]
+    message["data"] = [{**base, "symbol": symbol, "side": side, "size": size, **more}]
+    return message
+
+
+def wallet_push(usdt: str, **coin: Any) -> dict[str, Any]:
+    """A ``wallet`` message (the sample's envelope) whose USDT ``walletBalance`` is ``usdt``."""
+    message = sample("wallet")
+    account = message["data"][0]
+    account["coin"] = [
+        {**c, "walletBalance": usdt, **coin} if c["coin"] == "USDT" else c for c in account["coin"]
+    ]
+    return message
+
+
+REST_WALLET = [{"accountType": "UNIFIED", "coin": [{"coin": "USDT", "walletBalance": "5000"}]}]
+"""What the loopback REST server answers for the wallet: the drift baseline."""
+
+
 # -- the bench -------------------------------------------------------------------------------
 
 
@@ -314,7 +334,7 @@ async def test_the_stream_signs_in_subscribes_and_resyncs(
     assert before_ms < expires <= int(time.time() * 1000) + 10_000
     assert signature == sign("test-secret", expires)
     assert signature not in repr(logs)
-    assert ws.subscribes == [(1, ["order", "execution"])]
+    assert ws.subscribes == [(1, ["order", "execution", "position", "wallet"])]
     assert (b.stream.metrics.subscribed, b.stream.metrics.resyncs) == (1, 1)
     assert "test-secret" not in repr(b.stream)
     assert {"bybit-private", "bybit-private-heartbeat"} <= set(stream_tasks())
@@ -364,14 +384,15 @@ async def test_without_the_option_there_is_no_stream(
 # -- fills -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fee", ["0.0276", "-0.0276"], ids=["fee", "maker_rebate"])
 async def test_a_trade_is_booked_with_its_fee_and_the_quote_as_fee_asset(
-    ws: FakeBybitPrivateWS, make_bench: Any
+    ws: FakeBybitPrivateWS, make_bench: Any, fee: str
 ) -> None:
     b = await make_bench()
     approved = await b.place(Side.BUY, "0.5")
     link = b.link(approved)
     await ws.push(
-        execution_push(trade(link, "e-1", "0.5", "100.5", "0.0276", order_qty="0.5", leaves="0"))
+        execution_push(trade(link, "e-1", "0.5", "100.5", fee, order_qty="0.5", leaves="0"))
     )
     await until(lambda: bool(b.fills(approved.order_id)), "the fill")
     (fill,) = b.fills(approved.order_id)
@@ -380,11 +401,14 @@ async def test_a_trade_is_booked_with_its_fee_and_the_quote_as_fee_asset(
         D("0.5"),
         D("100.5"),
     )
-    assert (fill.fee, fill.fee_asset, fill.exchange_ts) == (D("0.0276"), "USDT", 1672364174443)
+    assert (fill.fee, fill.fee_asset, fill.exchange_ts) == (D(fee), "USDT", 1672364174443)
     assert (fill.filled_qty, fill.avg_fill_price) == (D("0.5"), D("100.5"))
     assert b.statuses(approved.order_id) == [S.SUBMITTED, S.ACCEPTED, S.FILLED]
     await until(lambda: bool(b.updates), "the position update")
-    assert b.positions.ledger.position("BTCUSDT").qty == D("0.5")
+    ledger = b.positions.ledger
+    assert ledger.position("BTCUSDT").qty == D("0.5")
+    assert ledger.fees == D(fee)  # a negative execFee is booked as a rebate, not as 0
+    assert ledger.cash == ledger.starting_cash - D("50.25") - D(fee)
 
 
 async def test_a_spot_fee_charged_in_the_base_coin_says_so(
@@ -514,6 +538,122 @@ async def test_records_of_orders_placed_elsewhere_are_ignored(
     assert b.venue.foreign_records == 3
     foreign_logs = [e for e in logs if e["event"] == "bybit.foreign_order"]
     assert [e["order_link_id"] for e in foreign_logs] == ["manual-1", ""]  # once per order
+
+
+# -- the venue's view: positions and the wallet -------------------------------------------
+
+
+async def test_positions_that_agree_raise_nothing_and_a_drift_is_alerted_never_booked(
+    ws: FakeBybitPrivateWS, make_bench: Any
+) -> None:
+    b = await make_bench("execution.bybit.drift_grace_s=0.05")
+    approved = await b.place(Side.BUY, "0.5")
+    link = b.link(approved)
+    # Bybit pushes the position before the trade that made it: a moment's difference only.
+    await ws.push(position_push("BTCUSDT", "Buy", "0.5"))
+    await ws.push(
+        execution_push(trade(link, "e-1", "0.5", "100", "0.0275", order_qty="0.5", leaves="0"))
+    )
+    await until(lambda: b.venue.drift.checks >= 1, "the drift check")
+    assert b.alerts == []
+    orders_before, booked = len(b.orders), b.positions.ledger.position("BTCUSDT").qty
+    # Then the venue says the position is larger than anything the portfolio booked.
+    await ws.push(position_push("BTCUSDT", "Buy", "0.8"))
+    await until(lambda: bool(b.alerts), "the drift alert")
+    (alert,) = b.alerts
+    assert (alert.code, alert.severity.value) == ("bybit_position_drift", "warning")
+    assert alert.labels == {"venue": "bybit", "group": "stream", "symbol": "BTCUSDT"}
+    assert "bybit holds a position of 0.8 BTCUSDT, the portfolio 0.5" in alert.message
+    assert len(b.orders) == orders_before  # no fill invented
+    assert b.positions.ledger.position("BTCUSDT").qty == booked
+    # A short on the other side of a hedge-mode account, and a category we do not trade.
+    await ws.push(position_push("ETHUSDT", "Sell", "2", positionIdx=2))
+    await ws.push(position_push("BTCUSDT", "Buy", "9", category="inverse"))
+    await until(lambda: len(b.alerts) == 2, "the ETHUSDT alert")
+    assert "a position of -2 ETHUSDT, the portfolio 0" in b.alerts[1].message
+    await asyncio.sleep(0.1)
+    assert len(b.alerts) == 2  # the inverse record was not compared
+    assert b.stream.metrics.positions == 4
+
+
+async def test_the_wallet_is_compared_by_change_from_the_rest_baseline(
+    http: FakeBybitHTTP, ws: FakeBybitPrivateWS, make_bench: Any
+) -> None:
+    http.wallet = REST_WALLET
+    b = await make_bench("execution.bybit.drift_grace_s=0.05")
+    approved = await b.place(Side.BUY, "1")
+    link = b.link(approved)
+    await ws.push(
+        execution_push(trade(link, "e-1", "1", "100", "0.055", order_qty="1", leaves="0"))
+    )
+    await ws.push(wallet_push("4999.945"))  # a linear fill moves the balance by its fee only
+    await until(lambda: b.venue.drift.checks >= 1, "the wallet check")
+    assert b.alerts == []
+    await ws.push(wallet_push("4979.945"))  # 20 USDT funding the portfolio does not know of
+    await until(lambda: bool(b.alerts), "the wallet drift alert")
+    (alert,) = b.alerts
+    assert (alert.code, alert.labels["asset"]) == ("bybit_wallet_drift", "USDT")
+    assert "moved by -20.055 since the baseline, the portfolio's settled balance by -0.055" in (
+        alert.message
+    )
+    assert b.positions.ledger.cash == b.positions.ledger.starting_cash - 100 - D("0.055")
+    assert b.stream.metrics.wallets == 2
+
+
+async def test_bad_position_and_wallet_records_are_skipped_naming_the_problem(
+    ws: FakeBybitPrivateWS, make_bench: Any
+) -> None:
+    b = await make_bench("execution.bybit.drift_grace_s=0.05")
+    good = position_push("BTCUSDT", "Buy", "1")
+    wallet = sample("wallet")
+    with capture_logs() as logs:
+        await ws.push(position_push("BTCUSDT", "Buy", "-1"))
+        await ws.push(position_push("BTCUSDT", "", "1"))
+        await ws.push(position_push("BTCUSDT", "Up", "1"))
+        await ws.push(position_push("BTCUSDT", "Buy", "abc"))
+        await ws.push(position_push("", "Buy", "1"))
+        await ws.push(position_push("BTCUSDT", "Buy", "1", positionIdx=7))
+        await ws.push({**wallet, "data": [{**wallet["data"][0], "coin": "USDT"}]})
+        await ws.push(wallet_push("lots"))
+        await ws.push(wallet_push("1", coin=""))
+        await ws.push({**good, "data": ["junk", *good["data"]]})  # a bad record, then a good one
+        await until(lambda: b.stream.metrics.positions == 1, "the good record")
+    problems = [e["problem"] for e in logs if e["event"] == "bybit_private.skipped"]
+    assert problems == [
+        "position record: size is negative: -1",
+        "position record: a size of 1 with no side",
+        "position record: unknown side 'Up'",
+        "position record: size missing or not a number: 'abc'",
+        "position record: symbol is empty",
+        "position record: unknown positionIdx 7",
+        "wallet record: coin missing or not a list",
+        "wallet record: coin[1] (USDT) walletBalance is not a number: 'lots'",
+        "wallet record: coin[1].coin missing or empty",
+        "position record: not an object: str",
+    ]
+    assert b.stream.metrics.skipped == len(problems)
+    await until(lambda: bool(b.alerts), "the drift of the good record")
+    assert [a.code for a in b.alerts] == ["bybit_position_drift"]
+
+
+def test_position_and_wallet_samples_parse() -> None:
+    position = parse_position(sample("position")["data"][0])
+    assert (position.category, position.symbol, position.position_idx, position.qty) == (
+        "linear",
+        "XRPUSDT",
+        0,
+        D(75),
+    )
+    assert (position.mark_price, position.updated_ms) == (D("0.3374"), 1672364174449)
+    closed = parse_position({**sample("position")["data"][0], "side": "", "size": "0"})
+    assert closed.qty == 0
+    short = parse_position({**sample("position")["data"][0], "side": "Sell"})
+    assert short.qty == -75
+    wallet = parse_wallet(sample("wallet")["data"][0])
+    assert wallet.account_type == "UNIFIED"
+    assert wallet.balances == {"BTC": D("0.00102964"), "USDT": D("9647.75537647")}
+    with pytest.raises(BadRecordError, match="accountType missing"):
+        parse_wallet({"coin": []})
 
 
 # -- the dedupe memory across a restart ------------------------------------------------------
@@ -690,6 +830,8 @@ def test_wire_checks_name_what_is_wrong() -> None:
         ("pong_timeout_s=25", "must be below ping_interval_s 20.0"),
         ("reconnect_max_s=0.1", "is below reconnect_initial_s 0.5"),
         ("ping_interval_s=0", "must be > 0"),
+        ("drift_grace_s=0", "must be > 0"),
+        ("wallet_drift_tolerance=-1", "must be a finite number >= 0, got -1"),
     ],
 )
 def test_bad_stream_keys_are_refused_by_name(setting: str, message: str) -> None:

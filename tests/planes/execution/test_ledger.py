@@ -5,7 +5,8 @@ sum to exactly zero across the accounts ``capital``, ``cash``, ``asset:SYMBOL`` 
 ``realized:SYMBOL``, ``fees`` and the ``fees:ASSET`` memo accounts (always 0 in quote).
 
 Fills pay their fee in the quote currency ("" or "USDT"), in the symbol's base coin (a share of
-the quantity, as Bybit spot buys do) or in another coin the books cannot value (BNB, MNT).
+the quantity, as Bybit spot buys do) or in another coin the books cannot value (BNB, MNT). Every
+strategy draws negative fees too: maker rebates, booked with their sign.
 """
 
 from __future__ import annotations
@@ -61,11 +62,21 @@ _wild = finite_decimals.map(abs).filter(lambda d: d != 0)
 
 quantities = st.one_of(_scaled(1, 10**6, 4), _scaled(1, 10**9, 8), _wild)
 prices = st.one_of(_scaled(1, 10**8, 2), _scaled(1, 10**10, 8), _wild)
-fees = st.one_of(st.just(ZERO), _scaled(0, 10**6, 6), _wild)
+fees = st.one_of(
+    st.just(ZERO), _scaled(0, 10**6, 6), _wild, _scaled(-(10**6), -1, 6), _wild.map(lambda d: -d)
+)
+"""Fees and rebates (negative fees), in the coin they are charged in."""
 
 
-rates = st.one_of(st.just(ZERO), _scaled(1, 10**4 - 1, 4), _scaled(1, 10**4, 7))
-"""A base-coin fee as a share of the fill's quantity: below 1."""
+rates = st.one_of(
+    st.just(ZERO),
+    _scaled(1, 10**4 - 1, 4),
+    _scaled(1, 10**4, 7),
+    _scaled(-(10**4 - 1), -1, 4),
+    _scaled(-(10**4), -1, 7),
+)
+"""A base-coin fee as a share of the fill's quantity: above -1 and below 1 (negative: a
+rebate)."""
 OTHER_ASSETS = ("BNB", "MNT", "mnt")
 fee_assets = st.sampled_from(("", "USDT", "usdt", "base", "base", *OTHER_ASSETS))
 """Where a fee is charged: quote ("" is quote too), the symbol's base coin, or another coin."""
@@ -205,7 +216,9 @@ def test_every_entry_balances_and_accounts_match_the_books(
         asset_qty[asset.account] = asset_qty.get(asset.account, ZERO) + asset.qty
         assert asset.qty == fill.moved
         assert entry.legs[1].amount == fill.cash
-        assert entry.legs[2].amount == fill.fee_value >= 0  # the fee leg, in quote
+        assert entry.legs[2].amount == fill.fee_value  # the fee leg, in quote (< 0: a rebate)
+        if fill.kind is not FeeKind.OTHER:
+            assert (entry.legs[2].amount < 0) == (fill.fee < 0)
         for leg in entry.legs[3:]:
             if leg.account.startswith(FEES + ":"):  # a memo leg: no quote, the fee in its coin
                 assert (leg.amount, leg.qty) == (ZERO, fill.fee)
@@ -232,7 +245,7 @@ def test_realized_plus_unrealized_minus_fees_is_the_change_in_equity(
         apply(ledger, [op])
         if isinstance(op, Fill):
             paid += op.fee_value
-        assert ledger.fees == paid >= 0
+        assert ledger.fees == paid  # net of rebates: it may be below zero
         assert ledger.equity() - cash == ledger.realized + ledger.unrealized() - ledger.fees
         assert ledger.realized == sum((p.realized for p in ledger.positions()), ZERO)
 
@@ -254,7 +267,7 @@ def test_a_round_trip_at_one_price_costs_exactly_the_fees(
     # The way back trades what the way in moved (less, when a base-coin fee was kept from it),
     # itself less any base-coin fee it pays: the position returns to where it was.
     moved = abs(fill_in.moved)
-    rate = data.draw(rates, label="base rate back") / 2  # below 1/2: the fee is below the qty
+    rate = data.draw(rates, label="base rate back") / 2  # |rate| < 1/2: the fee is below the qty
     if data.draw(st.booleans(), label="base fee back") and rate:
         fee_out, asset_out = moved * rate, base_of(symbol)
         back = moved + fee_out if second is Side.BUY else moved - fee_out
@@ -355,7 +368,8 @@ def test_a_partial_reduction_rounds_released_cost_but_the_books_still_balance() 
         (D(0), D(1), D(0), "qty must be > 0"),
         (D(-1), D(1), D(0), "qty must be > 0"),
         (D(1), D(0), D(0), "price must be > 0"),
-        (D(1), D(1), D("-0.01"), "never negative"),
+        (D(1), D(1), D("NaN"), "a fee must be finite"),
+        (D(1), D(1), D("-Infinity"), "a fee must be finite"),
         (D("NaN"), D(1), D(0), "qty must be > 0"),
     ],
 )
@@ -457,12 +471,52 @@ def test_fee_kinds(symbol: str, fee_asset: str, kind: FeeKind) -> None:
     assert Ledger(D(0)).fee_kind(symbol, fee_asset) is kind
 
 
-def test_a_base_coin_fee_that_takes_the_whole_fill_is_refused() -> None:
+@pytest.mark.parametrize("fee", ["1", "-1", "-1.5"])
+def test_a_base_coin_fee_or_rebate_that_takes_the_whole_fill_is_refused(fee: str) -> None:
     ledger = Ledger(D(100))
-    with pytest.raises(ValueError, match="a fee of 1 BTC takes the whole fill of 1 BTCUSDT"):
-        ledger.fill("BTCUSDT", Side.BUY, D(1), D(1), D(1), fee_asset="BTC")
+    with pytest.raises(ValueError, match=f"a fee of {fee} BTC takes the whole fill of 1 BTCUSDT"):
+        ledger.fill("BTCUSDT", Side.SELL, D(1), D(1), D(fee), fee_asset="BTC")
     assert len(ledger.entries) == 1
     assert ledger.position("BTCUSDT").qty == 0
+
+
+def test_a_maker_rebate_in_quote_adds_to_cash_and_credits_the_fee_account() -> None:
+    ledger = Ledger(D(1_000))
+    buy = ledger.fill("BTCUSDT", Side.BUY, D(1), D(100), D("-0.01"))
+    assert [(leg.account, leg.amount) for leg in buy.legs] == [
+        ("asset:BTCUSDT", D(100)),
+        ("cash", D("-99.99")),  # the rebate comes back to cash
+        ("fees", D("-0.01")),  # a credit: the fee account records the rebate
+    ]
+    sell = ledger.fill("BTCUSDT", Side.SELL, D(1), D(100), D("0.055"))
+    assert sell.total() == 0
+    assert ledger.fees == D("0.045")  # net of the rebate
+    assert ledger.position("BTCUSDT").fees == D("0.045")
+    assert ledger.equity() == D(1_000) - D("0.045")
+    ledger.fill("ETHUSDT", Side.BUY, D(1), D(10), D("-0.5"))
+    ledger.fill("ETHUSDT", Side.SELL, D(1), D(10), D("-0.5"))
+    assert ledger.fees == D("-0.955")  # more rebates than fees: below zero
+    assert ledger.equity() == D(1_000) + D("0.955")
+    assert ledger.balances[FEES] == D("-0.955")
+    assert Ledger.restore(ledger.export()).export() == ledger.export()
+
+
+def test_a_rebate_in_the_base_coin_adds_to_the_asset_and_in_another_coin_is_kept_apart() -> None:
+    ledger = Ledger(D(1_000))
+    buy = ledger.fill("BTCUSDT", Side.BUY, D(1), D(100), D("-0.001"), fee_asset="BTC")
+    assert [(leg.account, leg.amount, leg.qty) for leg in buy.legs] == [
+        ("asset:BTCUSDT", D("100.1"), D("1.001")),  # the rebate grows the position
+        ("cash", D(-100), D(-100)),
+        ("fees", D("-0.1"), D("-0.1")),  # valued at the fill price
+    ]
+    sell = ledger.fill("BTCUSDT", Side.SELL, D(1), D(100), D("-0.001"), fee_asset="BTC")
+    assert sell.legs[0].qty == D("-0.999")  # a sell's rebate takes less of the position
+    assert ledger.position("BTCUSDT").qty == D("0.002")
+    ledger.fill("BTCUSDT", Side.BUY, D(1), D(100), D("0.3"), fee_asset="MNT")
+    ledger.fill("BTCUSDT", Side.SELL, D(1), D(100), D("-0.5"), fee_asset="MNT")
+    assert ledger.unvalued_fees == {"MNT": D("-0.2")}
+    assert ledger.equity() == D(1_000) + D("0.2")
+    assert Ledger.restore(ledger.export()).unvalued_fees == {"MNT": D("-0.2")}
 
 
 OLD_EXPORT = {

@@ -213,16 +213,35 @@ async def test_the_default_share_caps_a_fill_at_the_bars_volume() -> None:
     assert [f.last_fill_qty for f in b.fills()] == [D(2), D(1)]
 
 
-async def test_fees_are_taker_for_market_and_maker_for_limit_in_bps_of_notional() -> None:
-    b = await bench("execution.fee_bps_taker=10", "execution.fee_bps_maker=1")
+@pytest.mark.parametrize(
+    ("maker_bps", "limit_fee"), [("1", "0.0402"), ("-2.5", "-0.1005")], ids=["fee", "rebate"]
+)
+async def test_fees_are_taker_for_market_and_maker_for_limit_in_bps_of_notional(
+    maker_bps: str, limit_fee: str
+) -> None:
+    b = await bench("execution.fee_bps_taker=10", f"execution.fee_bps_maker={maker_bps}")
     b.bar(200, 200, 200, 200)
     b.approve(Side.BUY, 2)
     b.approve(Side.SELL, 2, OrderType.LIMIT, limit="201")
     b.bar(200, 202, 199, 201)
     market, limit = b.fills()
-    assert market.fee == D("0.4")  # 2 * 200 * 10 bps
-    assert limit.fee == D("0.0402")  # 2 * 201 * 1 bp
-    assert all(f.fee >= 0 for f in b.orders)
+    assert market.fee == D("0.4")  # 2 * 200 * 10 bps: a taker always pays
+    assert limit.fee == D(limit_fee)  # 2 * 201 * the maker bps (negative: a rebate)
+    ledger = b.positions.ledger
+    assert ledger.fees == market.fee + limit.fee
+    assert ledger.cash == D(10_000) - 400 - market.fee + 402 - limit.fee  # a rebate is cash in
+    assert ledger.equity() == D(10_000) + 2 - ledger.fees
+    assert b.paper.book.balances == ledger.balances  # the venue's own books agree
+
+
+async def test_a_maker_rebate_on_a_spot_buy_is_paid_in_the_base_coin() -> None:
+    b = await bench("execution.spot_buy_fee_in_base=true", "execution.fee_bps_maker=-1")
+    b.bar(100, 100, 100, 100)
+    b.approve(Side.BUY, 2, OrderType.LIMIT, limit="100")
+    b.bar(100, 101, 99, 100)
+    (buy,) = b.fills()
+    assert (buy.fee, buy.fee_asset) == (D("-0.0002"), "BTC")
+    assert b.positions.ledger.position("BTCUSDT").qty == D("2.0002")
 
 
 @pytest.mark.parametrize(("side", "price"), [(Side.BUY, D("100.1")), (Side.SELL, D("99.9"))])

@@ -172,6 +172,23 @@ async def test_an_old_event_without_a_fee_asset_pays_in_quote() -> None:
     assert (b.updates[-1].qty, b.updates[-1].cash) == (D(1), D(10_000) - 100 - D("0.5"))
 
 
+async def test_rebates_are_booked_with_their_sign_and_an_unvalued_one_is_alerted_as_such() -> None:
+    b = await bench()
+    alerts: list[Alert] = []
+    b.bus.subscribe(OBSERVABILITY_ALERT, alerts.append)
+    venue = venue_of(b)
+    buy = bybit_fill(venue, "o-1", Side.BUY, "1", "100", fee="-0.02", fee_asset="USDT")
+    venue.publish(EXEC_ORDER_EVENT, buy)
+    assert b.updates[-1].cash == D(10_000) - 100 + D("0.02")
+    sell = bybit_fill(venue, "o-2", Side.SELL, "1", "100", fee="-0.3", fee_asset="MNT")
+    venue.publish(EXEC_ORDER_EVENT, sell)
+    ledger = b.positions.ledger
+    assert (ledger.fees, ledger.unvalued_fees) == (D("-0.02"), {"MNT": D("-0.3")})
+    assert b.updates[-1].equity == D(10_000) + D("0.02")
+    (alert,) = alerts
+    assert "got a rebate of 0.3 in MNT" in alert.message
+
+
 async def test_a_fee_in_another_coin_is_kept_apart_and_alerted_once_per_coin() -> None:
     b = await bench()
     alerts: list[Alert] = []

@@ -1,7 +1,6 @@
-"""BybitNormalizer on real Bybit V5 frames (shared/data/bybit/ws/public) and on broken ones.
+"""BybitNormalizer on real Bybit V5 frames (tests/data/bybit/ws/public) and on broken ones.
 
-The samples come through the fake server's loader: the shared folder when it is there, else the
-copies embedded in tests/fakes/bybit_server.py (a test there keeps them equal to the files).
+The samples come through the fake server's loader (``tests/fakes/bybit_samples.py``).
 """
 
 from __future__ import annotations

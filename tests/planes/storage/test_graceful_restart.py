@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -35,8 +32,8 @@ from planes.runtime import Runtime
 from planes.storage.journal import JournalRecord, open_reader
 from planes.storage.plane import data_paths
 from planes.storage.snapshots import StateStore
+from tests.planes.storage.harness import PlanesRun, journal_records
 
-ROOT = Path(__file__).resolve().parents[3]
 START = datetime(2024, 1, 1, tzinfo=UTC)
 LIMIT = Decimal(90)
 
@@ -187,7 +184,6 @@ async def test_with_cancel_on_stop_the_orders_are_cancelled_and_nothing_resumes(
 
 # -- `planes run`, stopped by a signal ---------------------------------------------------------
 
-PLANES = str(Path(sys.executable).parent / "planes")
 SETTINGS = (
     "market.synthetic.bar_s=1",
     "market.synthetic.tick_ms=100",
@@ -201,34 +197,6 @@ SETTINGS = (
 )
 
 
-def start(data_dir: Path, *, duration: float | None = None) -> subprocess.Popen[str]:
-    args = [PLANES, "run", "--headless", "--set", f"runtime.data_dir={data_dir}"]
-    for setting in SETTINGS:
-        args += ["--set", setting]
-    if duration is not None:
-        args += ["--duration", str(duration)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANES__")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
-    return subprocess.Popen(
-        args,
-        cwd=data_dir.parent,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def records(data_dir: Path) -> list[JournalRecord]:
-    path = data_paths(data_dir)[0]
-    if not path.exists():
-        return []
-    try:
-        return list(open_reader(path).read())
-    except Exception:  # a journal being written may not be readable yet
-        return []
-
-
 def order_events(recs: Sequence[JournalRecord]) -> list[dict[str, Any]]:
     return [json.loads(r.payload) for r in recs if r.topic == "exec:order_event"]
 
@@ -240,13 +208,13 @@ def accepted(recs: Sequence[JournalRecord]) -> list[str]:
 @pytest.mark.subprocess
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_planes_run_stopped_by_a_signal_resumes_its_working_orders(
-    tmp_path: Path, sig: signal.Signals
+    planes_run: PlanesRun, tmp_path: Path, sig: signal.Signals
 ) -> None:
     data_dir = tmp_path / "var"
-    first = start(data_dir)
+    first = planes_run(data_dir, *SETTINGS)
     try:
         deadline = time.monotonic() + 60
-        while not accepted(records(data_dir)) and first.poll() is None:
+        while not accepted(journal_records(data_dir)) and first.poll() is None:
             assert time.monotonic() < deadline, "timed out waiting for an accepted order"
             time.sleep(0.05)
         first.send_signal(sig)
@@ -254,14 +222,14 @@ def test_planes_run_stopped_by_a_signal_resumes_its_working_orders(
     finally:
         first.kill()
     assert first.returncode == 0, err[-3000:]
-    before = records(data_dir)
+    before = journal_records(data_dir)
     (kept,) = accepted(before)
     assert all(o["status"] != "cancelled" for o in order_events(before))
 
-    second = start(data_dir, duration=3)
+    second = planes_run(data_dir, *SETTINGS, duration=3)
     _, err = second.communicate(timeout=60)
     assert second.returncode == 0, err[-3000:]
-    after = records(data_dir)
+    after = journal_records(data_dir)
     assert after[: len(before)] == before
     assert [r.seq for r in after] == list(range(1, len(after) + 1))
     (recovery,) = [

@@ -13,10 +13,7 @@ the same data dir for a few seconds, and then checks the journal both runs wrote
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from decimal import Decimal
@@ -25,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from planes.storage.journal import JournalRecord, open_reader
+from planes.storage.journal import JournalRecord
+from tests.planes.storage.harness import PlanesRun, journal_records
 
 pytestmark = [pytest.mark.subprocess]
 
-PLANES = str(Path(sys.executable).parent / "planes")
 CASH = Decimal(100000)
 SETTINGS = (
     "market.synthetic.bar_s=1",
@@ -44,33 +41,6 @@ SETTINGS = (
     "logging.level=warning",
     "logging.format=json",
 )
-
-
-def start(data_dir: Path, *extra: str, duration: float | None = None) -> subprocess.Popen[str]:
-    args = [PLANES, "run", "--headless", "--set", f"runtime.data_dir={data_dir}"]
-    for setting in (*SETTINGS, *extra):
-        args += ["--set", setting]
-    if duration is not None:
-        args += ["--duration", str(duration)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANES__")}
-    return subprocess.Popen(
-        args,
-        cwd=data_dir.parent,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def records(data_dir: Path) -> list[JournalRecord]:
-    path = data_dir / "journal.sqlite3"
-    if not path.exists():
-        return []
-    try:
-        return list(open_reader(path).read())
-    except Exception:
-        return []
 
 
 def fills(recs: list[JournalRecord]) -> list[dict[str, Any]]:
@@ -108,17 +78,21 @@ def busy(recs: list[JournalRecord], at_least: int) -> bool:
     return len(fills(recs)) >= at_least and bool(implied_books(recs)[0])
 
 
-def kill_then_restart(tmp_path: Path, moment: str, *extra: str) -> list[JournalRecord]:
+def kill_then_restart(
+    planes_run: PlanesRun, tmp_path: Path, moment: str, *extra: str
+) -> list[JournalRecord]:
     data_dir = tmp_path / "var"
-    first = start(data_dir, *extra)
+    first = planes_run(data_dir, *SETTINGS, *extra)
     try:
         if moment == "fills":
-            wait_for(lambda: busy(records(data_dir), 6), 60, "a burst of fills, a position open")
+            wait_for(
+                lambda: busy(journal_records(data_dir), 6), 60, "a burst of fills, a position open"
+            )
         else:  # snapshots are written every 50 ms: kill while they keep coming
             snapshots = data_dir / "snapshots"
             wait_for(
                 lambda: (
-                    busy(records(data_dir), 2)
+                    busy(journal_records(data_dir), 2)
                     and snapshots.exists()
                     and len(list(snapshots.glob("*.json"))) >= 3
                 ),
@@ -131,11 +105,11 @@ def kill_then_restart(tmp_path: Path, moment: str, *extra: str) -> list[JournalR
         first.kill()
         first.communicate(timeout=10)
     assert first.returncode == -signal.SIGKILL
-    before = records(data_dir)
-    second = start(data_dir, *extra, duration=4)
+    before = journal_records(data_dir)
+    second = planes_run(data_dir, *SETTINGS, *extra, duration=4)
     _, err = second.communicate(timeout=60)
     assert second.returncode == 0, err[-3000:]
-    after = records(data_dir)
+    after = journal_records(data_dir)
     assert after[: len(before)] == before  # the first run's history is untouched
     return after
 
@@ -194,12 +168,17 @@ def check(recs: list[JournalRecord]) -> None:
     assert report["enabled_scenarios"] == 2
 
 
-def test_killed_during_a_burst_of_fills_resumes_with_the_same_books(tmp_path: Path) -> None:
-    check(kill_then_restart(tmp_path, "fills"))
+def test_killed_during_a_burst_of_fills_resumes_with_the_same_books(
+    planes_run: PlanesRun, tmp_path: Path
+) -> None:
+    check(kill_then_restart(planes_run, tmp_path, "fills"))
 
 
-def test_killed_while_snapshots_are_written_resumes_with_the_same_books(tmp_path: Path) -> None:
+def test_killed_while_snapshots_are_written_resumes_with_the_same_books(
+    planes_run: PlanesRun, tmp_path: Path
+) -> None:
     recs = kill_then_restart(
+        planes_run,
         tmp_path,
         "snapshots",
         "storage.snapshot_interval_s=0.05",

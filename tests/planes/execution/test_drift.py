@@ -1,0 +1,171 @@
+"""DriftWatch: the venue's positions and wallet against the portfolio's, alerted only when a
+difference outlasts the grace period, once per difference, and never booked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from decimal import Decimal
+
+from structlog.testing import capture_logs
+
+from contracts.execution import PositionUpdate
+from contracts.meta import EventMeta, Source
+from planes.execution.drift import WALLET, DriftWatch
+
+GRACE_S = 0.02
+
+
+def D(value: str | int) -> Decimal:  # noqa: N802 - reads like the literal it stands for
+    return Decimal(value)
+
+
+class Alerts:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, Mapping[str, str]]] = []
+
+    def __call__(self, code: str, message: str, labels: Mapping[str, str]) -> None:
+        self.seen.append((code, message, labels))
+
+    @property
+    def codes(self) -> list[str]:
+        return [code for code, _, _ in self.seen]
+
+
+def watch(alerts: Alerts, *, settled: bool = True, tolerance: str = "0.01") -> DriftWatch:
+    return DriftWatch(
+        venue="bybit",
+        quote="USDT",
+        start_cash=D(1000),
+        settled=settled,
+        grace_s=GRACE_S,
+        tolerance=D(tolerance),
+        alert=alerts,
+    )
+
+
+def update(
+    symbol: str, qty: str, *, cash: str = "1000", equity: str = "1000", unrealized: str = "0"
+) -> PositionUpdate:
+    return PositionUpdate(
+        EventMeta(Source.TRADING, 1),
+        symbol,
+        D(qty),
+        D(100),
+        D(0),
+        D(unrealized),
+        D(100),
+        D(equity),
+        D(cash),
+    )
+
+
+async def settle() -> None:
+    await asyncio.sleep(GRACE_S * 4)
+
+
+async def test_a_position_difference_is_alerted_after_the_grace_period_once() -> None:
+    alerts = Alerts()
+    drift = watch(alerts)
+    drift.venue_position("BTCUSDT", 0, D("0.5"))
+    drift.portfolio(update("BTCUSDT", "0.4"))
+    assert alerts.seen == []  # not before the grace period
+    await settle()
+    ((code, message, labels),) = alerts.seen
+    assert (code, labels) == ("position_drift", {"symbol": "BTCUSDT"})
+    assert "bybit holds a position of 0.5 BTCUSDT, the portfolio 0.4" in message
+    assert "nothing booked" in message
+    drift.venue_position("BTCUSDT", 0, D("0.5"))  # the same figures again: no second alert
+    drift.check("BTCUSDT")
+    assert len(alerts.seen) == 1
+    drift.venue_position("BTCUSDT", 0, D("0.7"))  # another difference: alerted
+    await settle()
+    assert len(alerts.seen) == 2
+    with capture_logs() as logs:
+        drift.portfolio(update("BTCUSDT", "0.7"))
+        await settle()
+    assert [e["event"] for e in logs] == ["drift.resolved"]
+    assert len(alerts.seen) == 2
+    drift.stop()
+
+
+async def test_a_difference_that_ends_within_the_grace_period_is_not_alerted() -> None:
+    alerts = Alerts()
+    drift = watch(alerts)
+    drift.venue_position("BTCUSDT", 0, D("0.5"))  # Bybit's push before our fill is booked
+    drift.portfolio(update("BTCUSDT", "0.5"))
+    await settle()
+    assert alerts.seen == []
+    assert drift.checks == 1  # checked once, after the last change
+    drift.stop()
+
+
+async def test_hedge_mode_sides_net_out_and_unknown_symbols_are_not_compared() -> None:
+    alerts = Alerts()
+    drift = watch(alerts)
+    drift.venue_position("ETHUSDT", 1, D(2))
+    drift.venue_position("ETHUSDT", 2, D(-1))
+    drift.portfolio(update("ETHUSDT", "1"))
+    drift.portfolio(update("SOLUSDT", "3"))  # Bybit never reported SOLUSDT: no view to compare
+    await settle()
+    assert alerts.seen == []
+    drift.venue_position("ETHUSDT", 2, D(0))
+    await settle()
+    assert alerts.codes == ["position_drift"]
+    assert "a position of 2 ETHUSDT, the portfolio 1" in alerts.seen[0][1]
+    drift.stop()
+
+
+async def test_the_settled_wallet_moves_with_realised_pnl_and_fees_not_with_notional() -> None:
+    alerts = Alerts()
+    drift = watch(alerts)
+    drift.wallet_baseline(D(5000))  # the venue's account holds more than the portfolio's cash
+    # A buy of 1 at 100 paying 0.05: cash 899.95, marked at 101 (unrealised 1), equity 1000.95.
+    drift.portfolio(update("BTCUSDT", "1", cash="899.95", equity="1000.95", unrealized="1"))
+    drift.venue_wallet(D("4999.95"))  # Bybit took the fee only: the settled balance agrees
+    await settle()
+    assert alerts.seen == []
+    drift.venue_wallet(D("4949.95"))  # 50 USDT left the account (a transfer, funding)
+    await settle()
+    ((code, message, labels),) = alerts.seen
+    assert (code, labels) == ("wallet_drift", {"asset": "USDT"})
+    assert "moved by -50.05 since the baseline, the portfolio's settled balance by -0.05" in message
+    assert "difference -50.00" in message
+    drift.wallet_baseline(D("4949.95"))  # a new baseline (after a resync) starts over
+    drift.check(WALLET)
+    assert len(alerts.seen) == 1
+    drift.stop()
+
+
+async def test_a_spot_wallet_follows_cash_and_the_first_record_is_the_baseline() -> None:
+    alerts = Alerts()
+    drift = watch(alerts, settled=False, tolerance="0")
+    drift.venue_wallet(D(700))  # no REST baseline: this record is it
+    drift.portfolio(update("BTCUSDT", "1", cash="899.9", equity="999.9"))  # spent 100.1
+    drift.venue_wallet(D("599.9"))
+    await settle()
+    assert alerts.seen == []
+    drift.venue_wallet(D("599.89"))  # within no tolerance at all
+    await settle()
+    assert alerts.codes == ["wallet_drift"]
+    assert "the portfolio's cash by -100.1" in alerts.seen[0][1]
+    drift.stop()
+
+
+async def test_a_difference_within_the_tolerance_is_not_alerted() -> None:
+    alerts = Alerts()
+    drift = watch(alerts, tolerance="0.01")
+    drift.wallet_baseline(D(1000))
+    drift.venue_wallet(D("1000.01"))
+    await settle()
+    assert alerts.seen == []
+    drift.stop()
+
+
+async def test_stop_cancels_pending_checks() -> None:
+    alerts = Alerts()
+    drift = watch(alerts)
+    drift.venue_position("BTCUSDT", 0, D(1))
+    drift.stop()
+    await settle()
+    assert (alerts.seen, drift.checks) == ([], 0)
