@@ -11,8 +11,11 @@ The model, stated once:
   contracts converter, assigns the seq and puts the row on a bounded in-memory queue, under a
   lock that only appenders take; it wakes nobody. One writer thread looks at the queue every
   ``flush_interval_s``, or as soon as ``batch_size`` rows wait (the one append that fills a
-  batch tells it), and inserts up to ``batch_size`` rows in one transaction; ``flush()``,
-  ``close()`` or a full queue make it write what there is at once. An event waits at most about
+  batch tells it), and hands up to ``batch_size`` rows to the **writer process**
+  (``journal_writer``), which inserts them in one transaction and answers with the committed
+  seq: SQLite's work (binding, inserts, WAL writes) runs outside this process's GIL, and what is
+  left here per row is its ``marshal`` encoding, in C. ``flush()``, ``close()`` or a full queue
+  make the thread hand over what there is at once. An event waits at most about
   ``flush_interval_s`` plus one commit.
 * **When the queue is full** (``queue_size`` rows waiting), the topic decides
   (``full_policy``). Topics starting with one of ``sample_prefixes`` (market data) are
@@ -22,14 +25,16 @@ The model, stated once:
 * **Durability.** ``last_seq`` is the last seq assigned, ``durable_seq`` the last one committed.
   ``flush()`` waits until everything assigned so far is committed; ``close()`` flushes and stops
   the writer. What a commit survives depends on ``synchronous`` (see ``SYNCHRONOUS``). The
-  writer is a daemon thread: a process that exits without ``close()`` loses its unflushed tail,
-  as a killed one does.
+  writer thread is a daemon and the writer process dies with it: a process that exits without
+  ``close()`` loses its unflushed tail, as a killed one does. A writer process that dies on its
+  own fails every later ``append`` and ``flush`` with the reason (``metrics``, the log).
 * **Write errors** (disk full, a lock held too long) are logged, counted in
   ``metrics.write_errors`` and retried with backoff, forever and with the same batch: nothing is
   skipped. Meanwhile the queue fills and trading topics block.
 * **One writer per file.** ``open()`` holds an exclusive ``flock`` on ``<file>.lock``, so a
   second writer, in this process or another, gets a ``JournalError``; the kernel releases the
-  lock when the process dies, even by SIGKILL.
+  lock when the process and its writer process are gone, even after a SIGKILL (``open()``
+  waits a moment for a dead run's writer process to go, never for a live writer).
 * **Readers** (``EventJournal.read``, ``open_reader``) use their own read-only connections:
   they see every committed event while the writer runs, and work on a closed journal file.
 """
@@ -39,11 +44,12 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
-import functools
-import itertools
 import json
+import marshal
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -57,6 +63,7 @@ import structlog
 
 from contracts.converter import fast_dumps, fast_loads
 from contracts.meta import Payload, Source
+from planes.storage import journal_writer
 
 log = structlog.get_logger("planes.storage.journal")
 
@@ -91,6 +98,12 @@ _BUSY_TIMEOUT_S = 5.0
 """How long a connection waits for a lock another connection holds before it fails."""
 _RETRY_INITIAL_S = 0.05
 _RETRY_MAX_S = 5.0
+_WRITER_START_S = 30.0
+"""How long ``open()`` waits for the writer process to open the file."""
+_WRITER_EXIT_S = 30.0
+"""How long ``close()`` waits for the writer process to exit once it has everything."""
+_ORPHAN_WAIT_S = 5.0
+"""How long ``open()`` waits for a dead run's writer process to release the lock."""
 _SOURCE_TEXT: Mapping[Source, str] = {source: source.value for source in Source}
 """The ``source`` column of each ``Source``, without an enum ``.value`` look-up per event."""
 _ROOM_POLL_S = 0.05
@@ -368,11 +381,11 @@ class _State(enum.Enum):
 class EventJournal:
     """The append-only journal of one data dir; see the module docstring for the model.
 
-    The writer connection and thread exist between ``open()`` and ``close()``; ``read`` works
+    The writer thread and process exist between ``open()`` and ``close()``; ``read`` works
     whenever the file exists. Usable as a context manager that opens and closes it.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 - one statement per attribute
         self,
         path: Path,
         run_id: str,
@@ -433,7 +446,9 @@ class EventJournal:
         self._blocked_appenders = 0
         self._sample_counts: dict[str, int] = {}
         self._failure: BaseException | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._started = threading.Event()
+        self._start_error: str | None = None
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._reader: JournalReader | None = None
@@ -449,28 +464,35 @@ class EventJournal:
                 raise JournalError(msg)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock_writer(self.path)
-        conn: sqlite3.Connection | None = None
         try:
             conn = self._connect_writer()
-            last = _prepare(conn, self.path)
-        except BaseException:
-            if conn is not None:
+            try:
+                last = _prepare(conn, self.path)
+                variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            finally:
                 conn.close()
+        except BaseException:
             os.close(lock_fd)
             raise
-        self._conn = conn
         self._lock_fd = lock_fd
-        columns = len(_FIELDS) + 1
-        variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._statement_rows = max(1, min(_MAX_STATEMENT_ROWS, variables // columns))
+        self._statement_rows = max(1, min(_MAX_STATEMENT_ROWS, variables // (len(_FIELDS) + 1)))
         self._last_seq = self._durable_seq = self._taken_seq = self._flush_target = last
+        # The thread starts the writer process: Linux ties the process's life to the thread
+        # that started it (PR_SET_PDEATHSIG), and this one lives as long as the journal.
         self._thread = threading.Thread(
             target=self._run, name=f"journal-writer:{self.path.name}", daemon=True
         )
+        self._thread.start()
+        if not self._started.wait(_WRITER_START_S) or self._start_error is not None:
+            reason = self._start_error or f"it did not start within {_WRITER_START_S:g} s"
+            self._stop_process()
+            self._thread.join(1.0)
+            os.close(lock_fd)
+            self._lock_fd = None
+            raise JournalError(f"journal {self.path}: the writer process failed: {reason}")
         with self._lock:
             self._state = _State.OPEN
             self._accepting = True
-        self._thread.start()
         log.info(
             "journal.opened",
             path=str(self.path),
@@ -478,6 +500,62 @@ class EventJournal:
             last_seq=last,
             synchronous=self.synchronous,
         )
+
+    def _start_process(self) -> subprocess.Popen[bytes]:
+        """Start the writer process (see ``journal_writer``) and wait for it to say READY."""
+        config = {
+            "path": str(self.path),
+            "synchronous": self.synchronous,
+            "busy_timeout_s": _BUSY_TIMEOUT_S,
+            "retry_initial_s": _RETRY_INITIAL_S,
+            "retry_max_s": _RETRY_MAX_S,
+            "statement_rows": self._statement_rows,
+            "parent": os.getpid(),
+        }
+        lock_fd = self._lock_fd
+        process = subprocess.Popen(  # noqa: S603 - our own script, by absolute path
+            [sys.executable, "-I", "-S", journal_writer.__file__, json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=() if lock_fd is None else (lock_fd,),  # it holds the writer lock too
+            start_new_session=True,  # a Ctrl-C to the terminal is the parent's to handle
+        )
+        kind, body = self._receive(process)
+        if kind != journal_writer.READY:
+            process.wait(_WRITER_EXIT_S)
+            raise JournalError(_frame_text(kind, body))
+        return process
+
+    def _receive(self, process: subprocess.Popen[bytes]) -> tuple[int, tuple[Any, ...]]:
+        """The writer process's next frame; ``JournalError`` when it ended instead."""
+        out = process.stdout
+        assert out is not None  # noqa: S101 - started with stdout=PIPE
+        head = out.read(journal_writer.FRAME.size)
+        if len(head) < journal_writer.FRAME.size:
+            code = process.wait(_WRITER_EXIT_S)
+            raise JournalError(f"the writer process exited (status {code})")
+        kind, length = journal_writer.FRAME.unpack(head)
+        body = out.read(length)
+        if len(body) < length:
+            code = process.wait(_WRITER_EXIT_S)
+            raise JournalError(f"the writer process exited inside a frame (status {code})")
+        return kind, marshal.loads(body)  # noqa: S302 - our own child's frames
+
+    def _stop_process(self) -> None:
+        """End the writer process: EOF (it exits once its batch is answered), then a kill."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            if process.stdin is not None:
+                process.stdin.close()
+        try:
+            process.wait(_WRITER_EXIT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
     def _connect_writer(self) -> sqlite3.Connection:
         try:
@@ -539,11 +617,10 @@ class EventJournal:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
-        if self._conn is not None:
-            self._conn.close()
+        self._stop_process()
         if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
-        self._conn = self._thread = self._lock_fd = None
+            os.close(self._lock_fd)  # with the writer process gone, this releases the flock
+        self._process = self._thread = self._lock_fd = None
         with self._lock:
             self._state = _State.CLOSED
         log.info("journal.closed", path=str(self.path), durable_seq=self._durable_seq)
@@ -700,8 +777,18 @@ class EventJournal:
 
     def _run(self) -> None:
         try:
+            self._process = self._start_process()
+        except Exception as exc:  # noqa: BLE001 - open() reports it
+            self._start_error = f"{type(exc).__name__}: {exc}"
+            self._started.set()
+            return
+        self._started.set()
+        try:
             while (batch := self._next_batch()) is not None:
                 self._write(batch)
+            # From this thread: the process dies with the thread that started it, and it must
+            # get to close its connection (SQLite's last checkpoint) first.
+            self._stop_process()
         except BaseException as exc:  # noqa: BLE001 - a dead writer must fail appends, not hang them
             self._writer_died(exc)
 
@@ -741,70 +828,51 @@ class EventJournal:
         return batch
 
     def _write(self, batch: list[_Row]) -> None:
-        """Commit ``batch`` in one transaction, retrying with backoff until it is committed."""
-        delay = _RETRY_INITIAL_S
-        attempt = 0
+        """Have the writer process commit ``batch``; it retries with backoff until it has.
+
+        The rows cross the pipe as one ``marshal`` blob: the only work per row left in this
+        process is that encoding, in C.
+        """
+        process = self._process
+        if process is None or process.stdin is None:
+            msg = f"journal {self.path} has no writer process"
+            raise JournalError(msg)
+        data = marshal.dumps(batch)
+        try:
+            process.stdin.write(journal_writer.HEADER.pack(len(data)) + data)
+            process.stdin.flush()
+        except OSError as exc:
+            raise JournalError(f"the writer process is gone: {exc}") from exc
+        first, last = batch[0][0], batch[-1][0]
         while True:
-            try:
-                self._insert(batch, retry=attempt > 0)
+            kind, body = self._receive(process)
+            if kind == journal_writer.COMMITTED:
                 break
-            except sqlite3.Error as exc:
-                attempt += 1
+            if kind == journal_writer.FAILED:
+                attempt, error_type, error, delay = body
                 with self._lock:
                     self.metrics.write_errors += 1
-                log.exception(
+                log.error(
                     "journal.write_failed",
                     path=str(self.path),
-                    first_seq=batch[0][0],
-                    last_seq=batch[-1][0],
+                    first_seq=first,
+                    last_seq=last,
                     attempt=attempt,
                     retry_in_s=delay,
-                    error_type=type(exc).__name__,
-                    error=str(exc),
+                    error_type=error_type,
+                    error=error,
                 )
-                time.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
-        if attempt:
-            log.warning(
-                "journal.write_recovered",
-                path=str(self.path),
-                last_seq=batch[-1][0],
-                attempts=attempt + 1,
-            )
+            elif kind == journal_writer.RECOVERED:
+                log.warning(
+                    "journal.write_recovered", path=str(self.path), last_seq=last, attempts=body[0]
+                )
+            else:
+                raise JournalError(_frame_text(kind, body))
         with self._lock:
-            self._durable_seq = batch[-1][0]
+            self._durable_seq = last
             self.metrics.committed += len(batch)
             self.metrics.batches += 1
             self._committed.notify_all()
-
-    def _insert(self, batch: list[_Row], *, retry: bool) -> None:
-        """Insert ``batch`` atomically: one multi-row INSERT, or several in one transaction.
-
-        Not ``executemany``: the sqlite3 module releases and retakes the GIL around every row,
-        and each retake waits for the publishing thread's switch interval. One statement per
-        batch releases it once, while SQLite does all the work.
-        """
-        conn = self._conn
-        if conn is None:  # close() joins the writer before it drops the connection
-            msg = f"journal {self.path} has no writer connection"
-            raise JournalError(msg)
-        if retry and _committed_already(conn, batch[-1]):
-            return  # the failed attempt's COMMIT did reach the file
-        step = self._statement_rows
-        if len(batch) <= step:  # a single statement is its own transaction
-            conn.execute(_insert_sql(len(batch)), list(itertools.chain.from_iterable(batch)))
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for start in range(0, len(batch), step):
-                part = batch[start : start + step]
-                conn.execute(_insert_sql(len(part)), list(itertools.chain.from_iterable(part)))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
 
     def _writer_died(self, exc: BaseException) -> None:
         log.critical(
@@ -824,6 +892,8 @@ class EventJournal:
             )
             self._room.notify_all()
             self._committed.notify_all()
+        with contextlib.suppress(Exception):
+            self._stop_process()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -858,17 +928,42 @@ def _source_text(source: object) -> str:
     return str(getattr(source, "value", source))
 
 
+def _alive(pid_text: str) -> bool:
+    """Whether the process of ``pid_text`` (what a lock file holds) still runs; True if unsure."""
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _lock_writer(path: Path) -> int:
     """Take the exclusive writer lock of ``path`` (``<file>.lock``); return its descriptor."""
     lock_path = path.with_name(path.name + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + _ORPHAN_WAIT_S
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        msg = f"journal {path} is already open for writing (pid {holder} holds {lock_path})"
-        raise JournalError(msg) from None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                # A run that died (a SIGKILL) leaves its writer process for a moment, dying
+                # with it and still holding the lock: wait for that, not for a live writer.
+                if _alive(holder) or time.monotonic() >= deadline:
+                    msg = (
+                        f"journal {path} is already open for writing "
+                        f"(pid {holder} holds {lock_path})"
+                    )
+                    raise JournalError(msg) from None
+                time.sleep(0.01)
     except BaseException:
         os.close(fd)
         raise
@@ -903,14 +998,9 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> int:
     return int(last or 0)
 
 
-@functools.lru_cache(maxsize=256)
-def _insert_sql(rows: int) -> str:
-    """The INSERT of ``rows`` rows; cached, so each size is built and hashed once."""
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
-    return f"INSERT INTO events({_COLUMNS}) VALUES {values}"  # noqa: S608 - placeholders only
-
-
-def _committed_already(conn: sqlite3.Connection, last: _Row) -> bool:
-    """Whether the last row of a batch is in the file: an ambiguous COMMIT did succeed."""
-    row = conn.execute("SELECT run_id, payload FROM events WHERE seq = ?", (last[0],)).fetchone()
-    return row is not None and (row[0], row[1]) == (last[1], last[6])
+def _frame_text(kind: int, body: tuple[Any, ...]) -> str:
+    """What an unexpected frame of the writer process says."""
+    if kind == journal_writer.FATAL:
+        error_type, error = body
+        return f"the writer process failed: {error_type}: {error}"
+    return f"the writer process sent an unexpected frame {kind} {body!r}"

@@ -1,0 +1,191 @@
+"""The journal's writer process: commits the batches an ``EventJournal`` sends it, nothing else.
+
+``EventJournal`` starts this file as a script (``python -I -S journal_writer.py CONFIG``) so
+that SQLite's work — binding the rows, the B-tree inserts, the WAL writes — runs on its own
+interpreter and its own lock, not under the trading process's GIL. It uses the standard library
+only, and the parent keeps everything else: the seq, the queue, the policies, the metrics.
+
+The protocol, on the child's stdin and stdout (all integers little-endian):
+
+* **parent -> child**: ``<u32 length><marshal of a list of rows>`` per batch, each row
+  ``(seq, run_id, topic, source, ts, correlation_id, payload)``. End of input is the orderly
+  end: everything sent has been answered, and the child exits 0.
+* **child -> parent**: ``<u8 kind><u32 length><marshal of a tuple>`` frames:
+  ``READY ()`` once the database is open, then per batch any number of
+  ``FAILED (attempt, error_type, error, retry_in_s)`` and ``RECOVERED (attempts,)`` before
+  ``COMMITTED (last_seq,)``; ``FATAL (error_type, error)`` before it gives up.
+
+A batch is committed atomically (one multi-row INSERT, or several in one transaction) and
+retried with backoff until it is, forever, with the same rows; after a failed COMMIT whose
+outcome is unknown the child looks the batch's last row up before writing it again.
+
+The child dies with its parent: on Linux ``PR_SET_PDEATHSIG`` kills it when the parent thread
+that started it ends, SIGKILL included, so a batch that was in flight is lost with the parent's
+queue, as it would be if the writer were a thread; elsewhere it ends at EOF. It holds the
+parent's writer lock (the inherited descriptor) until it is gone, so a restart cannot write
+beside an orphan. It ignores SIGINT and SIGTERM (and runs in a session of its own): a signal
+to the whole group must not end it before the parent's last flush.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import json
+import marshal
+import os
+import signal
+import sqlite3
+import struct
+import sys
+import time
+from typing import Any, BinaryIO
+
+READY, COMMITTED, FAILED, RECOVERED, FATAL = range(5)
+"""Kinds of the frames the child sends."""
+HEADER = struct.Struct("<I")
+"""The length before each batch the parent sends."""
+FRAME = struct.Struct("<BI")
+"""The kind and length before each frame the child sends."""
+COLUMNS = "seq, run_id, topic, source, ts, correlation_id, payload"
+_PR_SET_PDEATHSIG = 1
+
+
+def insert_sql(rows: int) -> str:
+    """The INSERT of ``rows`` rows."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT INTO events({COLUMNS}) VALUES {values}"  # noqa: S608 - placeholders only
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; elsewhere, rely on EOF."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Writer:
+    def __init__(self, config: dict[str, Any], out: BinaryIO) -> None:
+        self.out = out
+        self.statement_rows = int(config["statement_rows"])
+        self.retry_initial_s = float(config["retry_initial_s"])
+        self.retry_max_s = float(config["retry_max_s"])
+        self.conn = sqlite3.connect(
+            config["path"], timeout=float(config["busy_timeout_s"]), isolation_level=None
+        )
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(f"PRAGMA synchronous={config['synchronous'].upper()}")
+        self.cache: dict[int, str] = {}
+
+    def send(self, kind: int, body: tuple[Any, ...]) -> None:
+        data = marshal.dumps(body)
+        self.out.write(FRAME.pack(kind, len(data)) + data)
+        self.out.flush()
+
+    def commit(self, batch: list[Any]) -> None:
+        delay = self.retry_initial_s
+        attempt = 0
+        while True:
+            try:
+                self.insert(batch, retry=attempt > 0)
+                break
+            except sqlite3.Error as exc:
+                attempt += 1
+                self.send(FAILED, (attempt, type(exc).__name__, str(exc), delay))
+                time.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+        if attempt:
+            self.send(RECOVERED, (attempt + 1,))
+        self.send(COMMITTED, (batch[-1][0],))
+
+    def sql(self, rows: int) -> str:
+        text = self.cache.get(rows)
+        if text is None:
+            text = self.cache[rows] = insert_sql(rows)
+        return text
+
+    def insert(self, batch: list[Any], *, retry: bool) -> None:
+        conn = self.conn
+        if retry and self.committed_already(batch[-1]):
+            return  # the failed attempt's COMMIT did reach the file
+        step = self.statement_rows
+        if len(batch) <= step:  # a single statement is its own transaction
+            conn.execute(self.sql(len(batch)), list(itertools.chain.from_iterable(batch)))
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, len(batch), step):
+                part = batch[start : start + step]
+                conn.execute(self.sql(len(part)), list(itertools.chain.from_iterable(part)))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    def committed_already(self, last: Any) -> bool:
+        row = self.conn.execute(
+            "SELECT run_id, payload FROM events WHERE seq = ?", (last[0],)
+        ).fetchone()
+        return row is not None and (row[0], row[1]) == (last[1], last[6])
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
+    data = stream.read(size)
+    if not data:
+        return None
+    while len(data) < size:
+        more = stream.read(size - len(data))
+        if not more:
+            msg = f"the journal's parent closed the pipe inside a batch ({len(data)}/{size} bytes)"
+            raise EOFError(msg)
+        data += more
+    return data
+
+
+def _read_batch(stream: BinaryIO, size: int) -> bytes:
+    data = _read_exactly(stream, size)
+    if data is None:
+        msg = "the journal's parent closed the pipe before a batch"
+        raise EOFError(msg)
+    return data
+
+
+def main(argv: list[str]) -> int:
+    """Run the writer on ``argv[1]`` (its JSON configuration); see the module docstring."""
+    config = json.loads(argv[1])
+    # Stopping is the parent's to decide (EOF on stdin), and its death ends this process: a
+    # SIGTERM or SIGINT meant for the whole group must not cut the parent's last flush short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(int(config["parent"]))
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    writer: _Writer | None = None
+    try:
+        writer = _Writer(config, out)
+        writer.send(READY, ())
+        while True:
+            header = _read_exactly(inp, HEADER.size)
+            if header is None:
+                return 0
+            (length,) = HEADER.unpack(header)
+            writer.commit(marshal.loads(_read_batch(inp, length)))  # noqa: S302 - our parent's rows
+    except BrokenPipeError:
+        return 0  # the parent is gone: nobody to answer
+    except Exception as exc:  # noqa: BLE001 - everything is reported to the parent
+        with contextlib.suppress(OSError):
+            body = marshal.dumps((type(exc).__name__, str(exc)))
+            out.write(FRAME.pack(FATAL, len(body)) + body)
+            out.flush()
+        return 1
+    finally:
+        if writer is not None:
+            writer.conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
