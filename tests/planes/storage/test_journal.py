@@ -741,3 +741,46 @@ def test_a_writer_killed_with_sigkill_leaves_a_contiguous_readable_journal(
     records = list(open_reader(path).read())
     assert seqs(records) == list(range(1, committed + 3))
     assert [r.run_id for r in records[-3:]] == ["killed", "after-kill", "after-kill"]
+
+
+# -- the writer process ----------------------------------------------------------------------
+
+
+def test_the_writer_process_lives_as_long_as_the_journal_is_open(
+    make_journal: MakeJournal,
+) -> None:
+    journal = make_journal()
+    process = journal._process  # the process itself is what this test is about
+    assert process is not None
+    assert process.poll() is None
+    journal.append(ORDER, order(0))
+    os.kill(process.pid, signal.SIGTERM)  # a signal to the whole group: ignored, no flush lost
+    os.kill(process.pid, signal.SIGINT)
+    assert journal.flush(5) == 1
+    journal.close()
+    assert process.returncode == 0  # it ended at EOF, after its last commit
+    assert seqs(journal.read()) == [1]
+
+
+def test_a_writer_process_that_dies_fails_appends_and_flushes_with_the_reason(
+    make_journal: MakeJournal,
+) -> None:
+    journal = make_journal(flush_interval_s=0)
+    journal.append(ORDER, order(0))
+    assert journal.flush(5) == 1
+    process = journal._process  # killed from outside, as the OOM killer would
+    assert process is not None
+    with capture_logs() as logs:
+        os.kill(process.pid, signal.SIGKILL)
+        with contextlib.suppress(JournalError):  # the write after the kill finds it gone
+            journal.append(ORDER, order(1))
+        wait_until(lambda: any(e["event"] == "journal.writer_died" for e in logs))
+    with pytest.raises(JournalError, match=r"writer of journal .* died .*after seq 1"):
+        journal.append(ORDER, order(2))
+    with pytest.raises(JournalError, match="died"):
+        journal.flush(5)
+    with pytest.raises(JournalError, match="died"):  # closing releases the file, then reports
+        journal.close()
+    assert seqs(journal.read()) == [1]  # what was committed stays readable
+    with EventJournal(journal.path, "next-run") as after:  # and the lock went with the process
+        assert after.append(ORDER, order(3)) == 2
