@@ -1,10 +1,11 @@
 """Suite-wide settings: the Hypothesis profiles.
 
-``fast`` (the default) keeps local runs quick; ``ci`` tries more examples and prints the blob that
-reproduces a failure. Neither has a deadline: a shared or busy machine stalls a single example
-now and then, and a property test must fail on its property, not on the clock.
-``HYPOTHESIS_PROFILE`` picks a profile by name; otherwise ``ci`` is used when the ``CI`` variable
-is set (as CI services do), ``fast`` elsewhere. ``pytest --hypothesis-profile NAME`` still overrides both.
+``fast`` (the default) keeps local runs quick; ``ci`` tries more examples and prints the blob
+that reproduces a failure. Neither has a deadline: a shared or busy machine stalls a single
+example now and then, and a property test must fail on its property, not on the clock.
+``HYPOTHESIS_PROFILE`` picks a profile by name; otherwise ``ci`` is used when the ``CI``
+variable is set (as CI services do), ``fast`` elsewhere. ``pytest --hypothesis-profile NAME``
+still overrides both.
 """
 
 from __future__ import annotations
