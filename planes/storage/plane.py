@@ -230,11 +230,19 @@ class StoragePlane:
         return self.journal.last_seq, self._hub.export()
 
     def snapshot(
-        self, reason: str, exported: tuple[int, dict[str, Any]] | None = None
+        self,
+        reason: str,
+        exported: tuple[int, dict[str, Any]] | None = None,
+        *,
+        flushed: bool = False,
     ) -> StateSnapshot:
-        """Export (unless given), flush the journal to the export's seq, write, publish."""
+        """Export (unless given), flush the journal to the export's seq, write, publish.
+
+        ``flushed``: the caller has made the journal durable up to the export's seq already.
+        """
         seq, sections = exported or self.export()
-        self.journal.flush()
+        if not flushed or self.journal.durable_seq < seq:
+            self.journal.flush()
         written = self.store.write(
             seq, sections, run_id=self.run_id, reason=reason, now_ms=self._wall_ms()
         )
@@ -263,7 +271,11 @@ class StoragePlane:
             if self._recovering or self.recovered is None:
                 continue  # nothing to snapshot before the state is whole
             try:
-                self.snapshot(reason)
+                # Exported here, between two dispatches; the wait for the journal to commit up
+                # to that seq happens off the loop, so the bus does not stall behind the disk.
+                exported = self.export()
+                await asyncio.to_thread(self.journal.flush)
+                self.snapshot(reason, exported, flushed=True)
             except (SnapshotError, StateError, JournalError) as exc:
                 log.error("storage.snapshot_failed", reason=reason, error=str(exc))  # noqa: TRY400 - the message is the point
                 self._alert(Severity.CRITICAL, "snapshot_failed", f"snapshot failed: {exc}")
