@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
+import io
 import json
 import marshal
 import os
@@ -56,7 +57,7 @@ from collections import deque
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import structlog
@@ -106,6 +107,8 @@ _ORPHAN_WAIT_S = 5.0
 """How long ``open()`` waits for a dead run's writer process to release the lock."""
 _SOURCE_TEXT: Mapping[Source, str] = {source: source.value for source in Source}
 """The ``source`` column of each ``Source``, without an enum ``.value`` look-up per event."""
+_ROUND_BATCHES = 64
+"""Most batches handed to the writer process in one round trip."""
 _ROOM_POLL_S = 0.05
 """How often a blocked appender looks for room even if the writer did not tell it."""
 
@@ -449,6 +452,7 @@ class EventJournal:
         self._process: subprocess.Popen[bytes] | None = None
         self._started = threading.Event()
         self._start_error: str | None = None
+        self._inbox = bytearray()
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._reader: JournalReader | None = None
@@ -527,18 +531,25 @@ class EventJournal:
         return process
 
     def _receive(self, process: subprocess.Popen[bytes]) -> tuple[int, tuple[Any, ...]]:
-        """The writer process's next frame; ``JournalError`` when it ended instead."""
+        """The writer process's next frame; ``JournalError`` when it ended instead.
+
+        Reads whatever the pipe holds at once (``read1``), so the answers to a round of
+        batches usually take one wait, not two per frame.
+        """
         out = process.stdout
         assert out is not None  # noqa: S101 - started with stdout=PIPE
-        head = out.read(journal_writer.FRAME.size)
-        if len(head) < journal_writer.FRAME.size:
-            code = process.wait(_WRITER_EXIT_S)
-            raise JournalError(f"the writer process exited (status {code})")
-        kind, length = journal_writer.FRAME.unpack(head)
-        body = out.read(length)
-        if len(body) < length:
-            code = process.wait(_WRITER_EXIT_S)
-            raise JournalError(f"the writer process exited inside a frame (status {code})")
+        buffer, head = self._inbox, journal_writer.FRAME.size
+        while (
+            len(buffer) < head or len(buffer) < head + journal_writer.FRAME.unpack_from(buffer)[1]
+        ):
+            chunk = cast(io.BufferedReader, out).read1(65536)
+            if not chunk:
+                code = process.wait(_WRITER_EXIT_S)
+                raise JournalError(f"the writer process exited (status {code})")
+            buffer += chunk
+        kind, length = journal_writer.FRAME.unpack_from(buffer)
+        body = bytes(buffer[head : head + length])
+        del buffer[: head + length]
         return kind, marshal.loads(body)  # noqa: S302 - our own child's frames
 
     def _stop_process(self) -> None:
@@ -784,65 +795,78 @@ class EventJournal:
             return
         self._started.set()
         try:
-            while (batch := self._next_batch()) is not None:
-                self._write(batch)
+            while batches := self._next_batches():
+                self._write(batches)
             # From this thread: the process dies with the thread that started it, and it must
             # get to close its connection (SQLite's last checkpoint) first.
             self._stop_process()
         except BaseException as exc:  # noqa: BLE001 - a dead writer must fail appends, not hang them
             self._writer_died(exc)
 
-    def _next_batch(self) -> list[_Row] | None:
-        """The next batch to commit; None once stopped and empty.
+    def _next_batches(self) -> list[list[_Row]]:
+        """The batches to hand over next; none once stopped and empty.
 
-        A full batch goes at once; fewer rows wait for the interval, unless ``flush()``,
-        ``close()`` or a blocked appender is waiting for them.
+        Full batches go at once, every full one there is (one round trip to the writer
+        process for all of them: each wait on the pipe costs this thread a turn at the GIL,
+        which a busy bus thread hands over only every switch interval); the rows of a batch not
+        yet full wait for the interval, unless ``flush()``, ``close()`` or a blocked appender
+        is waiting for them.
         """
         queue, size = self._queue, self.batch_size
         interval = self.flush_interval_s or None
         deadline = None if interval is None else time.monotonic() + interval
         while True:
-            if len(queue) >= size:
+            rest = bool(queue) and (
+                interval is None
+                or self._stopping
+                or self._blocked_appenders > 0
+                or self._flush_target > self._taken_seq
+                or (deadline is not None and time.monotonic() >= deadline)
+            )
+            if rest or len(queue) >= size:
                 break
-            if queue:
-                if (
-                    interval is None
-                    or self._stopping
-                    or self._blocked_appenders
-                    or self._flush_target > self._taken_seq
-                    or (deadline is not None and time.monotonic() >= deadline)
-                ):
-                    break
-            elif self._stopping:
-                return None
+            if not queue and self._stopping:
+                return []
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not self._wake.wait(remaining) and interval is not None and not queue:
                 deadline = time.monotonic() + interval  # idle: the next interval starts now
             self._wake.clear()
         popleft = queue.popleft  # the appenders only append: this end is the writer's alone
-        batch = [popleft() for _ in range(min(len(queue), size))]
-        self._taken_seq = batch[-1][0]
+        batches: list[list[_Row]] = []
+        while len(batches) < _ROUND_BATCHES and (len(queue) >= size or (rest and queue)):
+            batches.append([popleft() for _ in range(min(len(queue), size))])
+        self._taken_seq = batches[-1][-1][0]
         if self._blocked_appenders:
             with self._lock:
                 self._room.notify_all()
-        return batch
+        return batches
 
-    def _write(self, batch: list[_Row]) -> None:
-        """Have the writer process commit ``batch``; it retries with backoff until it has.
+    def _write(self, batches: list[list[_Row]]) -> None:
+        """Have the writer process commit ``batches``, each in its own transaction, in order.
 
-        The rows cross the pipe as one ``marshal`` blob: the only work per row left in this
-        process is that encoding, in C.
+        The rows cross the pipe as one ``marshal`` blob per batch, all in one write: the only
+        work per row left in this process is that encoding, in C. The process retries a batch
+        with backoff until it is committed, and answers each.
         """
         process = self._process
         if process is None or process.stdin is None:
             msg = f"journal {self.path} has no writer process"
             raise JournalError(msg)
-        data = marshal.dumps(batch)
+        frames = []
+        for batch in batches:
+            data = marshal.dumps(batch)
+            frames.append(journal_writer.HEADER.pack(len(data)))
+            frames.append(data)
         try:
-            process.stdin.write(journal_writer.HEADER.pack(len(data)) + data)
+            process.stdin.write(b"".join(frames))
             process.stdin.flush()
         except OSError as exc:
             raise JournalError(f"the writer process is gone: {exc}") from exc
+        for batch in batches:
+            self._await_commit(process, batch)
+
+    def _await_commit(self, process: subprocess.Popen[bytes], batch: list[_Row]) -> None:
+        """Read the writer process's answers about ``batch`` until it says COMMITTED."""
         first, last = batch[0][0], batch[-1][0]
         while True:
             kind, body = self._receive(process)
