@@ -273,7 +273,7 @@ class Ledger:
     def valuation(self, symbol: str) -> tuple[Position, Decimal, Decimal]:
         """``symbol``'s position, its unrealised PnL and the equity, in one pass."""
         ex = _EXACT
-        target = self.position(symbol)
+        target = self._positions.get(symbol) or Position(symbol)
         equity, unrealized = self.cash, ZERO
         for pos in self._positions.values():
             if pos.qty:
@@ -287,7 +287,7 @@ class Ledger:
 
     def mark(self, symbol: str, price: Decimal) -> None:
         """Take ``price`` as ``symbol``'s mark (no entry: marks move no money)."""
-        self._position(symbol).mark = price
+        (self._positions.get(symbol) or self._position(symbol)).mark = price
 
     def fill(
         self,

@@ -325,9 +325,14 @@ class PaperExecution:
         self._prices[ticker.symbol] = ticker.last_price
 
     def _on_kline(self, bar: KlineEvent) -> None:
-        if not self._take_bar(bar):
+        # _take_bar, inlined: this runs for every bar, and most find no order working.
+        if not bar.closed:
             return
-        symbol = bar.symbol
+        symbol, bars = bar.symbol, self._bars
+        last = bars.get(symbol)
+        if last is not None and (bar.start_ts <= last.start_ts or bar.interval != last.interval):
+            return
+        bars[symbol] = bar
         working = self._working.get(symbol)
         if working:
             start = bar.start_ts

@@ -154,10 +154,10 @@ class PositionManager:
     def _on_kline(self, bar: KlineEvent) -> None:
         if not bar.closed:
             return
-        symbol = bar.symbol
-        self._closes[symbol] = bar.close
+        symbol, close = bar.symbol, bar.close
+        self._closes[symbol] = close
         if symbol in self._open:
-            self.ledger.mark(symbol, bar.close)
+            self.ledger.mark(symbol, close)
             self._publish(symbol, bar.meta.correlation_id)
 
     def update(self, symbol: str, correlation_id: str | None = None) -> PositionUpdate:

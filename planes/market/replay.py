@@ -65,6 +65,7 @@ import structlog
 from contracts.control import ControlState
 from contracts.enums import Lifecycle
 from contracts.market import END_OF_DATA, KlineEvent, MarketDisconnected, MarketErrorEvent
+from contracts.meta import EventMeta
 from contracts.ports import ComponentContext
 from contracts.topics import CONTROL_STATE, MARKET_DISCONNECTED, MARKET_ERROR, MARKET_KLINE
 from planes.clock import HistoricalClock
@@ -968,22 +969,25 @@ class ReplaySource:
         """Pace each bar to its end with the clock (full speed under the historical clock)."""
         bus, clock = self._bus, self._clock
         publish, meta, pace, sleep = bus.publish, bus.meta, clock.pace, asyncio.sleep
-        # The historical clock's advance_to is pace without a coroutine per bar.
+        # The historical clock's advance_to is pace without a coroutine per bar; once it has
+        # advanced to the bar's end, that end is the time bus.meta() would stamp.
         advance = clock.advance_to if isinstance(clock, HistoricalClock) else None
+        source, kline = bus.source, KlineEvent
         symbol, interval = data.symbol, data.interval
         done = self.position
         try:
             for start, end, o, h, low, c, v, t in itertools.islice(data.bars, done, None):
                 if advance is None:
                     await pace(end)
-                elif advance(end):  # a sleeper became due: let it (and what it starts) run
-                    await sleep(0)
-                    await sleep(0)
+                    stamp = meta()
+                else:
+                    if advance(end):  # a sleeper became due: let it (and what it starts) run
+                        await sleep(0)
+                        await sleep(0)
+                    stamp = EventMeta(source, end)
                 publish(
                     MARKET_KLINE,
-                    KlineEvent(
-                        meta(), EXCHANGE, symbol, interval, start, end, o, h, low, c, v, True, t
-                    ),
+                    kline(stamp, EXCHANGE, symbol, interval, start, end, o, h, low, c, v, True, t),
                 )
                 done += 1
                 if not done % YIELD_EVERY:

@@ -216,6 +216,8 @@ class RiskManager:
         self._next_day_ms = 0  # the first equity change starts the day
         self._daily_halt = False
         self.drawdown_halt = False
+        self._drawdown_peak: Decimal | None = None
+        self._drawdown_room = _ZERO  # drawdown * _drawdown_peak: how far equity may fall
         self.approved = 0
         self.rejected = 0
         self.rejections: dict[str, int] = {}
@@ -348,7 +350,9 @@ class RiskManager:
         if now >= self._next_day_ms:
             self._new_day(now)  # the day starts from the last equity of the day before
         self.equity = equity
-        self.peak_equity = max(self.peak_equity, equity)
+        peak = self.peak_equity
+        if equity > peak:
+            peak = self.peak_equity = equity
         limit = self._daily_loss_limit
         if not self._daily_halt and limit > 0 and self._day_start - equity >= limit:
             self._daily_halt = True
@@ -360,7 +364,9 @@ class RiskManager:
                 )
         drawdown = self._max_drawdown
         if drawdown > 0:
-            down = self.peak_equity - equity >= drawdown * self.peak_equity
+            if peak is not self._drawdown_peak:  # drawdown * peak changes only with the peak
+                self._drawdown_peak, self._drawdown_room = peak, drawdown * peak
+            down = peak - equity >= self._drawdown_room
             if down is not self.drawdown_halt:
                 self.drawdown_halt = down
                 if not down:
