@@ -343,11 +343,12 @@ class EventBus:
 
     def publish(self, topic: Topic[P], payload: P) -> None:
         """Deliver ``payload`` to the handlers of ``topic`` (see the module docstring)."""
-        route = self._routes.get(payload.__class__)
-        if (
-            route is None
-            or (route.topic is not topic and route.topic != topic)
-            or payload.meta.__class__ is not EventMeta
+        try:
+            route = self._routes[payload.__class__]
+        except KeyError:
+            self._reject(topic, payload)
+        if (route.topic is not topic and route.topic != topic) or (
+            payload.meta.__class__ is not EventMeta
         ):
             self._reject(topic, payload)
         route.count += 1
@@ -517,10 +518,21 @@ def _wall_ms() -> int:
 class PlaneHandle:
     """The bus as one plane sees it; see ``contracts.ports.BusHandle``."""
 
-    __slots__ = ("_allowed", "_bus", "_rights", "_subscriptions", "plane", "source")
+    __slots__ = (
+        "_allowed",
+        "_bus",
+        "_deliver",
+        "_now_ms",
+        "_rights",
+        "_subscriptions",
+        "plane",
+        "source",
+    )
 
     def __init__(self, bus: EventBus, plane: str, source: Source, rights: PublishRights) -> None:
         self._bus = bus
+        self._deliver = bus.publish
+        self._now_ms = bus._now_ms
         self.plane = plane
         self.source = source
         self._rights = rights
@@ -529,7 +541,7 @@ class PlaneHandle:
 
     def meta(self, correlation_id: str | None = None) -> EventMeta:
         """A fresh ``EventMeta`` with this plane's source and the bus clock's time."""
-        return EventMeta(self.source, self._bus._now_ms(), correlation_id)
+        return EventMeta(self.source, self._now_ms(), correlation_id)
 
     def may_publish(self, topic: Topic[Any]) -> bool:
         """True when this plane may publish ``topic``."""
@@ -545,10 +557,13 @@ class PlaneHandle:
     def publish(self, topic: Topic[P], payload: P) -> None:
         """Publish through the bus after checking this plane's rights and the payload's source."""
         # The usual case in two look-ups; anything unusual gets the full check and its error.
-        meta = getattr(payload, "meta", None)
-        if not (self._allowed.get(topic.name) and meta is not None and meta.source is self.source):
+        try:
+            usual = self._allowed[topic.name] and payload.meta.source is self.source
+        except (KeyError, AttributeError):  # a topic not asked about yet, a payload without meta
+            usual = False
+        if not usual:
             self._check(topic, payload)
-        self._bus.publish(topic, payload)
+        self._deliver(topic, payload)
 
     def publish_threadsafe(self, topic: Topic[P], payload: P) -> None:
         """``publish`` from a thread other than the loop's."""
