@@ -113,6 +113,9 @@ def base_asset(symbol: str, quote: str) -> str:
     return ""
 
 
+_BUY = Side.BUY  # enum members as module constants: each Side.BUY costs an attribute lookup
+
+
 class FeeKind(enum.StrEnum):
     """How the ledger books a fee, by the asset it is charged in (see the module docstring)."""
 
@@ -122,6 +125,9 @@ class FeeKind(enum.StrEnum):
     """Taken from the asset traded; valued in quote at the fill price."""
     OTHER = "other"
     """Not valued: kept per asset in ``Ledger.unvalued_fees``."""
+
+
+_QUOTE, _OTHER = FeeKind.QUOTE, FeeKind.OTHER
 
 
 @attrs.frozen
@@ -217,6 +223,8 @@ class Ledger:
         """How many entries the books hold, the opening one included; the next entry's seq."""
         self._positions: dict[str, Position] = {}
         self._balances: dict[str, Decimal] = {}
+        self._accounts: dict[str, tuple[str, str]] = {}
+        """Per symbol, the names of its asset and realized accounts (made once)."""
         credit = _EXACT.minus(cash)
         self._post(0, "opening", (Leg(CASH, cash, cash), Leg(CAPITAL, credit, credit)))
 
@@ -309,16 +317,24 @@ class Ledger:
         """
         _check_fill(qty, price, fee)
         ex = _EXACT
-        signed = qty if side is Side.BUY else ex.minus(qty)
-        kind, moved, cash_amount, fee_value = self._fee_terms(symbol, signed, price, fee, fee_asset)
-        pos = self._position(symbol)
+        signed = qty if side is _BUY else ex.minus(qty)
+        if fee:
+            kind, moved, cash_amount, fee_value = self._fee_terms(
+                symbol, signed, price, fee, fee_asset
+            )
+        else:  # _fee_terms' answer for no fee, without the call
+            cash_amount = ex.subtract(ex.minus(ex.multiply(signed, price)), fee)
+            kind, moved, fee_value = _QUOTE, signed, fee
+        pos = self._positions.get(symbol) or self._position(symbol)
+        accounts = self._accounts.get(symbol)
+        if accounts is None:
+            accounts = self._accounts[symbol] = (asset_account(symbol), realized_account(symbol))
         old = pos.qty
         if old == 0 or (old > 0) == (moved > 0):
             closing = ZERO
         else:
             closing = moved if ex.abs(moved) <= ex.abs(old) else ex.minus(old)
         opening = ex.subtract(moved, closing)
-        legs: list[Leg] = []
         asset_amount = ex.multiply(opening, price)
         if closing:
             if closing == ex.minus(old):
@@ -327,16 +343,22 @@ class Ledger:
                 released = _ROUND.divide(ex.multiply(pos.cost, closing), old)
             asset_amount = ex.add(asset_amount, released)
             realized_amount = ex.subtract(ex.multiply(closing, price), released)
-            legs.append(Leg(realized_account(symbol), realized_amount, realized_amount))
+            legs = [
+                Leg(accounts[0], asset_amount, moved),
+                Leg(CASH, cash_amount, cash_amount),
+                Leg(FEES, fee_value, fee_value),
+                Leg(accounts[1], realized_amount, realized_amount),
+            ]
             gain = ex.minus(realized_amount)
             pos.realized = ex.add(pos.realized, gain)
             self.realized = ex.add(self.realized, gain)
-        legs[:0] = (
-            Leg(asset_account(symbol), asset_amount, moved),
-            Leg(CASH, cash_amount, cash_amount),
-            Leg(FEES, fee_value, fee_value),
-        )
-        if kind is FeeKind.OTHER:
+        else:
+            legs = [
+                Leg(accounts[0], asset_amount, moved),
+                Leg(CASH, cash_amount, cash_amount),
+                Leg(FEES, fee_value, fee_value),
+            ]
+        if kind is _OTHER:
             asset = fee_asset.upper()
             legs.append(Leg(fee_account(asset), ZERO, fee))
             unvalued = self.unvalued_fees
@@ -378,9 +400,10 @@ class Ledger:
 
     def _post(self, ts: int, ref: str, legs: tuple[Leg, ...]) -> Entry:
         entry = Entry(self.posted, ts, ref, legs)
-        balances = self._balances
+        balances, add = self._balances, _EXACT.add
         for leg in legs:
-            balances[leg.account] = _EXACT.add(balances.get(leg.account, ZERO), leg.amount)
+            account = leg.account
+            balances[account] = add(balances.get(account, ZERO), leg.amount)
         self.entries.append(entry)
         self.posted += 1
         return entry

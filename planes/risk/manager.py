@@ -48,6 +48,7 @@ a restart nothing adds risk before fresh market data arrives.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Mapping
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
@@ -92,14 +93,24 @@ _DONE = frozenset((OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECT
 _FILLS = frozenset((OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED))
 
 
-def _newest(ring: list[int], at: int, filled: int) -> list[int]:
+def _newest(ring: array[int], at: int, filled: int) -> list[int]:
     """The ``filled`` entries written last into ``ring`` (next slot ``at``), oldest first.
 
     A ring sized by the order-rate limit can hold a million slots; this copies only those in use.
     """
     if filled <= at:
-        return ring[at - filled : at]
-    return ring[len(ring) - (filled - at) :] + ring[:at]
+        return ring[at - filled : at].tolist()
+    return (ring[len(ring) - (filled - at) :] + ring[:at]).tolist()
+
+
+def _ring(times: list[int]) -> array[int]:
+    """Approval times as an array of machine integers, the order-rate ring's storage.
+
+    A backtest sizes the ring at a million slots; an ``array`` holds no Python objects for the
+    garbage collector to walk at every collection that reaches it (a list of a million ints cost
+    a backtest about 10 % of its instructions).
+    """
+    return array("q", times)
 
 
 def _num(value: Decimal) -> str:
@@ -199,7 +210,7 @@ class RiskManager:
         self._stale_ms = round(risk.stale_data_s * 1000)
         # The approval times of the last max_orders_per_minute approvals, oldest at _rate_next:
         # the limit is reached when that one is still inside the window.
-        self._rate_ring = [_NEVER] * risk.max_orders_per_minute
+        self._rate_ring = _ring([_NEVER]) * risk.max_orders_per_minute
         self._rate_next = 0
         self._rate_filled = 0  # slots holding a real approval time (the newest ones)
         self._books: dict[str, _Book] = {}
@@ -469,7 +480,7 @@ class RiskManager:
         self._approved_ids = set(kept)
         size = len(self._rate_ring)
         times = [int(t) for t in state["approval_times_ms"]][-size:]
-        self._rate_ring = [_NEVER] * (size - len(times)) + times
+        self._rate_ring = _ring([_NEVER]) * (size - len(times)) + _ring(times)
         self._rate_next = 0
         self._rate_filled = len(times)
 
