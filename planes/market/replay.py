@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import csv
+import decimal
 import io
 import itertools
 import json
@@ -560,6 +561,18 @@ def _rest_ms(rest: str) -> int:
     return _iso_ms("1970-01-01" + rest)
 
 
+_EXACT = decimal.Context(
+    prec=decimal.MAX_PREC,
+    Emax=decimal.MAX_EMAX,
+    Emin=decimal.MIN_EMIN,
+    traps=[decimal.InvalidOperation, decimal.Rounded, decimal.Overflow],
+)
+"""The column reader's numbers: ``create_decimal`` here is ``Decimal(text)`` or raises.
+
+It parses a little faster than the constructor; a number it would round (traps ``Rounded``) or a
+text only the constructor takes (spaces, underscores) raises, and the row reader reads the file.
+"""
+
 _DAY_PART = operator.itemgetter(slice(None, 10))
 _REST_PART = operator.itemgetter(slice(10, None))
 
@@ -589,8 +602,14 @@ def _read_plain_columns(path: str, text: str) -> tuple[_Columns, _Where] | None:
     cells = ",".join(body).split(",")
     try:
         starts = _plain_starts(cells[tc::width])
-        dec = Decimal
-        o, h, low, c, v = (list(map(dec, cells[k::width])) for k in picked)
+        dec = _EXACT.create_decimal
+        io, ih, il, ic, iv = picked
+        h, low, c, v = (list(map(dec, cells[k::width])) for k in (ih, il, ic, iv))
+        opens = cells[io::width]
+        if opens[1:] == cells[ic::width][:-1]:  # every bar opens at the close before it
+            o = [dec(opens[0]), *c[:-1]]
+        else:
+            o = list(map(dec, opens))
         turnovers = None if it is None else list(map(dec, cells[it::width]))
         le, finite = operator.le, Decimal.is_finite
         # _plausible, a column at a time: 0 < low <= open, close <= high; high, volume and
