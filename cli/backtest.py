@@ -30,6 +30,7 @@ from planes.runtime import Runtime
 
 _MS_PER_YEAR = 365 * 24 * 3600 * 1000
 _ZERO = Decimal(0)
+_FILLS = frozenset((OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED))
 
 # What a backtest does not want by default: the scenario's qty and cash decide the size, and a
 # bar's volume does not cap a fill (reference engines have no such cap). --set overrides them.
@@ -121,7 +122,7 @@ class Recorder:
         self._equity_now = float(update.equity)
 
     def on_order(self, event: OrderEvent) -> None:
-        if event.status not in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
+        if event.status not in _FILLS:
             return
         qty, price = event.last_fill_qty, event.last_fill_price
         if not qty or price is None:

@@ -158,7 +158,8 @@ class PositionManager:
         self._closes[symbol] = close
         if symbol in self._open:
             self.ledger.mark(symbol, close)
-            self._publish(symbol, bar.meta.correlation_id)
+            self.updates += 1  # _publish, inlined: one update a bar while a position is open
+            self._bus.publish(PORTFOLIO_POSITION, self.update(symbol, bar.meta.correlation_id))
 
     def update(self, symbol: str, correlation_id: str | None = None) -> PositionUpdate:
         """The current ``PositionUpdate`` of ``symbol`` (not published)."""

@@ -119,7 +119,7 @@ class StatusReporter:
         self.rejections[rejected.reason_code] += 1
 
     def _on_order(self, order: OrderEvent) -> None:
-        self.orders[order.status.value] += 1
+        self.orders[order.status] += 1  # a StrEnum: equal to (and hashed as) its value
 
     def _on_position(self, update: PositionUpdate) -> None:
         # Kept as they come (formatted only when a line is logged): one update per bar.
@@ -161,7 +161,7 @@ class StatusReporter:
             intents=counts.get(STRATEGY_INTENT.name, 0),
             approved=counts.get(RISK_APPROVED.name, 0),
             rejected=dict(sorted(self.rejections.items())),
-            orders=dict(sorted(self.orders.items())),
+            orders={str(status): n for status, n in sorted(self.orders.items())},
             positions=dict(sorted(self.positions.items())),
             equity=self.equity,
         )

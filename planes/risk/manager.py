@@ -324,7 +324,20 @@ class RiskManager:
             del pending[key]
 
     def _on_position(self, update: PositionUpdate) -> None:
-        self._apply_position(update, live=True)
+        # A mark on a bar (most updates) moves equity only: the same as _apply_position, with
+        # its equity step inlined and without the call.
+        book = self._books.get(update.symbol)
+        equity = update.equity
+        if (
+            book is None
+            or update.qty != book.position
+            or update.realized_pnl != book.realized
+            or book.price is None
+            or equity == self.equity
+        ):
+            self._apply_position(update, live=True)
+        else:
+            self._on_equity(equity, update.meta.ts, live=True)
 
     def _apply_position(self, update: PositionUpdate, *, live: bool) -> None:
         book = self._books.get(update.symbol) or self._book(update.symbol)

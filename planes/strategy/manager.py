@@ -457,20 +457,20 @@ class StrategyManager:
             slot.drafts += 1
             bus.publish(
                 STRATEGY_INTENT,
-                Intent(
+                Intent(  # positional, in Intent's field order
                     bus.meta(cause.meta.correlation_id),
-                    intent_id=f"{slot.prefix}:{ts}:{slot.drafts}",
-                    scenario_id=scenario.id,
-                    strategy=scenario.strategy,
-                    symbol=slot.symbol,
-                    side=draft.side,
-                    size_hint=draft.size_hint,
-                    target_exposure=draft.target_exposure,
-                    order_type=draft.order_type,
-                    limit_price=draft.limit_price,
-                    stop_price=draft.stop_price,
-                    reduce_only=draft.reduce_only,
-                    reason=draft.reason,
+                    f"{slot.prefix}:{ts}:{slot.drafts}",  # intent_id
+                    scenario.id,  # scenario_id
+                    scenario.strategy,  # strategy
+                    slot.symbol,  # symbol
+                    draft.side,  # side
+                    draft.size_hint,  # size_hint
+                    draft.target_exposure,  # target_exposure
+                    draft.order_type,  # order_type
+                    draft.limit_price,  # limit_price
+                    draft.stop_price,  # stop_price
+                    draft.reduce_only,  # reduce_only
+                    draft.reason,  # reason
                 ),
             )
 
