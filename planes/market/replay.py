@@ -21,7 +21,9 @@ row is a ``ReplayError`` whose message is ``<path>:<line>: <reason>`` (a bad num
 below low, high below open or close, low above open or close, a price not above zero, a negative
 volume, a timestamp not after the one before, bars that overlap). Nothing is skipped, nothing is
 re-sorted. Through the MarketGateway that becomes a ``market:error`` with code
-``connect_failed``, which fails the boot at once.
+``connect_failed``, which fails the boot at once. A clean unquoted CSV is read column by column
+(``_read_plain_columns``, the same parsers and checks mapped over whole columns); anything else,
+and every error, is left to the row-by-row reader (``_read_rows``), which names the line.
 
 The symbol is the JSON's ``result.symbol``; for a CSV ``market.replay.symbol`` or else the first
 of ``market.symbols``. The interval is ``market.replay.interval`` or else the most common gap
