@@ -99,6 +99,10 @@ class BusHandle(Protocol):
         """Call ``handler(topic, payload)`` for every event."""
         ...
 
+    def published(self) -> Mapping[str, int]:
+        """How many events each topic has carried so far, by name (topics with none left out)."""
+        ...
+
 
 class ComponentContext(Protocol):
     """What the runtime gives a component's factory."""

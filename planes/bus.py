@@ -101,6 +101,17 @@ class _Wildcard:
         return fn
 
 
+class _Route:
+    """Where events of one payload class go: their topic, its handlers, how many went."""
+
+    __slots__ = ("count", "handlers", "topic")
+
+    def __init__(self, topic: Topic[Any]) -> None:
+        self.topic = topic
+        self.handlers: tuple[Handler, ...] = ()
+        self.count = 0
+
+
 class BusSubscription:
     """Returned by the subscribe methods; ``cancel()`` unsubscribes and is idempotent."""
 
@@ -136,11 +147,11 @@ class EventBus:
         self._signals: dict[str, blinker.NamedSignal] = {}
         # Keyed by payload class (the registry binds each to one topic): publish finds the
         # handlers and checks the topic with one lookup and one identity test.
-        self._dispatch: dict[type[Payload], tuple[Topic[Any], tuple[Handler, ...]]] = {}
+        self._routes: dict[type[Payload], _Route] = {}
         self._seq: dict[tuple[str, object], int] = {}
         self._next_seq = 0
         self._wildcards: list[_Wildcard] = []
-        self._queue: deque[tuple[Topic[Any], Payload]] = deque()
+        self._queue: deque[tuple[_Route, Payload]] = deque()
         self._dispatching = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -310,32 +321,43 @@ class EventBus:
             (sub.seq, sub.adapter(topic)) for sub in self._wildcards if name.startswith(sub.prefix)
         )
         entries.sort(key=lambda entry: entry[0])
-        self._dispatch[topic.payload] = (topic, tuple(fn for _, fn in entries))
+        route = self._routes.get(topic.payload)
+        if route is None:
+            route = self._routes[topic.payload] = _Route(topic)
+        route.handlers = tuple(fn for _, fn in entries)
 
     def handlers(self, topic: Topic[Any]) -> tuple[Handler, ...]:
         """The handlers ``topic`` is delivered to, in order (adapters for wildcard ones)."""
         self._require(topic)
-        return self._dispatch[topic.payload][1]
+        return self._routes[topic.payload].handlers
+
+    def published(self) -> dict[str, int]:
+        """How many events each topic has carried (accepted by ``publish``), by topic name.
+
+        Topics that carried none are left out. Counting costs ``publish`` one increment, so a
+        component that wants counts reads them here instead of subscribing to everything.
+        """
+        return {r.topic.name: r.count for r in self._routes.values() if r.count}
 
     # -- publishing ----------------------------------------------------------------------
 
     def publish(self, topic: Topic[P], payload: P) -> None:
         """Deliver ``payload`` to the handlers of ``topic`` (see the module docstring)."""
-        registered: Topic[Any] | None
         try:
-            registered, handlers = self._dispatch[payload.__class__]
+            route = self._routes[payload.__class__]
         except KeyError:
-            registered, handlers = None, ()
-        if (registered is not topic and registered != topic) or (
+            self._reject(topic, payload)
+        if (route.topic is not topic and route.topic != topic) or (
             payload.meta.__class__ is not EventMeta
         ):
             self._reject(topic, payload)
+        route.count += 1
         if self._dispatching:
-            self._queue.append((topic, payload))
+            self._queue.append((route, payload))
             return
         self._dispatching = True
         try:
-            for handler in handlers:
+            for handler in route.handlers:
                 try:
                     handler(payload)
                 except Exception as exc:  # noqa: BLE001 - isolation is the contract
@@ -370,14 +392,13 @@ class EventBus:
 
     def _drain_queue(self) -> None:
         queue = self._queue
-        dispatch = self._dispatch
         while queue:
-            topic, payload = queue.popleft()
-            for handler in dispatch[payload.__class__][1]:
+            route, payload = queue.popleft()
+            for handler in route.handlers:  # read now: a handler subscribed since sees it
                 try:
                     handler(payload)
                 except Exception as exc:  # noqa: BLE001 - isolation is the contract
-                    self._handler_failed(handler, topic, exc)
+                    self._handler_failed(handler, route.topic, exc)
 
     def _reject(self, topic: Topic[Any], payload: object) -> NoReturn:
         cls = type(payload).__qualname__
@@ -385,7 +406,7 @@ class EventBus:
             msg = f"publish() needs a Topic, got {topic!r}"
             raise PayloadTypeError(msg)
         self._require(topic)
-        if topic.payload not in self._dispatch:
+        if topic.payload not in self._routes:
             raise UnknownTopicError(topic.name)
         if not isinstance(payload, topic.payload) or type(payload) is not topic.payload:
             msg = (
@@ -497,10 +518,21 @@ def _wall_ms() -> int:
 class PlaneHandle:
     """The bus as one plane sees it; see ``contracts.ports.BusHandle``."""
 
-    __slots__ = ("_allowed", "_bus", "_rights", "_subscriptions", "plane", "source")
+    __slots__ = (
+        "_allowed",
+        "_bus",
+        "_deliver",
+        "_now_ms",
+        "_rights",
+        "_subscriptions",
+        "plane",
+        "source",
+    )
 
     def __init__(self, bus: EventBus, plane: str, source: Source, rights: PublishRights) -> None:
         self._bus = bus
+        self._deliver = bus.publish
+        self._now_ms = bus._now_ms
         self.plane = plane
         self.source = source
         self._rights = rights
@@ -509,7 +541,7 @@ class PlaneHandle:
 
     def meta(self, correlation_id: str | None = None) -> EventMeta:
         """A fresh ``EventMeta`` with this plane's source and the bus clock's time."""
-        return EventMeta(self.source, self._bus._now_ms(), correlation_id)
+        return EventMeta(self.source, self._now_ms(), correlation_id)
 
     def may_publish(self, topic: Topic[Any]) -> bool:
         """True when this plane may publish ``topic``."""
@@ -518,13 +550,20 @@ class PlaneHandle:
             allowed = self._allowed[topic.name] = self._rights.allows(topic.name)
         return allowed
 
+    def published(self) -> dict[str, int]:
+        """How many events each topic has carried, by topic name (see ``EventBus.published``)."""
+        return self._bus.published()
+
     def publish(self, topic: Topic[P], payload: P) -> None:
         """Publish through the bus after checking this plane's rights and the payload's source."""
         # The usual case in two look-ups; anything unusual gets the full check and its error.
-        meta = getattr(payload, "meta", None)
-        if not (self._allowed.get(topic.name) and meta is not None and meta.source is self.source):
+        try:
+            usual = self._allowed[topic.name] and payload.meta.source is self.source
+        except (KeyError, AttributeError):  # a topic not asked about yet, a payload without meta
+            usual = False
+        if not usual:
             self._check(topic, payload)
-        self._bus.publish(topic, payload)
+        self._deliver(topic, payload)
 
     def publish_threadsafe(self, topic: Topic[P], payload: P) -> None:
         """``publish`` from a thread other than the loop's."""

@@ -181,16 +181,18 @@ class SMA(CloseIndicator):
         t = s + close
         z = t - s
         comp = self._comp + ((s - (t - z)) + (close - z))
-        if len(closes) > self.window:
+        if self.value is not None:  # the window was full: its oldest close leaves
             old = -closes.popleft()
             s = t
             t = s + old
             z = t - s
             comp += (s - (t - z)) + (old - z)
+        elif len(closes) < self.window:
+            self._sum = t
+            self._comp = comp
+            return None
         self._sum = t
         self._comp = comp
-        if len(closes) < self.window:
-            return None
         value = (t + comp) / self.window
         self.value = value
         return value

@@ -124,6 +124,9 @@ def base_asset(symbol: str, quote: str) -> str:
     return ""
 
 
+_BUY = Side.BUY  # enum members as module constants: each Side.BUY costs an attribute lookup
+
+
 class FeeKind(enum.StrEnum):
     """How the ledger books a fee, by the asset it is charged in (see the module docstring)."""
 
@@ -173,7 +176,7 @@ def fill_terms(
     """
     _check_fill(qty, price, fee)
     ex = _EXACT
-    signed = qty if side is Side.BUY else ex.minus(qty)
+    signed = qty if side is _BUY else ex.minus(qty)
     cash = ex.minus(ex.multiply(signed, price))
     kind = fee_kind(symbol, fee_asset, quote) if fee else FeeKind.QUOTE
     if kind is FeeKind.QUOTE:
@@ -184,6 +187,9 @@ def fill_terms(
             raise ValueError(msg)
         return FillTerms(kind, ex.subtract(signed, fee), cash, ex.multiply(fee, price))
     return FillTerms(kind, signed, cash, ZERO)
+
+
+_QUOTE, _OTHER = FeeKind.QUOTE, FeeKind.OTHER
 
 
 @attrs.frozen
@@ -279,6 +285,8 @@ class Ledger:
         """How many entries the books hold, the opening one included; the next entry's seq."""
         self._positions: dict[str, Position] = {}
         self._balances: dict[str, Decimal] = {}
+        self._accounts: dict[str, tuple[str, str]] = {}
+        """Per symbol, the names of its asset and realized accounts (made once)."""
         credit = _EXACT.minus(cash)
         self._post(0, "opening", (Leg(CASH, cash, cash), Leg(CAPITAL, credit, credit)))
 
@@ -330,7 +338,7 @@ class Ledger:
     def valuation(self, symbol: str) -> tuple[Position, Decimal, Decimal]:
         """``symbol``'s position, its unrealised PnL and the equity, in one pass."""
         ex = _EXACT
-        target = self.position(symbol)
+        target = self._positions.get(symbol) or Position(symbol)
         equity, unrealized = self.cash, ZERO
         for pos in self._positions.values():
             if pos.qty:
@@ -344,7 +352,7 @@ class Ledger:
 
     def mark(self, symbol: str, price: Decimal) -> None:
         """Take ``price`` as ``symbol``'s mark (no entry: marks move no money)."""
-        self._position(symbol).mark = price
+        (self._positions.get(symbol) or self._position(symbol)).mark = price
 
     def fill(
         self,
@@ -368,14 +376,16 @@ class Ledger:
         terms = fill_terms(symbol, side, qty, price, fee, fee_asset=fee_asset, quote=self.quote)
         kind, moved, cash_amount, fee_value = terms
         ex = _EXACT
-        pos = self._position(symbol)
+        pos = self._positions.get(symbol) or self._position(symbol)
+        accounts = self._accounts.get(symbol)
+        if accounts is None:
+            accounts = self._accounts[symbol] = (asset_account(symbol), realized_account(symbol))
         old = pos.qty
         if old == 0 or (old > 0) == (moved > 0):
             closing = ZERO
         else:
             closing = moved if ex.abs(moved) <= ex.abs(old) else ex.minus(old)
         opening = ex.subtract(moved, closing)
-        legs: list[Leg] = []
         asset_amount = ex.multiply(opening, price)
         if closing:
             if closing == ex.minus(old):
@@ -384,16 +394,22 @@ class Ledger:
                 released = _ROUND.divide(ex.multiply(pos.cost, closing), old)
             asset_amount = ex.add(asset_amount, released)
             realized_amount = ex.subtract(ex.multiply(closing, price), released)
-            legs.append(Leg(realized_account(symbol), realized_amount, realized_amount))
+            legs = [
+                Leg(accounts[0], asset_amount, moved),
+                Leg(CASH, cash_amount, cash_amount),
+                Leg(FEES, fee_value, fee_value),
+                Leg(accounts[1], realized_amount, realized_amount),
+            ]
             gain = ex.minus(realized_amount)
             pos.realized = ex.add(pos.realized, gain)
             self.realized = ex.add(self.realized, gain)
-        legs[:0] = (
-            Leg(asset_account(symbol), asset_amount, moved),
-            Leg(CASH, cash_amount, cash_amount),
-            Leg(FEES, fee_value, fee_value),
-        )
-        if kind is FeeKind.OTHER:
+        else:
+            legs = [
+                Leg(accounts[0], asset_amount, moved),
+                Leg(CASH, cash_amount, cash_amount),
+                Leg(FEES, fee_value, fee_value),
+            ]
+        if kind is _OTHER:
             asset = fee_asset.upper()
             legs.append(Leg(fee_account(asset), ZERO, fee))
             unvalued = self.unvalued_fees
@@ -416,9 +432,10 @@ class Ledger:
 
     def _post(self, ts: int, ref: str, legs: tuple[Leg, ...]) -> Entry:
         entry = Entry(self.posted, ts, ref, legs)
-        balances = self._balances
+        balances, add = self._balances, _EXACT.add
         for leg in legs:
-            balances[leg.account] = _EXACT.add(balances.get(leg.account, ZERO), leg.amount)
+            account = leg.account
+            balances[account] = add(balances.get(account, ZERO), leg.amount)
         self.entries.append(entry)
         self.posted += 1
         return entry

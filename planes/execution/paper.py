@@ -326,9 +326,14 @@ class PaperExecution:
         self._prices[ticker.symbol] = ticker.last_price
 
     def _on_kline(self, bar: KlineEvent) -> None:
-        if not self._take_bar(bar):
+        # _take_bar, inlined: this runs for every bar, and most find no order working.
+        if not bar.closed:
             return
-        symbol = bar.symbol
+        symbol, bars = bar.symbol, self._bars
+        last = bars.get(symbol)
+        if last is not None and (bar.start_ts <= last.start_ts or bar.interval != last.interval):
+            return
+        bars[symbol] = bar
         working = self._working.get(symbol)
         if working:
             start = bar.start_ts
@@ -473,27 +478,28 @@ class PaperExecution:
         exchange_ts: int | None = None,
     ) -> OrderEvent:
         req = order.req
+        # Positional, in OrderEvent's field order (three of these per order: keywords cost).
         return OrderEvent(
             self._bus.meta(req.correlation_id),
-            order_id=req.order_id,
-            client_order_id=req.client_order_id,
-            venue=VENUE,
-            symbol=req.symbol,
-            side=req.side,
-            order_type=req.order_type,
-            status=status,
-            qty=order.qty,
-            filled_qty=order.filled,
-            price=order.price,
-            avg_fill_price=order.avg_price,
-            last_fill_qty=last_qty,
-            last_fill_price=last_price,
-            fee=fee,
-            fee_asset=fee_asset or self.quote,
-            intent_id=req.intent_id,
-            scenario_id=req.scenario_id,
-            reason=reason,
-            exchange_ts=exchange_ts,
+            req.order_id,  # order_id
+            req.client_order_id,  # client_order_id
+            VENUE,  # venue
+            req.symbol,  # symbol
+            req.side,  # side
+            req.order_type,  # order_type
+            status,  # status
+            order.qty,  # qty
+            order.filled,  # filled_qty
+            order.price,  # price
+            order.avg_price,  # avg_fill_price
+            last_qty,  # last_fill_qty
+            last_price,  # last_fill_price
+            fee,  # fee
+            fee_asset or self.quote,  # fee_asset
+            req.intent_id,  # intent_id
+            req.scenario_id,  # scenario_id
+            reason,  # reason
+            exchange_ts,  # exchange_ts
         )
 
     def _publish(

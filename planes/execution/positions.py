@@ -157,11 +157,12 @@ class PositionManager:
     def _on_kline(self, bar: KlineEvent) -> None:
         if not bar.closed:
             return
-        symbol = bar.symbol
-        self._closes[symbol] = bar.close
+        symbol, close = bar.symbol, bar.close
+        self._closes[symbol] = close
         if symbol in self._open:
-            self.ledger.mark(symbol, bar.close)
-            self._publish(symbol, bar.meta.correlation_id)
+            self.ledger.mark(symbol, close)
+            self.updates += 1  # _publish, inlined: one update a bar while a position is open
+            self._bus.publish(PORTFOLIO_POSITION, self.update(symbol, bar.meta.correlation_id))
 
     def update(self, symbol: str, correlation_id: str | None = None) -> PositionUpdate:
         """The current ``PositionUpdate`` of ``symbol`` (not published)."""

@@ -21,7 +21,9 @@ row is a ``ReplayError`` whose message is ``<path>:<line>: <reason>`` (a bad num
 below low, high below open or close, low above open or close, a price not above zero, a negative
 volume, a timestamp not after the one before, bars that overlap). Nothing is skipped, nothing is
 re-sorted. Through the MarketGateway that becomes a ``market:error`` with code
-``connect_failed``, which fails the boot at once.
+``connect_failed``, which fails the boot at once. A clean unquoted CSV is read column by column
+(``_read_plain_columns``, the same parsers and checks mapped over whole columns); anything else,
+and every error, is left to the row-by-row reader (``_read_rows``), which names the line.
 
 The symbol is the JSON's ``result.symbol``; for a CSV ``market.replay.symbol`` or else the first
 of ``market.symbols``. The interval is ``market.replay.interval`` or else the most common gap
@@ -46,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import csv
+import decimal
 import io
 import itertools
 import json
@@ -65,6 +68,7 @@ import structlog
 from contracts.control import ControlState
 from contracts.enums import Lifecycle
 from contracts.market import END_OF_DATA, KlineEvent, MarketDisconnected, MarketErrorEvent
+from contracts.meta import EventMeta
 from contracts.ports import ComponentContext
 from contracts.topics import CONTROL_STATE, MARKET_DISCONNECTED, MARKET_ERROR, MARKET_KLINE
 from planes.clock import HistoricalClock
@@ -90,6 +94,16 @@ _NUMBER_NAMES = (*PRICE_COLUMNS, "turnover")
 Bar = tuple[int, int, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal | None]
 """``(start_ts, end_ts, open, high, low, close, volume, turnover)``."""
 _Row = tuple[int, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal | None]
+_Columns = tuple[
+    list[int],
+    list[Decimal],
+    list[Decimal],
+    list[Decimal],
+    list[Decimal],
+    list[Decimal],
+    list[Decimal | None],
+]
+"""The rows of a file column by column: starts, opens, highs, lows, closes, volumes, turnovers."""
 
 _MINUTE = 60_000
 _DAY = 1440 * _MINUTE
@@ -215,10 +229,11 @@ def load_replay(
         if fmt is ReplayFormat.AUTO:
             fmt = detect_format(file)
         if fmt is ReplayFormat.CSV:
-            rows, where = _read_csv(name, file)
+            columns, where = _read_csv(name, file)
             file_symbol = ""
         else:
             rows, where, file_symbol = _read_bybit_json(name, file)
+            columns = _transpose(rows)
     except (OSError, UnicodeDecodeError) as exc:
         raise ReplayError(name, None, f"cannot read the file: {exc}") from exc
     if file_symbol and symbol and file_symbol != symbol:
@@ -227,9 +242,9 @@ def load_replay(
     resolved = file_symbol or symbol or default_symbol
     if not resolved:
         raise ReplayError(name, None, "no symbol: set market.replay.symbol")
-    if not rows:
+    if not columns[0]:
         raise ReplayError(name, None, "holds no bars")
-    label, bars = _bars(name, rows, where, interval)
+    label, bars = _bars(name, columns, where, interval)
     return ReplayData(name, fmt, resolved, label, bars)
 
 
@@ -254,6 +269,19 @@ class _Lines:
 
     def name(self, i: int) -> str:
         return f"line {self._lines[i]}"
+
+
+class _Consecutive:
+    """Rows on consecutive lines (no blank line between them), the first on line ``first``."""
+
+    def __init__(self, first: int) -> None:
+        self._first = first
+
+    def line(self, i: int) -> int | None:
+        return self._first + i
+
+    def name(self, i: int) -> str:
+        return f"line {self._first + i}"
 
 
 class _Entries:
@@ -401,19 +429,23 @@ class _IsoCache:
         return ms + offset
 
 
-def _epoch_parser(first: str) -> Callable[[str], int]:
-    """A parser of integer timestamps in the unit that the first row's value implies."""
+def _epoch_unit(first: str) -> tuple[int, int, int, str]:
+    """``(low, high, scale, unit)`` of integer timestamps like the first row's ``first``."""
     value = int(first)
     if _SECONDS_FROM <= value < _MS_FROM:
-        low, high, scale, unit = _SECONDS_FROM, _MS_FROM, 1000, "seconds"
-    elif _MS_FROM <= value < _MS_UNTIL:
-        low, high, scale, unit = _MS_FROM, _MS_UNTIL, 1, "milliseconds"
-    else:
-        msg = (
-            "not an epoch timestamp (milliseconds from 10**11 up to 10**14, "
-            "or seconds from 10**9 up to 10**11)"
-        )
-        raise ValueError(msg)
+        return _SECONDS_FROM, _MS_FROM, 1000, "seconds"
+    if _MS_FROM <= value < _MS_UNTIL:
+        return _MS_FROM, _MS_UNTIL, 1, "milliseconds"
+    msg = (
+        "not an epoch timestamp (milliseconds from 10**11 up to 10**14, "
+        "or seconds from 10**9 up to 10**11)"
+    )
+    raise ValueError(msg)
+
+
+def _epoch_parser(first: str) -> Callable[[str], int]:
+    """A parser of integer timestamps in the unit that the first row's value implies."""
+    low, high, scale, unit = _epoch_unit(first)
 
     def parse(text: str) -> int:
         number = int(text) if _INTEGER.fullmatch(text) else -1
@@ -445,13 +477,23 @@ class _SplitReader:
         return (line[:-1] if line.endswith("\r") else line).split(",") if line else []
 
 
-def _read_csv(path: str, file: Path) -> tuple[list[_Row], _Where]:
-    rows: list[_Row] = []
-    lines: list[int] = []
+def _read_csv(path: str, file: Path) -> tuple[_Columns, _Where]:
     with file.open(newline="", encoding="utf-8-sig") as fh:
         text = fh.read()
     # Quotes need the csv module; plain numbers and dates (nearly every OHLCV file) do not.
     plain = '"' not in text and "\r" not in text.replace("\r\n", "")
+    if plain:
+        fast = _read_plain_columns(path, text)
+        if fast is not None:
+            return fast
+    rows, where = _read_rows(path, text, plain=plain)
+    return _transpose(rows), where
+
+
+def _read_rows(path: str, text: str, *, plain: bool) -> tuple[list[_Row], _Where]:
+    """Read and check ``text`` row by row: the reader that names the line and the problem."""
+    rows: list[_Row] = []
+    lines: list[int] = []
     reader: Any = _SplitReader(text) if plain else csv.reader(io.StringIO(text))
     header = next((row for row in reader if any(cell.strip() for cell in row)), None)
     if header is None:
@@ -487,6 +529,126 @@ def _read_csv(path: str, file: Path) -> tuple[list[_Row], _Where]:
         rows.append(bar)
         lines.append(line)
     return rows, _Lines(lines)
+
+
+class _Irregular(Exception):  # noqa: N818 - a signal to the caller, not an error to report
+    """Something the column reader leaves to the row reader (which explains it if it is bad)."""
+
+
+class _Parsed(dict[str, int]):
+    """A dict that computes a missing key's value with ``parse`` once (``__missing__``)."""
+
+    __slots__ = ("_parse",)
+
+    def __init__(self, parse: Callable[[str], int]) -> None:
+        super().__init__()
+        self._parse = parse
+
+    def __missing__(self, key: str) -> int:
+        value = self[key] = self._parse(key)
+        return value
+
+
+def _day_ms(day: str) -> int:
+    """What ``_IsoCache`` takes for the date part of a stamp; ``_Irregular`` where it would not."""
+    if len(day) != 10 or not day[:4].isdigit():
+        raise _Irregular
+    return _iso_ms(day)
+
+
+def _rest_ms(rest: str) -> int:
+    """What ``_IsoCache`` takes for the rest of a stamp; ``_Irregular`` where it would not."""
+    if rest and rest[0] not in " T":
+        raise _Irregular
+    return _iso_ms("1970-01-01" + rest)
+
+
+_EXACT = decimal.Context(
+    prec=decimal.MAX_PREC,
+    Emax=decimal.MAX_EMAX,
+    Emin=decimal.MIN_EMIN,
+    traps=[decimal.InvalidOperation, decimal.Rounded, decimal.Overflow],
+)
+"""The column reader's numbers: ``create_decimal`` here is ``Decimal(text)`` or raises.
+
+It parses a little faster than the constructor; a number it would round (traps ``Rounded``) or a
+text only the constructor takes (spaces, underscores) raises, and the row reader reads the file.
+"""
+
+_DAY_PART = operator.itemgetter(slice(None, 10))
+_REST_PART = operator.itemgetter(slice(10, None))
+
+
+def _read_plain_columns(path: str, text: str) -> tuple[_Columns, _Where] | None:
+    """Read an unquoted file column by column, or None to leave it to ``_read_rows``.
+
+    The result equals ``_read_rows``'s: the same header rules, the same parsers applied to the
+    same cells, the same checks, only run over whole columns (``map`` and ``zip`` loop in C).
+    Anything that is not a clean file - a blank line, a short row, a bad number, date or bar,
+    a date ``_IsoCache`` would parse whole - gives None, and the row reader then reads the file
+    again and names the line and the problem.
+    """
+    lines = (text.replace("\r\n", "\n") if "\r" in text else text).split("\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the file's last newline ends a line, it does not start one
+    at = next((i for i, line in enumerate(lines) if line.replace(",", "").strip()), None)
+    if at is None:
+        return None
+    header = lines[at].split(",")
+    tc, picked, it = _columns(path, at + 1, header)
+    body, width = lines[at + 1 :], len(header)
+    # Every line with width - 1 commas (a blank line has none): the cells of all of them, in
+    # one flat list, hold column k at k, k + width, ... (no list per row for the GC to track).
+    if not body or set(map(str.count, body, itertools.repeat(","))) != {width - 1}:
+        return None
+    cells = ",".join(body).split(",")
+    try:
+        starts = _plain_starts(cells[tc::width])
+        dec = _EXACT.create_decimal
+        io, ih, il, ic, iv = picked
+        h, low, c, v = (list(map(dec, cells[k::width])) for k in (ih, il, ic, iv))
+        opens = cells[io::width]
+        if opens[1:] == cells[ic::width][:-1]:  # every bar opens at the close before it
+            o = [dec(opens[0]), *c[:-1]]
+        else:
+            o = list(map(dec, opens))
+        turnovers = None if it is None else list(map(dec, cells[it::width]))
+        le, finite = operator.le, Decimal.is_finite
+        # _plausible, a column at a time: 0 < low <= open, close <= high; high, volume and
+        # turnover finite; volume and turnover not negative. A NaN raises InvalidOperation.
+        good = (
+            min(low) > 0
+            and all(map(le, low, o))
+            and all(map(le, o, h))
+            and all(map(le, low, c))
+            and all(map(le, c, h))
+            and min(v) >= 0
+            and all(map(finite, h))
+            and all(map(finite, v))
+            and (turnovers is None or (min(turnovers) >= 0 and all(map(finite, turnovers))))
+        )
+    except (_Irregular, ValueError, ArithmeticError):  # InvalidOperation is an ArithmeticError
+        return None
+    if not good:
+        return None
+    t: list[Decimal | None] = [None] * len(body) if turnovers is None else [*turnovers]
+    return (starts, o, h, low, c, v, t), _Consecutive(at + 2)
+
+
+def _plain_starts(stamps: list[str]) -> list[int]:
+    """The start of every stamp, as ``_read_rows`` parses it; raises where it would not."""
+    if _INTEGER.fullmatch(stamps[0]) is None:  # ISO dates: _IsoCache over the whole column
+        stripped = list(map(str.strip, stamps))
+        days = map(_Parsed(_day_ms).__getitem__, map(_DAY_PART, stripped))
+        rests = map(_Parsed(_rest_ms).__getitem__, map(_REST_PART, stripped))
+        return list(map(operator.add, days, rests))
+    low, high, scale, _ = _epoch_unit(stamps[0])
+    if not all(map(_INTEGER.fullmatch, stamps)):
+        raise _Irregular
+    numbers = list(map(int, stamps))
+    if not (low <= min(numbers) and max(numbers) < high):
+        raise _Irregular
+    return numbers if scale == 1 else list(map(operator.mul, numbers, itertools.repeat(scale)))
 
 
 def _csv_problem(
@@ -622,9 +784,9 @@ def _list_offsets(text: str) -> list[int] | None:
     return offsets
 
 
-def _sequence_error(path: str, rows: list[_Row], where: _Where, i: int, label: str) -> ReplayError:
+def _sequence_error(path: str, starts: list[int], where: _Where, i: int, label: str) -> ReplayError:
     """The error for row ``i``, which does not start after the end of the bar before it."""
-    start, before = rows[i][0], rows[i - 1][0]
+    start, before = starts[i], starts[i - 1]
     if start == before:
         reason = f"duplicate timestamp {iso(start)} (also on {where.name(i - 1)})"
     elif start < before:
@@ -641,13 +803,13 @@ def _sequence_error(path: str, rows: list[_Row], where: _Where, i: int, label: s
     return ReplayError(path, where.line(i), reason)
 
 
-def _bars(path: str, rows: list[_Row], where: _Where, label: str) -> tuple[str, tuple[Bar, ...]]:
+def _bars(path: str, columns: _Columns, where: _Where, label: str) -> tuple[str, tuple[Bar, ...]]:
     """Give each row its end; check that each bar starts after the one before has ended."""
-    starts = [row[0] for row in rows]
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    starts = columns[0]
+    gaps = list(map(operator.sub, itertools.islice(starts, 1, None), starts))
     if gaps and min(gaps) <= 0:  # out of order, whatever the interval
         raise _sequence_error(
-            path, rows, where, next(i for i, g in enumerate(gaps, 1) if g <= 0), ""
+            path, starts, where, next(i for i, g in enumerate(gaps, 1) if g <= 0), ""
         )
     if label:
         try:
@@ -662,20 +824,23 @@ def _bars(path: str, rows: list[_Row], where: _Where, label: str) -> tuple[str, 
         ends = [_next_month(start) - 1 for start in starts]
         late = next((i for i in range(1, len(starts)) if starts[i] <= ends[i - 1]), None)
         if late is not None:
-            raise _sequence_error(path, rows, where, late, label)
-        return label, tuple(
-            [
-                (start, end, o, h, low, c, v, t)
-                for (start, o, h, low, c, v, t), end in zip(rows, ends, strict=True)
-            ]
-        )
-    if gaps and min(gaps) < length:
-        late = next(i for i, gap in enumerate(gaps, 1) if gap < length)
-        raise _sequence_error(path, rows, where, late, label)
-    last = length - 1
-    return label, tuple(
-        [(start, start + last, o, h, low, c, v, t) for start, o, h, low, c, v, t in rows]
-    )
+            raise _sequence_error(path, starts, where, late, label)
+    else:
+        if gaps and min(gaps) < length:
+            late = next(i for i, gap in enumerate(gaps, 1) if gap < length)
+            raise _sequence_error(path, starts, where, late, label)
+        ends = list(map(operator.add, starts, itertools.repeat(length - 1, len(starts))))
+    # zip builds the (start, end, open, high, low, close, volume, turnover) tuples in C.
+    bars: tuple[Bar, ...] = tuple(zip(starts, ends, *columns[1:], strict=True))
+    return label, bars
+
+
+def _transpose(rows: list[_Row]) -> _Columns:
+    """``rows`` (start, open, high, low, close, volume, turnover) as columns."""
+    if not rows:
+        return [], [], [], [], [], [], []
+    starts, opens, highs, lows, closes, volumes, turnovers = map(list, zip(*rows, strict=True))
+    return starts, opens, highs, lows, closes, volumes, turnovers
 
 
 def _infer_interval(starts: list[int], gaps: list[int]) -> tuple[str, int | None]:
@@ -825,22 +990,25 @@ class ReplaySource:
         """Pace each bar to its end with the clock (full speed under the historical clock)."""
         bus, clock = self._bus, self._clock
         publish, meta, pace, sleep = bus.publish, bus.meta, clock.pace, asyncio.sleep
-        # The historical clock's advance_to is pace without a coroutine per bar.
+        # The historical clock's advance_to is pace without a coroutine per bar; once it has
+        # advanced to the bar's end, that end is the time bus.meta() would stamp.
         advance = clock.advance_to if isinstance(clock, HistoricalClock) else None
+        source, kline = bus.source, KlineEvent
         symbol, interval = data.symbol, data.interval
         done = self.position
         try:
             for start, end, o, h, low, c, v, t in itertools.islice(data.bars, done, None):
                 if advance is None:
                     await pace(end)
-                elif advance(end):  # a sleeper became due: let it (and what it starts) run
-                    await sleep(0)
-                    await sleep(0)
+                    stamp = meta()
+                else:
+                    if advance(end):  # a sleeper became due: let it (and what it starts) run
+                        await sleep(0)
+                        await sleep(0)
+                    stamp = EventMeta(source, end)
                 publish(
                     MARKET_KLINE,
-                    KlineEvent(
-                        meta(), EXCHANGE, symbol, interval, start, end, o, h, low, c, v, True, t
-                    ),
+                    kline(stamp, EXCHANGE, symbol, interval, start, end, o, h, low, c, v, True, t),
                 )
                 done += 1
                 if not done % YIELD_EVERY:

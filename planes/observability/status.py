@@ -1,4 +1,7 @@
-"""StatusReporter: counts every event and logs a status line every ``status_interval_s``.
+"""StatusReporter: logs a status line with the event counts every ``status_interval_s``.
+
+The counts are the bus's own (``published()``, one increment per event in ``publish``) since the
+reporter started, so it needs no handler called for every event.
 
 The interval is wall time in every mode, so a backtest at full speed logs as calmly as a live run.
 
@@ -12,14 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any
+from collections.abc import Mapping
+from decimal import Decimal
 
 import structlog
 
 from contracts.control import ControlState
 from contracts.execution import OrderEvent, PositionUpdate
 from contracts.market import TickerEvent
-from contracts.meta import Payload
 from contracts.ports import ComponentContext
 from contracts.risk import RejectedIntent
 from contracts.system import Alert
@@ -33,7 +36,6 @@ from contracts.topics import (
     RISK_APPROVED,
     RISK_REJECTED,
     STRATEGY_INTENT,
-    Topic,
 )
 from planes.config import Config
 
@@ -52,19 +54,19 @@ class StatusReporter:
             raise TypeError(msg)
         self._bus = ctx.bus
         self._interval = config.observability.status_interval_s
-        self.counts: Counter[str] = Counter()
-        self.prices: dict[str, str] = {}
+        self._counted_from: Mapping[str, int] = {}
+        self._prices: dict[str, Decimal] = {}
         self.rejections: Counter[str] = Counter()
         self.orders: Counter[str] = Counter()
-        self.positions: dict[str, str] = {}
-        self.equity: str | None = None
+        self._positions: dict[str, PositionUpdate] = {}
+        self._last_position: PositionUpdate | None = None
         self.state: ControlState | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Subscribe and start the periodic status line."""
         bus = self._bus
-        bus.subscribe_all(self._count)
+        self._counted_from = bus.published()
         bus.subscribe(MARKET_TICKER, self._on_ticker)
         bus.subscribe(CONTROL_STATE, self._on_state)
         bus.subscribe(OBSERVABILITY_ALERT, self._on_alert)
@@ -82,11 +84,33 @@ class StatusReporter:
             await asyncio.gather(task, return_exceptions=True)
         self.report("final")
 
-    def _count(self, topic: Topic[Any], payload: Payload) -> None:
-        self.counts[topic.name] += 1
+    @property
+    def counts(self) -> Counter[str]:
+        """Events per topic since the reporter started."""
+        since = self._counted_from
+        counts = Counter(
+            {name: n - since.get(name, 0) for name, n in self._bus.published().items()}
+        )
+        return +counts  # drops topics with nothing new
+
+    @property
+    def prices(self) -> dict[str, str]:
+        """The last ticker price per symbol."""
+        return {symbol: str(price) for symbol, price in self._prices.items()}
+
+    @property
+    def positions(self) -> dict[str, str]:
+        """The last position quantity per symbol."""
+        return {symbol: str(update.qty) for symbol, update in self._positions.items()}
+
+    @property
+    def equity(self) -> str | None:
+        """The equity of the last position update."""
+        last = self._last_position
+        return None if last is None else str(last.equity)
 
     def _on_ticker(self, ticker: TickerEvent) -> None:
-        self.prices[ticker.symbol] = str(ticker.last_price)
+        self._prices[ticker.symbol] = ticker.last_price
 
     def _on_state(self, state: ControlState) -> None:
         self.state = state
@@ -95,11 +119,11 @@ class StatusReporter:
         self.rejections[rejected.reason_code] += 1
 
     def _on_order(self, order: OrderEvent) -> None:
-        self.orders[order.status.value] += 1
+        self.orders[order.status] += 1  # a StrEnum: equal to (and hashed as) its value
 
     def _on_position(self, update: PositionUpdate) -> None:
-        self.positions[update.symbol] = str(update.qty)
-        self.equity = str(update.equity)
+        # Kept as they come (formatted only when a line is logged): one update per bar.
+        self._positions[update.symbol] = self._last_position = update
 
     def _on_alert(self, alert: Alert) -> None:
         log.warning(
@@ -123,20 +147,21 @@ class StatusReporter:
     def report(self, kind: str, rate: float | None = None) -> None:
         """Log one status line."""
         state = self.state
+        counts = self.counts
         log.info(
             "runtime.status",
             kind=kind,
             lifecycle=state.lifecycle.value if state else None,
             paused=state.paused if state else None,
-            events=sum(self.counts.values()),
+            events=sum(counts.values()),
             events_per_s=None if rate is None else round(rate, 1),
-            tickers=self.counts.get(MARKET_TICKER.name, 0),
-            errors=self.counts.get(ERROR_EVENT.name, 0),
+            tickers=counts.get(MARKET_TICKER.name, 0),
+            errors=counts.get(ERROR_EVENT.name, 0),
             prices=dict(sorted(self.prices.items())),
-            intents=self.counts.get(STRATEGY_INTENT.name, 0),
-            approved=self.counts.get(RISK_APPROVED.name, 0),
+            intents=counts.get(STRATEGY_INTENT.name, 0),
+            approved=counts.get(RISK_APPROVED.name, 0),
             rejected=dict(sorted(self.rejections.items())),
-            orders=dict(sorted(self.orders.items())),
+            orders={str(status): n for status, n in sorted(self.orders.items())},
             positions=dict(sorted(self.positions.items())),
             equity=self.equity,
         )

@@ -48,6 +48,7 @@ a restart nothing adds risk before fresh market data arrives.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Mapping
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
@@ -92,14 +93,24 @@ _DONE = frozenset((OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECT
 _FILLS = frozenset((OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED))
 
 
-def _newest(ring: list[int], at: int, filled: int) -> list[int]:
+def _newest(ring: array[int], at: int, filled: int) -> list[int]:
     """The ``filled`` entries written last into ``ring`` (next slot ``at``), oldest first.
 
     A ring sized by the order-rate limit can hold a million slots; this copies only those in use.
     """
     if filled <= at:
-        return ring[at - filled : at]
-    return ring[len(ring) - (filled - at) :] + ring[:at]
+        return ring[at - filled : at].tolist()
+    return (ring[len(ring) - (filled - at) :] + ring[:at]).tolist()
+
+
+def _ring(times: list[int]) -> array[int]:
+    """Approval times as an array of machine integers, the order-rate ring's storage.
+
+    A backtest sizes the ring at a million slots; an ``array`` holds no Python objects for the
+    garbage collector to walk at every collection that reaches it (a list of a million ints cost
+    a backtest about 10 % of its instructions).
+    """
+    return array("q", times)
 
 
 def _num(value: Decimal) -> str:
@@ -199,7 +210,7 @@ class RiskManager:
         self._stale_ms = round(risk.stale_data_s * 1000)
         # The approval times of the last max_orders_per_minute approvals, oldest at _rate_next:
         # the limit is reached when that one is still inside the window.
-        self._rate_ring = [_NEVER] * risk.max_orders_per_minute
+        self._rate_ring = _ring([_NEVER]) * risk.max_orders_per_minute
         self._rate_next = 0
         self._rate_filled = 0  # slots holding a real approval time (the newest ones)
         self._books: dict[str, _Book] = {}
@@ -216,6 +227,8 @@ class RiskManager:
         self._next_day_ms = 0  # the first equity change starts the day
         self._daily_halt = False
         self.drawdown_halt = False
+        self._drawdown_peak: Decimal | None = None
+        self._drawdown_room = _ZERO  # drawdown * _drawdown_peak: how far equity may fall
         self.approved = 0
         self.rejected = 0
         self.rejections: dict[str, int] = {}
@@ -311,7 +324,20 @@ class RiskManager:
             del pending[key]
 
     def _on_position(self, update: PositionUpdate) -> None:
-        self._apply_position(update, live=True)
+        # A mark on a bar (most updates) moves equity only: the same as _apply_position, with
+        # its equity step inlined and without the call.
+        book = self._books.get(update.symbol)
+        equity = update.equity
+        if (
+            book is None
+            or update.qty != book.position
+            or update.realized_pnl != book.realized
+            or book.price is None
+            or equity == self.equity
+        ):
+            self._apply_position(update, live=True)
+        else:
+            self._on_equity(equity, update.meta.ts, live=True)
 
     def _apply_position(self, update: PositionUpdate, *, live: bool) -> None:
         book = self._books.get(update.symbol) or self._book(update.symbol)
@@ -348,7 +374,9 @@ class RiskManager:
         if now >= self._next_day_ms:
             self._new_day(now)  # the day starts from the last equity of the day before
         self.equity = equity
-        self.peak_equity = max(self.peak_equity, equity)
+        peak = self.peak_equity
+        if equity > peak:
+            peak = self.peak_equity = equity
         limit = self._daily_loss_limit
         if not self._daily_halt and limit > 0 and self._day_start - equity >= limit:
             self._daily_halt = True
@@ -360,7 +388,9 @@ class RiskManager:
                 )
         drawdown = self._max_drawdown
         if drawdown > 0:
-            down = self.peak_equity - equity >= drawdown * self.peak_equity
+            if peak is not self._drawdown_peak:  # drawdown * peak changes only with the peak
+                self._drawdown_peak, self._drawdown_room = peak, drawdown * peak
+            down = peak - equity >= self._drawdown_room
             if down is not self.drawdown_halt:
                 self.drawdown_halt = down
                 if not down:
@@ -463,7 +493,7 @@ class RiskManager:
         self._approved_ids = set(kept)
         size = len(self._rate_ring)
         times = [int(t) for t in state["approval_times_ms"]][-size:]
-        self._rate_ring = [_NEVER] * (size - len(times)) + times
+        self._rate_ring = _ring([_NEVER]) * (size - len(times)) + _ring(times)
         self._rate_next = 0
         self._rate_filled = len(times)
 

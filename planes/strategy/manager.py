@@ -42,6 +42,7 @@ latest features and regimes are not kept: they come again with the next bars.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
@@ -56,7 +57,7 @@ from contracts.enums import ScenarioState, Severity
 from contracts.execution import PositionUpdate
 from contracts.market import KlineEvent
 from contracts.meta import Payload
-from contracts.ports import ComponentContext, Strategy, StrategySpec
+from contracts.ports import ComponentContext, Strategy, StrategySpec, StrategyView
 from contracts.state import RegistryChanged
 from contracts.strategy import Intent, IntentDraft, ParamValue, ScenarioDisabled, ScenarioEnabled
 from contracts.system import Alert
@@ -75,6 +76,7 @@ from contracts.topics import (
 )
 from planes.bus import UnknownTopicError
 from planes.config import Config, ScenarioSpec
+from planes.strategy.builtin import bar_handler
 
 log = structlog.get_logger("planes.strategy")
 _ZERO = Decimal(0)
@@ -107,6 +109,9 @@ class _View:
         return self._manager.positions.get(self.symbol, _ZERO)
 
 
+BarCall = Callable[[KlineEvent, StrategyView], Sequence[IntentDraft]]
+
+
 @attrs.define
 class _Slot:
     """One strategy instance: a scenario on a symbol."""
@@ -116,6 +121,9 @@ class _Slot:
     strategy: Strategy
     view: _View
     prefix: str
+    on_kline: BarCall
+    """What a closed bar of the symbol is handed to: ``on_event(MARKET_KLINE, bar, view)``,
+    or the strategy's ``on_bar`` when that is all its ``on_event`` would do."""
     drafts: int = 0
 
 
@@ -179,7 +187,9 @@ class StrategyManager:
         self.features: dict[str, Mapping[str, float]] = {}
         self.regimes: dict[str, str] = {}
         self.positions: dict[str, Decimal] = {}
-        self._slots: dict[str, list[_Slot]] = {}
+        # Tuples, replaced whole on a change: delivery iterates them while a failing strategy
+        # may drop its scenario's slots.
+        self._slots: dict[str, tuple[_Slot, ...]] = {}
         self._announced: set[str] = set()
         self._unrestored: list[str] = []
         for scenario in self.scenarios.values():
@@ -206,7 +216,8 @@ class StrategyManager:
                     f"scenario {scenario.id!r} ({scenario.strategy}): {type(exc).__name__}: {exc}"
                 ) from exc
             prefix = f"{scenario.id}-v{scenario.version}:{symbol}"
-            slots.append(_Slot(scenario, symbol, strategy, _View(self, symbol), prefix))
+            on_kline = bar_handler(strategy) or functools.partial(strategy.on_event, MARKET_KLINE)
+            slots.append(_Slot(scenario, symbol, strategy, _View(self, symbol), prefix, on_kline))
         return slots
 
     def _run_scenario(self, scenario: ScenarioSpec) -> bool:
@@ -220,7 +231,7 @@ class StrategyManager:
         slots = self._build(scenario)
         self._drop_slots(scenario.id)
         for slot in slots:
-            self._slots.setdefault(slot.symbol, []).append(slot)
+            self._slots[slot.symbol] = (*self._slots.get(slot.symbol, ()), slot)
         self.scenarios[scenario.id] = scenario
         self.enabled.add(scenario.id)
         return True
@@ -236,7 +247,7 @@ class StrategyManager:
 
     def _drop_slots(self, scenario_id: str) -> None:
         for symbol, slots in self._slots.items():
-            self._slots[symbol] = [s for s in slots if s.scenario.id != scenario_id]
+            self._slots[symbol] = tuple(s for s in slots if s.scenario.id != scenario_id)
 
     def _spec_for(
         self,
@@ -397,10 +408,19 @@ class StrategyManager:
     # -- events ------------------------------------------------------------------------------
 
     def _on_kline(self, bar: KlineEvent) -> None:
-        if bar.closed:
-            slots = self._slots.get(bar.symbol)
-            if slots:
-                self._run(slots, MARKET_KLINE, bar, bar.end_ts)
+        if not bar.closed:
+            return
+        slots = self._slots.get(bar.symbol)
+        if not slots:
+            return
+        for slot in slots:  # _run, with each slot's bar call (one call less a bar)
+            try:
+                drafts = slot.on_kline(bar, slot.view)
+            except Exception as exc:  # noqa: BLE001 - a failing strategy is isolated
+                self._failed(slot, exc)
+                continue
+            if drafts:
+                self._emit(slot, drafts, bar, bar.end_ts)
 
     def _on_features(self, vector: FeatureVector) -> None:
         self.features[vector.symbol] = vector.values
@@ -414,8 +434,8 @@ class StrategyManager:
     def _on_position(self, update: PositionUpdate) -> None:
         self.positions[update.symbol] = update.qty
 
-    def _run(self, slots: list[_Slot], topic: Topic[Any], payload: Payload, ts: int) -> None:
-        for slot in tuple(slots):
+    def _run(self, slots: tuple[_Slot, ...], topic: Topic[Any], payload: Payload, ts: int) -> None:
+        for slot in slots:
             try:
                 drafts = slot.strategy.on_event(topic, payload, slot.view)
             except Exception as exc:  # noqa: BLE001 - a failing strategy is isolated
@@ -437,20 +457,20 @@ class StrategyManager:
             slot.drafts += 1
             bus.publish(
                 STRATEGY_INTENT,
-                Intent(
+                Intent(  # positional, in Intent's field order
                     bus.meta(cause.meta.correlation_id),
-                    intent_id=f"{slot.prefix}:{ts}:{slot.drafts}",
-                    scenario_id=scenario.id,
-                    strategy=scenario.strategy,
-                    symbol=slot.symbol,
-                    side=draft.side,
-                    size_hint=draft.size_hint,
-                    target_exposure=draft.target_exposure,
-                    order_type=draft.order_type,
-                    limit_price=draft.limit_price,
-                    stop_price=draft.stop_price,
-                    reduce_only=draft.reduce_only,
-                    reason=draft.reason,
+                    f"{slot.prefix}:{ts}:{slot.drafts}",  # intent_id
+                    scenario.id,  # scenario_id
+                    scenario.strategy,  # strategy
+                    slot.symbol,  # symbol
+                    draft.side,  # side
+                    draft.size_hint,  # size_hint
+                    draft.target_exposure,  # target_exposure
+                    draft.order_type,  # order_type
+                    draft.limit_price,  # limit_price
+                    draft.stop_price,  # stop_price
+                    draft.reduce_only,  # reduce_only
+                    draft.reason,  # reason
                 ),
             )
 

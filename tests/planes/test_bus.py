@@ -256,6 +256,27 @@ def test_a_rejected_publish_from_a_handler_is_that_handlers_failure() -> None:
     ]
 
 
+def test_published_counts_every_accepted_event_queued_ones_too_rejected_ones_not() -> None:
+    bus = EventBus()
+    assert bus.published() == {}
+
+    def cascade(_: TickerEvent) -> None:
+        bus.publish(MARKET_TRADE, trade())  # queued: counted when published, not when delivered
+        assert bus.published()[MARKET_TRADE.name] == 1
+
+    bus.subscribe(MARKET_TICKER, cascade)
+    bus.publish(MARKET_TICKER, ticker())
+    bus.publish(MARKET_TRADE, trade())  # nobody subscribed: still carried
+    with pytest.raises(PayloadTypeError):
+        bus.publish(MARKET_TICKER, cast(Any, trade()))
+    handle = handle_for(bus, "research")
+    with capture_logs(), pytest.raises(PublishDeniedError):
+        handle.publish(MARKET_TICKER, ticker(source=Source.RESEARCH))
+    counts = {MARKET_TICKER.name: 1, MARKET_TRADE.name: 2, ERROR_EVENT.name: 1}
+    assert bus.published() == counts  # the refused publish was reported as error:event
+    assert handle.published() == counts
+
+
 def test_an_equal_topic_object_is_as_good_as_the_constant() -> None:
     bus = EventBus()
     seen: list[tuple[Topic[Any], TickerEvent]] = []

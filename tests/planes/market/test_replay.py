@@ -30,6 +30,9 @@ from planes.market.replay import (
     ReplaySource,
     _iso_ms,
     _IsoCache,
+    _read_plain_columns,
+    _read_rows,
+    _transpose,
     interval_label,
     interval_ms,
     iso,
@@ -828,3 +831,70 @@ def test_unquoted_and_quoted_csv_read_alike(tmp_path: Path, ending: str) -> None
     bad.write_text("\n".join([*rows, "2024-01-01 02:00:00,1,2,x,1,1"]) + "\n")
     with pytest.raises(ReplayError, match=r"bad\.csv:5: bad number 'x' in Low"):
         load_replay(bad, symbol="X")
+
+
+_CORRUPTIONS = ["", "x", "NaN", "-1", "0", "Infinity", " 7 ", "1e3", "1_000", "2024-13-01"]
+
+
+def _chained(lines: list[str]) -> list[str]:
+    """Every bar opening at the close before it (its high and low stretched to hold it)."""
+    names = [name.strip().lower() for name in lines[0].split(",")]
+    o, h, low, c = (names.index(name) for name in ("open", "high", "low", "close"))
+    rows = [line.split(",") for line in lines[1:]]
+    for before, row in itertools.pairwise(rows):
+        row[o] = before[c]
+        row[h] = max(row[h], row[o], key=Decimal)
+        row[low] = min(row[low], row[o], key=Decimal)
+    return [lines[0], *(",".join(row) for row in rows)]
+
+
+@given(
+    ohlcv_files(),
+    st.booleans(),
+    st.none() | st.tuples(st.integers(0, 10**6), st.integers(0, 6), st.sampled_from(_CORRUPTIONS)),
+    st.sampled_from(["\n", "\r\n"]),
+)
+def test_the_column_reader_agrees_with_the_row_reader(
+    case: tuple[str, str, list[fx.Bar]],
+    chained: bool,
+    corruption: tuple[int, int, str] | None,
+    ending: str,
+) -> None:
+    text, _, _ = case
+    lines = text.splitlines()
+    if chained:  # the column reader reuses the closes as opens
+        lines = _chained(lines)
+    if corruption is not None:  # one cell replaced, a blank line, or a row cut short
+        at, column, token = corruption
+        row = 1 + at % (len(lines) - 1)
+        cells = lines[row].split(",")
+        if column == 6:
+            lines.insert(row, "")
+        else:
+            cells[column % len(cells)] = token
+            lines[row] = ",".join(cells[:-1] if token == "" and column == 5 else cells)
+    text = ending.join(lines) + ending
+    try:
+        by_rows: Any = _read_rows("f.csv", text, plain=True)
+    except ReplayError as exc:
+        by_rows = str(exc)
+    try:
+        by_columns: Any = _read_plain_columns("f.csv", text)
+    except ReplayError as exc:
+        by_columns = str(exc)
+    if corruption is None:
+        assert by_columns is not None  # a clean file takes the column reader
+    if by_columns is None:
+        return  # left to the row reader, which is what load_replay then uses
+    if isinstance(by_rows, str) or isinstance(by_columns, str):
+        assert by_columns == by_rows  # a bad header: both say the same
+        return
+    rows, row_lines = by_rows
+    columns, column_lines = by_columns
+
+    def exact(cols: Any) -> list[list[str]]:  # Decimal("1.50") == Decimal("1.5"): compare text
+        return [[repr(value) for value in col] for col in cols]
+
+    assert exact(columns) == exact(_transpose(rows))
+    n = len(rows)
+    assert [column_lines.line(i) for i in range(n)] == [row_lines.line(i) for i in range(n)]
