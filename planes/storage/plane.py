@@ -131,6 +131,8 @@ class StoragePlane:
         """The journal's last seq when this run opened it: recovery replays up to here."""
         self.recovered: StateRecovered | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._inflight: asyncio.Future[None] | None = None
+        """A periodic snapshot in progress (``stop()`` lets it finish)."""
         self._dirty = asyncio.Event()
         self._recovering = False
         self.snapshots_written = 0
@@ -193,6 +195,9 @@ class StoragePlane:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._inflight is not None:  # a periodic snapshot waiting for the journal: finish it
+            await asyncio.gather(self._inflight, return_exceptions=True)
+            self._inflight = None
         if self.journal.last_seq:
             try:
                 self.snapshot("shutdown")
@@ -270,15 +275,20 @@ class StoragePlane:
             self._dirty.clear()
             if self._recovering or self.recovered is None:
                 continue  # nothing to snapshot before the state is whole
-            try:
-                # Exported here, between two dispatches; the wait for the journal to commit up
-                # to that seq happens off the loop, so the bus does not stall behind the disk.
-                exported = self.export()
-                await asyncio.to_thread(self.journal.flush)
-                self.snapshot(reason, exported, flushed=True)
-            except (SnapshotError, StateError, JournalError) as exc:
-                log.error("storage.snapshot_failed", reason=reason, error=str(exc))  # noqa: TRY400 - the message is the point
-                self._alert(Severity.CRITICAL, "snapshot_failed", f"snapshot failed: {exc}")
+            # Shielded: a stop that comes while the journal catches up lets this one finish.
+            self._inflight = asyncio.ensure_future(self._periodic_snapshot(reason))
+            await asyncio.shield(self._inflight)
+
+    async def _periodic_snapshot(self, reason: str) -> None:
+        try:
+            # Exported here, between two dispatches; the wait for the journal to commit up to
+            # that seq happens off the loop, so the bus does not stall behind the disk.
+            exported = self.export()
+            await asyncio.to_thread(self.journal.flush)
+            self.snapshot(reason, exported, flushed=True)
+        except (SnapshotError, StateError, JournalError) as exc:
+            log.error("storage.snapshot_failed", reason=reason, error=str(exc))  # noqa: TRY400 - the message is the point
+            self._alert(Severity.CRITICAL, "snapshot_failed", f"snapshot failed: {exc}")
 
     def _on_order(self, event: OrderEvent) -> None:
         if event.last_fill_qty:
