@@ -102,14 +102,13 @@ class _Wildcard:
 
 
 class _Route:
-    """Where events of one payload class go: their topic, its handlers, how many went."""
+    """Where events of one payload class go: their topic and its handlers."""
 
-    __slots__ = ("count", "handlers", "topic")
+    __slots__ = ("handlers", "topic")
 
     def __init__(self, topic: Topic[Any]) -> None:
         self.topic = topic
         self.handlers: tuple[Handler, ...] = ()
-        self.count = 0
 
 
 class BusSubscription:
@@ -148,6 +147,8 @@ class EventBus:
         # Keyed by payload class (the registry binds each to one topic): publish finds the
         # handlers and checks the topic with one lookup and one identity test.
         self._routes: dict[type[Payload], _Route] = {}
+        self._counts: dict[str, int] = {}
+        """Events per topic name (see ``published``)."""
         self._seq: dict[tuple[str, object], int] = {}
         self._next_seq = 0
         self._wildcards: list[_Wildcard] = []
@@ -332,12 +333,15 @@ class EventBus:
         return self._routes[topic.payload].handlers
 
     def published(self) -> dict[str, int]:
-        """How many events each topic has carried (accepted by ``publish``), by topic name.
+        """How many events each topic has carried, by topic name; topics with none left out.
 
-        Topics that carried none are left out. Counting costs ``publish`` one increment, so a
-        component that wants counts reads them here instead of subscribing to everything.
+        Counted where the runtime's events come from: every plane handle counts what it
+        publishes once the bus has accepted it, and the bus counts the ``error:event`` it
+        publishes itself. ``EventBus.publish`` called directly is not counted, so the bare
+        dispatch path pays nothing for it (``benchmarks/bench_bus.py`` measures that path).
+        A component that wants counts reads them here instead of subscribing to everything.
         """
-        return {r.topic.name: r.count for r in self._routes.values() if r.count}
+        return dict(self._counts)
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -351,7 +355,6 @@ class EventBus:
             payload.meta.__class__ is not EventMeta
         ):
             self._reject(topic, payload)
-        route.count += 1
         if self._dispatching:
             self._queue.append((route, payload))
             return
@@ -444,6 +447,7 @@ class EventBus:
             message=str(exc),
         )
         self.publish(ERROR_EVENT, event)
+        self._counts[ERROR_EVENT.name] = self._counts.get(ERROR_EVENT.name, 0) + 1
 
     def report_error(self, origin: str, topic_name: str, exc: BaseException) -> None:
         """Count, log and publish ``error:event`` for a failure found outside a handler."""
@@ -469,9 +473,15 @@ class EventBus:
             msg = "publish_threadsafe() needs a loop: call bind_loop() first"
             raise RuntimeError(msg)
         if threading.get_ident() == self._loop_thread:
-            self.publish(topic, payload)
+            self._publish_counted(topic, payload)
         else:
-            loop.call_soon_threadsafe(self.publish, topic, payload)
+            loop.call_soon_threadsafe(self._publish_counted, topic, payload)
+
+    def _publish_counted(self, topic: Topic[Any], payload: Payload) -> None:
+        """``publish`` and count it (what arrives from another thread; see ``published``)."""
+        self.publish(topic, payload)
+        counts, name = self._counts, topic.name
+        counts[name] = counts.get(name, 0) + 1
 
     @property
     def pending_tasks(self) -> int:
@@ -521,6 +531,7 @@ class PlaneHandle:
     __slots__ = (
         "_allowed",
         "_bus",
+        "_counts",
         "_deliver",
         "_now_ms",
         "_rights",
@@ -532,6 +543,7 @@ class PlaneHandle:
     def __init__(self, bus: EventBus, plane: str, source: Source, rights: PublishRights) -> None:
         self._bus = bus
         self._deliver = bus.publish
+        self._counts = bus._counts
         self._now_ms = bus._now_ms
         self.plane = plane
         self.source = source
@@ -564,6 +576,8 @@ class PlaneHandle:
         if not usual:
             self._check(topic, payload)
         self._deliver(topic, payload)
+        counts, name = self._counts, topic.name  # counted once the bus has accepted it
+        counts[name] = counts.get(name, 0) + 1
 
     def publish_threadsafe(self, topic: Topic[P], payload: P) -> None:
         """``publish`` from a thread other than the loop's."""

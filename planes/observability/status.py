@@ -1,7 +1,7 @@
 """StatusReporter: logs a status line with the event counts every ``status_interval_s``.
 
-The counts are the bus's own (``published()``, one increment per event in ``publish``) since the
-reporter started, so it needs no handler called for every event.
+The counts are the bus's own (``published()``: every plane handle counts what it publishes) since
+the reporter started, so it needs no handler called for every event.
 
 The interval is wall time in every mode, so a backtest at full speed logs as calmly as a live run.
 

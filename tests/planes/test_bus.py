@@ -258,23 +258,39 @@ def test_a_rejected_publish_from_a_handler_is_that_handlers_failure() -> None:
 
 def test_published_counts_every_accepted_event_queued_ones_too_rejected_ones_not() -> None:
     bus = EventBus()
+    market = handle_for(bus, "market")
     assert bus.published() == {}
 
     def cascade(_: TickerEvent) -> None:
-        bus.publish(MARKET_TRADE, trade())  # queued: counted when published, not when delivered
+        market.publish(MARKET_TRADE, trade())  # queued: counted when published, not delivered
         assert bus.published()[MARKET_TRADE.name] == 1
 
     bus.subscribe(MARKET_TICKER, cascade)
-    bus.publish(MARKET_TICKER, ticker())
-    bus.publish(MARKET_TRADE, trade())  # nobody subscribed: still carried
+    market.publish(MARKET_TICKER, ticker())
+    market.publish(MARKET_TRADE, trade())  # nobody subscribed: still carried
     with pytest.raises(PayloadTypeError):
-        bus.publish(MARKET_TICKER, cast(Any, trade()))
+        market.publish(MARKET_TICKER, cast(Any, trade()))
     handle = handle_for(bus, "research")
     with capture_logs(), pytest.raises(PublishDeniedError):
         handle.publish(MARKET_TICKER, ticker(source=Source.RESEARCH))
     counts = {MARKET_TICKER.name: 1, MARKET_TRADE.name: 2, ERROR_EVENT.name: 1}
     assert bus.published() == counts  # the refused publish was reported as error:event
     assert handle.published() == counts
+    bus.publish(MARKET_TRADE, trade())  # the bare dispatch path counts nothing
+    assert bus.published() == counts
+
+
+async def test_events_published_from_another_thread_are_counted_once_delivered() -> None:
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+    market = handle_for(bus, "market")
+    delivered = asyncio.Event()
+    bus.subscribe(MARKET_TRADE, lambda _: delivered.set())
+    thread = threading.Thread(target=market.publish_threadsafe, args=(MARKET_TRADE, trade()))
+    thread.start()
+    thread.join()
+    await asyncio.wait_for(delivered.wait(), 5)
+    assert bus.published() == {MARKET_TRADE.name: 1}
 
 
 def test_an_equal_topic_object_is_as_good_as_the_constant() -> None:

@@ -44,13 +44,16 @@ async def test_the_status_line_counts_from_the_start_and_shows_the_latest_values
         {},
     )
     reporter = StatusReporter(ctx)
-    bus.publish(MARKET_TICKER, ticker("1"))  # before the start: not counted, not seen
+    # Published as the planes do, through their handles (the bus counts what handles publish).
+    market = bus.handle("market", *rights_for("market"))
+    portfolio = bus.handle("execution", *rights_for("execution"))
+    market.publish(MARKET_TICKER, ticker("1"))  # before the start: not counted, not seen
     await reporter.start()
     assert reporter.counts == {}
     for price in ("2", "3"):
-        bus.publish(MARKET_TICKER, ticker(price))
-    bus.publish(PORTFOLIO_POSITION, position("BTCUSDT", "1", "100"))
-    bus.publish(PORTFOLIO_POSITION, position("ETHUSDT", "-2", "99.5"))
+        market.publish(MARKET_TICKER, ticker(price))
+    portfolio.publish(PORTFOLIO_POSITION, position("BTCUSDT", "1", "100"))
+    portfolio.publish(PORTFOLIO_POSITION, position("ETHUSDT", "-2", "99.5"))
     assert reporter.counts == {MARKET_TICKER.name: 2, PORTFOLIO_POSITION.name: 2}
     assert reporter.prices == {"BTCUSDT": "3"}
     assert reporter.positions == {"BTCUSDT": "1", "ETHUSDT": "-2"}
