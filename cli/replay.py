@@ -607,7 +607,7 @@ def seed_data_dir(journal: Path, recorded: Recorded, data_dir: Path) -> int:
         source.close()
     copied = 0
     target_snapshots.mkdir(exist_ok=True)
-    for path in StateStore(journal.parent / target_snapshots.name).list():
+    for path in StateStore(data_paths(journal.parent)[2]).list():
         if int(path.name[:12]) <= recorded.boot_seq:  # <journal_seq:012d>-<id>.json
             shutil.copy2(path, target_snapshots / path.name)
             copied += 1

@@ -447,7 +447,7 @@ class EventBus:
             message=str(exc),
         )
         self.publish(ERROR_EVENT, event)
-        self._counts[ERROR_EVENT.name] = self._counts.get(ERROR_EVENT.name, 0) + 1
+        self._count(ERROR_EVENT.name)
 
     def report_error(self, origin: str, topic_name: str, exc: BaseException) -> None:
         """Count, log and publish ``error:event`` for a failure found outside a handler."""
@@ -480,8 +480,14 @@ class EventBus:
     def _publish_counted(self, topic: Topic[Any], payload: Payload) -> None:
         """``publish`` and count it (what arrives from another thread; see ``published``)."""
         self.publish(topic, payload)
-        counts, name = self._counts, topic.name
-        counts[name] = counts.get(name, 0) + 1
+        self._count(topic.name)
+
+    def _count(self, name: str) -> None:
+        """Count one event of topic ``name`` that the bus itself accepted (see ``published``).
+
+        ``PlaneHandle.publish`` does the same in line: it runs for every event.
+        """
+        self._counts[name] = self._counts.get(name, 0) + 1
 
     @property
     def pending_tasks(self) -> int:

@@ -90,7 +90,7 @@ _SCHEMA = (
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)",
 )
 _FIELDS = ("seq", "run_id", "topic", "source", "ts", "correlation_id")
-_COLUMNS = "seq, run_id, topic, source, ts, correlation_id, payload"
+_COLUMNS = journal_writer.COLUMNS
 _MAX_STATEMENT_ROWS = 1_024
 """Most rows one INSERT statement carries; a bigger batch is split, in one transaction."""
 _READ_PAGE = 1_000
