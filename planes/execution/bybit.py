@@ -100,10 +100,13 @@ from contracts.topics import (
 from planes.config import BybitCategory, BybitExecutionSection, Config, ReconcilePolicy
 from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet
 from planes.execution.bybit_private import (
+    BadRecordError,
     BybitPrivateStream,
     Execution,
     VenuePositionRecord,
     WalletRecord,
+    parse_position,
+    parse_wallet,
 )
 from planes.execution.drift import DriftWatch
 
@@ -373,12 +376,15 @@ class BybitExecution:
             venue=VENUE,
             quote=self.quote,
             start_cash=config.portfolio.cash,
-            settled=self.config.category is not BybitCategory.SPOT,
+            spot=self.config.category is BybitCategory.SPOT,
             grace_s=self.config.drift_grace_s,
             tolerance=self.config.wallet_drift_tolerance,
             alert=self._drift_alert,
+            symbols=config.risk.allowlist or config.market.symbols,
         )
         """Bybit's positions and wallet (from the stream) against the portfolio's."""
+        self.snapshot_skipped = 0
+        """Records of the resync's REST listing for the drift check that were not usable."""
         if self.active:
             self._groups = self._connect(os.environ if environ is None else environ)
 
@@ -613,17 +619,79 @@ class BybitExecution:
         """The private stream's catch-up over HTTP after every (re)connect.
 
         ``poll()``, then Bybit's wallet as the drift baseline (best effort: without it the
-        stream's first ``wallet`` record is the baseline).
+        stream's first ``wallet`` record is the baseline), then Bybit's listing of what the
+        account holds for the drift check (best effort too: ``_drift_listing``).
         """
         published = await self.poll()
         try:
             wallet = await self._wallet()
         except BybitError as exc:
             log.warning("bybit.wallet_baseline_failed", error=exc.message)
-            return published
-        if wallet is not None:
-            self.drift.wallet_baseline(wallet.cash)
+        else:
+            if wallet is not None:
+                self.drift.wallet_baseline(wallet.cash)
+        await self._drift_listing()
         return published
+
+    async def _drift_listing(self) -> None:
+        """Give the drift check Bybit's complete holdings: positions (linear), coins (spot).
+
+        Linear: every position of ``settleCoin`` = quote (``/v5/position/list``); spot: every
+        coin balance of the unified account (``/v5/account/wallet-balance`` without ``coin``:
+        the coins it holds). Each record is checked as the stream checks its own; an unusable
+        one is logged (``bybit.listing_skipped``, with the problem), counted in
+        ``snapshot_skipped`` and skipped, and then the listing is not complete: the good
+        records update the view, but what it leaves out is not taken as flat. A failed
+        request is logged (``bybit.listing_failed``) and leaves the view as it was.
+        """
+        spot = self.config.category is BybitCategory.SPOT
+        try:
+            if spot:
+                params: dict[str, object] = {"accountType": "UNIFIED"}
+                result = await self._call(self._groups[ACCOUNT], "get_wallet_balance", params)
+                records: object = result.get("list")
+            else:
+                params = {"category": self.category, "settleCoin": self.quote}
+                records = await self._pages(self._groups[ACCOUNT], "get_positions", params)
+        except BybitError as exc:
+            log.warning("bybit.listing_failed", error=exc.message)
+            return
+        kind = "wallet" if spot else "position"
+        if not isinstance(records, list):
+            self._listing_skipped(kind, "list missing or not a list", records)
+            return
+        complete = True
+        if spot:
+            balances: dict[str, Decimal] = {}
+            for record in records:
+                try:
+                    balances.update(parse_wallet(record).balances)
+                except BadRecordError as bad:
+                    self._listing_skipped(kind, str(bad), record)
+                    complete = False
+            self.drift.venue_balances(balances, complete=complete)
+            return
+        listing: dict[str, dict[int, Decimal]] = {}
+        for record in records:
+            try:
+                position = parse_position(record)
+            except BadRecordError as bad:
+                self._listing_skipped(kind, str(bad), record)
+                complete = False
+                continue
+            listing.setdefault(position.symbol, {})[position.position_idx] = position.qty
+        if complete:
+            self.drift.venue_positions(listing)
+            return
+        for symbol, sides in listing.items():
+            for idx, qty in sides.items():
+                self.drift.venue_position(symbol, idx, qty)
+
+    def _listing_skipped(self, kind: str, problem: str, record: object) -> None:
+        self.snapshot_skipped += 1
+        log.warning(
+            "bybit.listing_skipped", problem=f"{kind} record: {problem}", record=str(record)[:120]
+        )
 
     def apply_order_update(self, record: Mapping[str, Any]) -> bool:
         """Apply one Bybit order record (REST order list item or private WS ``order`` item).
@@ -688,23 +756,37 @@ class BybitExecution:
         return True
 
     def apply_position(self, record: VenuePositionRecord) -> None:
-        """Take one private ``position`` record into the drift check (other categories: not)."""
+        """Take one private ``position`` record into the drift check.
+
+        Records of another category are not (and spot has no positions: its holdings are
+        coin balances, on the ``wallet`` topic).
+        """
+        if self.config.category is BybitCategory.SPOT:
+            return
         if record.category and record.category != self.category:
             return
         self.drift.venue_position(record.symbol, record.position_idx, record.qty)
 
     def apply_wallet(self, record: WalletRecord) -> None:
-        """Take one private ``wallet`` record's quote balance into the drift check."""
+        """Take one private ``wallet`` record into the drift check.
+
+        The quote coin's balance is the wallet's; on spot every coin's balance also goes in
+        (a base coin's balance is the position of its symbol).
+        """
         balance = record.balances.get(self.quote.upper())
         if balance is not None:
             self.drift.venue_wallet(balance)
+        if self.config.category is BybitCategory.SPOT:
+            self.drift.venue_balances(record.balances)
 
     def stream_alert(self, severity: Severity, code: str, message: str) -> None:
         """Publish an alert of the private stream (group ``stream``)."""
         self._alert(severity, code, message, "stream")
 
-    def _drift_alert(self, code: str, message: str, labels: Mapping[str, str]) -> None:
-        self._alert(Severity.WARNING, f"{VENUE}_{code}", message, "stream", labels)
+    def _drift_alert(
+        self, severity: Severity, code: str, message: str, labels: Mapping[str, str]
+    ) -> None:
+        self._alert(severity, f"{VENUE}_{code}", message, "stream", labels)
 
     def _remember_exec(self, exec_id: str) -> None:
         ids = self._exec_ids

@@ -2,47 +2,82 @@
 
 The Bybit venue feeds it two views and asks it to alert when they part:
 
-* **the venue's**: the private stream's ``position`` records (the signed size per symbol and
-  ``positionIdx``, summed per symbol, so a hedge-mode account's two sides net out) and
-  ``wallet`` records (the quote coin's ``walletBalance``);
+* **the venue's**: for ``linear``, the private stream's ``position`` records (the signed size
+  per symbol and ``positionIdx``, summed per symbol, so a hedge-mode account's two sides net
+  out); for ``spot``, where a symbol's position is the balance of its base coin (``BTC`` for
+  ``BTCUSDT``), the ``wallet`` records' per-coin ``walletBalance``. Both kinds also have the
+  quote coin's ``walletBalance``. At each resync the venue adds a **listing**: every position
+  (linear) or every coin balance (spot) Bybit holds, from its REST API;
 * **ours**: every ``portfolio:position_update`` (the quantity per symbol; the account's equity,
   cash and each symbol's unrealised PnL).
 
-**Positions** are compared per symbol the venue has reported, quantity against quantity,
-exactly. **The wallet** is compared by change since a baseline (the portfolio's starting cash is
+**Positions** are compared per symbol, quantity against quantity, exactly: for linear, the
+venue's summed size; for spot, the venue's balance of the symbol's base coin (the symbol less
+``quote``: a symbol without that suffix has no base coin to compare and is left out). Spot
+compares the base coins of ``symbols`` (what the bot may trade) and of every symbol the
+portfolio reported; other coins in the wallet (dust, airdrops, other quote coins) are not ours
+to compare. A symbol the venue has **not reported** (no record pushed, not in a listing) is
+compared only once a listing came: a listing is complete, so what it leaves out is flat there,
+and from then on a symbol the venue never reports counts as 0 (Bybit pushes a position, or a
+wallet balance, with every fill: a position we opened that Bybit did not report within the
+grace period is one Bybit does not have). Before the first listing no report is no view, not a
+zero view. A listing replaces the venue's view; a pushed record updates one symbol (one coin).
+
+**The wallet** is compared by change since a baseline (the portfolio's starting cash is
 configuration, not the venue's balance): the venue's balance less the baseline balance against
 our figure less the baseline figure, within ``tolerance`` (quote). Our figure is what the
-balance moves with: cash for spot (cash accounting, fees in quote), and for derivatives
-(``settled``) the balance that fills realise, ``equity - sum(unrealised)``: starting cash plus
-realised PnL less fees. The baseline is set by ``wallet_baseline()`` (the venue asks Bybit's
-REST wallet after each resync) or else by the first ``wallet`` record.
+balance moves with: cash for spot (cash accounting, fees in quote), and for derivatives the
+settled balance that fills realise, ``equity - sum(unrealised)``: starting cash plus realised
+PnL less fees. The baseline is set by ``wallet_baseline()`` (the venue asks Bybit's REST wallet
+after each resync) or else by the first ``wallet`` record.
 
-A difference is alerted only once it has lasted ``grace_s`` with neither side changing the
-figures compared (a fill on its way is booked within that time), and once per difference: the
-same pair of figures is not alerted twice; agreement ends it (logged
-``drift.resolved``). The alert says what each side holds; nothing is ever booked from it.
+A difference is alerted (``WARNING``) only once it has lasted ``grace_s`` with neither side
+changing the figures compared (a fill on its way is booked within that time), and once per
+difference: the same pair of figures is not alerted twice, a new pair is. A drift ends when the
+figures agree again, or (the wallet) when a new baseline starts the comparison over; its end is
+alerted once (``INFO``, the code with ``_resolved``, the drift's labels plus ``ended_by``
+``agreement`` or ``new_baseline``), however many alerts the drift had, and logged
+``drift.resolved``. The alerts say what each side holds; nothing is ever booked from them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Final
 
+import attrs
 import structlog
 
+from contracts.enums import Severity
 from contracts.execution import PositionUpdate
+from planes.execution.ledger import base_asset
 
 log = structlog.get_logger("planes.execution.drift")
 
 WALLET: Final = "wallet"
 POSITION_CODE: Final = "position_drift"
 WALLET_CODE: Final = "wallet_drift"
+RESOLVED: Final = "_resolved"
+"""Added to a drift's code for the alert that it ended."""
+POSITION_RESOLVED_CODE: Final = POSITION_CODE + RESOLVED
+WALLET_RESOLVED_CODE: Final = WALLET_CODE + RESOLVED
+AGREEMENT: Final = "agreement"
+NEW_BASELINE: Final = "new_baseline"
 _ZERO = Decimal(0)
 
-AlertSink = Callable[[str, str, Mapping[str, str]], None]
-"""``(code, message, labels)``: publish one drift alert."""
+AlertSink = Callable[[Severity, str, str, Mapping[str, str]], None]
+"""``(severity, code, message, labels)``: publish one drift alert."""
+
+
+@attrs.define
+class _Drift:
+    """A difference alerted and not ended yet."""
+
+    theirs: Decimal
+    ours: Decimal
+    alerts: int = 1
 
 
 class DriftWatch:
@@ -54,18 +89,25 @@ class DriftWatch:
         venue: str,
         quote: str,
         start_cash: Decimal,
-        settled: bool,
+        spot: bool,
         grace_s: float,
         tolerance: Decimal,
         alert: AlertSink,
+        symbols: Iterable[str] = (),
     ) -> None:
         self.venue = venue
         self.quote = quote
-        self._settled = settled
+        self._spot = spot
         self._grace_s = grace_s
         self._tolerance = tolerance
         self._alert = alert
+        self._symbols: set[str] = set(symbols)
+        """Spot: the symbols whose base coins are compared (grows with the portfolio's)."""
         self._venue_qty: dict[str, dict[int, Decimal]] = {}
+        self._coins: dict[str, Decimal] = {}
+        """Spot: the venue's balance per coin (upper case), the quote coin left out."""
+        self._listed = False
+        """A complete listing came: a symbol the venue has not reported is flat there."""
         self._ours_qty: dict[str, Decimal] = {}
         self._unrealized: dict[str, Decimal] = {}
         self._equity = start_cash
@@ -74,14 +116,22 @@ class DriftWatch:
         self._base: tuple[Decimal, Decimal] | None = None
         """``(venue balance, our figure)`` when the wallet comparison started."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._alerted: dict[str, tuple[Decimal, Decimal]] = {}
+        self._alerted: dict[str, _Drift] = {}
         self.alerts = 0
+        """Drift alerts raised."""
+        self.resolved = 0
+        """Drift-ended alerts raised."""
         self.checks = 0
 
     # -- the venue's view ----------------------------------------------------------------
 
     def venue_position(self, symbol: str, position_idx: int, qty: Decimal) -> None:
-        """Take the venue's signed size of ``symbol`` on one ``positionIdx``."""
+        """Take the venue's signed size of ``symbol`` on one ``positionIdx`` (linear only).
+
+        Ignored by a spot watch: a spot account's positions are its coin balances.
+        """
+        if self._spot:
+            return
         sides = self._venue_qty.get(symbol)
         first = sides is None
         if sides is None:
@@ -90,6 +140,45 @@ class DriftWatch:
         sides[position_idx] = qty
         if first or sum(sides.values(), _ZERO) != before:  # a repeated figure does not re-arm
             self._arm(symbol)
+
+    def venue_positions(self, listing: Mapping[str, Mapping[int, Decimal]]) -> None:
+        """Take a complete listing of the venue's positions (size per symbol and positionIdx).
+
+        It replaces the venue's view: a symbol it leaves out is flat, and from now on so is a
+        symbol the venue never reports. Every symbol either side knows is checked again.
+        Ignored by a spot watch.
+        """
+        if self._spot:
+            return
+        before = set(self._venue_qty)
+        self._venue_qty = {symbol: dict(sides) for symbol, sides in listing.items()}
+        self._listed = True
+        for symbol in sorted(before | set(self._venue_qty) | set(self._ours_qty)):
+            self._arm(symbol)
+
+    def venue_balances(self, balances: Mapping[str, Decimal], *, complete: bool = False) -> None:
+        """Take the venue's coin balances (spot: a base coin's balance is a symbol's position).
+
+        ``complete``: ``balances`` lists every coin the account holds (the REST wallet at a
+        resync), so it replaces the venue's view and a coin it leaves out is 0; otherwise (a
+        pushed ``wallet`` record) it updates the coins it lists. The quote coin is left out
+        (``venue_wallet`` has it). Ignored by a linear watch.
+        """
+        if not self._spot:
+            return
+        quote = self.quote.upper()
+        coins = {coin.upper(): qty for coin, qty in balances.items() if coin.upper() != quote}
+        if complete:
+            self._coins = coins
+            self._listed = True
+            for symbol in sorted(self._symbols):
+                self._arm(symbol)
+            return
+        changed = {coin for coin, qty in coins.items() if self._coins.get(coin) != qty}
+        self._coins.update(coins)
+        for symbol in sorted(self._symbols):
+            if self._coin(symbol) in changed:
+                self._arm(symbol)
 
     def venue_wallet(self, balance: Decimal) -> None:
         """Take the venue's balance of the quote coin (the first one is the baseline if none)."""
@@ -101,11 +190,23 @@ class DriftWatch:
             self._arm(WALLET)
 
     def wallet_baseline(self, balance: Decimal) -> None:
-        """Start the wallet comparison over: ``balance`` now matches what we hold now."""
+        """Start the wallet comparison over: ``balance`` now matches what we hold now.
+
+        A wallet drift alerted until now ends here (``ended_by`` ``new_baseline``).
+        """
         self._wallet = balance
         self._base = (balance, self._ours_wallet())
-        self._alerted.pop(WALLET, None)
         log.debug("drift.wallet_baseline", balance=str(balance), ours=str(self._base[1]))
+        drift = self._alerted.pop(WALLET, None)
+        if drift is None:
+            return
+        message = (
+            f"the {self.venue} {self.quote} wallet drift ended by a new baseline "
+            f"({self.venue}'s balance {balance} after a resync): the difference of "
+            f"{drift.theirs - drift.ours} since the old baseline is not explained, only no "
+            f"longer compared ({_times(drift.alerts)}); nothing booked"
+        )
+        self._end(WALLET, WALLET_RESOLVED_CODE, message, self._labels(WALLET), NEW_BASELINE)
 
     # -- ours ----------------------------------------------------------------------------
 
@@ -114,11 +215,12 @@ class DriftWatch:
         symbol = update.symbol
         wallet_before = self._ours_wallet()
         qty_before = self._ours_qty.get(symbol, _ZERO)
+        self._symbols.add(symbol)
         self._ours_qty[symbol] = update.qty
         self._unrealized[symbol] = update.unrealized_pnl
         self._equity = update.equity
         self._cash = update.cash
-        if symbol in self._venue_qty and update.qty != qty_before:
+        if update.qty != qty_before and self._view(symbol) is not None:
             self._arm(symbol)
         if self._base is not None and self._ours_wallet() != wallet_before:
             self._arm(WALLET)
@@ -132,7 +234,7 @@ class DriftWatch:
     # -- checking ------------------------------------------------------------------------
 
     def check(self, key: str) -> None:
-        """Compare one symbol (or ``WALLET``) now; alert a new difference."""
+        """Compare one symbol (or ``WALLET``) now; alert a new difference, or its end."""
         self._timers.pop(key, None)
         self.checks += 1
         if key == WALLET:
@@ -140,21 +242,66 @@ class DriftWatch:
         else:
             self._check_position(key)
 
+    def _view(self, symbol: str) -> tuple[Decimal, bool] | None:
+        """The venue's quantity of ``symbol`` and whether it reported it; None: no view."""
+        if self._spot:
+            coin = self._coin(symbol)
+            if not coin:
+                return None
+            qty = self._coins.get(coin)
+        else:
+            sides = self._venue_qty.get(symbol)
+            qty = None if sides is None else sum(sides.values(), _ZERO)
+        if qty is not None:
+            return qty, True
+        return (_ZERO, False) if self._listed else None
+
     def _check_position(self, symbol: str) -> None:
-        theirs = sum(self._venue_qty.get(symbol, {}).values(), _ZERO)
+        view = self._view(symbol)
+        if view is None:
+            return
+        theirs, reported = view
         ours = self._ours_qty.get(symbol, _ZERO)
+        labels = self._labels(symbol)
         if theirs == ours:
-            self._resolved(symbol, theirs, ours)
+            drift = self._alerted.pop(symbol, None)
+            if drift is not None:
+                message = (
+                    f"the {symbol} position drift ended: {self._venue_side(symbol)} and the "
+                    f"portfolio's position are both {ours} ({_times(drift.alerts)}); "
+                    "nothing booked"
+                )
+                self._end(symbol, POSITION_RESOLVED_CODE, message, labels, AGREEMENT)
             return
-        if self._alerted.get(symbol) == (theirs, ours):
+        if not self._note(symbol, theirs, ours):
             return
-        self._alerted[symbol] = (theirs, ours)
-        message = (
-            f"{self.venue} holds a position of {theirs} {symbol}, the portfolio {ours} "
-            f"(for {self._grace_s:g} s): fills missed or booked twice, or a trade elsewhere; "
-            "nothing booked"
-        )
-        self._raise(POSITION_CODE, message, {"symbol": symbol})
+        venue, coin, grace = self.venue, self._coin(symbol), f"for {self._grace_s:g} s"
+        if self._spot and reported:
+            message = (
+                f"{venue} holds {theirs} {coin} (the base coin of {symbol}), the portfolio a "
+                f"position of {ours} {symbol} ({grace}): fills missed or booked twice, a trade "
+                "elsewhere, or a deposit or withdrawal"
+            )
+        elif self._spot:
+            message = (
+                f"{venue} reported no {coin} balance (none in its wallet at the last resync, "
+                f"none pushed since), the portfolio holds a position of {ours} {symbol} "
+                f"({grace}): fills booked that {venue} does not have, or the coins sold or "
+                "withdrawn elsewhere"
+            )
+        elif reported:
+            message = (
+                f"{venue} holds a position of {theirs} {symbol}, the portfolio {ours} ({grace}): "
+                "fills missed or booked twice, or a trade elsewhere"
+            )
+        else:
+            message = (
+                f"{venue} reported no position in {symbol} (none in its listing at the last "
+                f"resync, none pushed since), the portfolio holds {ours} ({grace}): fills "
+                f"booked that {venue} does not have, or the position closed elsewhere"
+            )
+        message += "; nothing booked"
+        self._raise(POSITION_CODE, message, labels)
 
     def _check_wallet(self) -> None:
         if self._base is None or self._wallet is None:
@@ -162,28 +309,66 @@ class DriftWatch:
         base_theirs, base_ours = self._base
         theirs = self._wallet - base_theirs
         ours = self._ours_wallet() - base_ours
+        what = "cash" if self._spot else "settled balance"
         if abs(theirs - ours) <= self._tolerance:
-            self._resolved(WALLET, theirs, ours)
+            drift = self._alerted.pop(WALLET, None)
+            if drift is not None:
+                message = (
+                    f"the {self.venue} {self.quote} wallet drift ended: the balance moved by "
+                    f"{theirs} since the baseline, the portfolio's {what} by {ours} "
+                    f"(difference {theirs - ours}, tolerance {self._tolerance}; "
+                    f"{_times(drift.alerts)}); nothing booked"
+                )
+                self._end(WALLET, WALLET_RESOLVED_CODE, message, self._labels(WALLET), AGREEMENT)
             return
-        if self._alerted.get(WALLET) == (theirs, ours):
+        if not self._note(WALLET, theirs, ours):
             return
-        self._alerted[WALLET] = (theirs, ours)
-        what = "settled balance" if self._settled else "cash"
         message = (
             f"the {self.venue} {self.quote} wallet balance moved by {theirs} since the baseline, "
             f"the portfolio's {what} by {ours} (difference {theirs - ours}, tolerance "
             f"{self._tolerance}): funding, a transfer, or fills not booked; nothing booked"
         )
-        self._raise(WALLET_CODE, message, {"asset": self.quote})
+        self._raise(WALLET_CODE, message, self._labels(WALLET))
+
+    def _note(self, key: str, theirs: Decimal, ours: Decimal) -> bool:
+        """Remember a difference of ``key``; False when it is the one alerted already."""
+        drift = self._alerted.get(key)
+        if drift is None:
+            self._alerted[key] = _Drift(theirs, ours)
+            return True
+        if (drift.theirs, drift.ours) == (theirs, ours):
+            return False
+        drift.theirs, drift.ours = theirs, ours
+        drift.alerts += 1
+        return True
 
     def _raise(self, code: str, message: str, labels: Mapping[str, str]) -> None:
         self.alerts += 1
         log.warning("drift.detected", code=code, message=message, **labels)
-        self._alert(code, message, labels)
+        self._alert(Severity.WARNING, code, message, labels)
 
-    def _resolved(self, key: str, theirs: Decimal, ours: Decimal) -> None:
-        if self._alerted.pop(key, None) is not None:
-            log.info("drift.resolved", key=key, venue=str(theirs), ours=str(ours))
+    def _end(
+        self, key: str, code: str, message: str, labels: Mapping[str, str], ended_by: str
+    ) -> None:
+        self.resolved += 1
+        log.info("drift.resolved", key=key, ended_by=ended_by, message=message)
+        self._alert(Severity.INFO, code, message, {**labels, "ended_by": ended_by})
+
+    def _labels(self, key: str) -> dict[str, str]:
+        if key == WALLET:
+            return {"asset": self.quote}
+        if self._spot:
+            return {"symbol": key, "asset": self._coin(key)}
+        return {"symbol": key}
+
+    def _venue_side(self, symbol: str) -> str:
+        if self._spot:
+            return f"{self.venue}'s {self._coin(symbol)} balance"
+        return f"{self.venue}'s position"
+
+    def _coin(self, symbol: str) -> str:
+        """``symbol``'s base coin, upper case ("" when it does not end with the quote coin)."""
+        return base_asset(symbol, self.quote).upper()
 
     def _arm(self, key: str) -> None:
         """Check ``key`` once ``grace_s`` passed without another change to it."""
@@ -194,6 +379,10 @@ class DriftWatch:
         self._timers[key] = loop.call_later(self._grace_s, self.check, key)
 
     def _ours_wallet(self) -> Decimal:
-        if not self._settled:
+        if self._spot:
             return self._cash
         return self._equity - sum(self._unrealized.values(), _ZERO)
+
+
+def _times(alerts: int) -> str:
+    return f"alerted {alerts} time" + ("" if alerts == 1 else "s")

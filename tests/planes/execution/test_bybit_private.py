@@ -586,6 +586,7 @@ async def test_the_wallet_is_compared_by_change_from_the_rest_baseline(
     await ws.push(
         execution_push(trade(link, "e-1", "1", "100", "0.055", order_qty="1", leaves="0"))
     )
+    await ws.push(position_push("BTCUSDT", "Buy", "1"))  # Bybit pushes the position it made
     await ws.push(wallet_push("4999.945"))  # a linear fill moves the balance by its fee only
     await until(lambda: b.venue.drift.checks >= 1, "the wallet check")
     assert b.alerts == []

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from structlog.testing import capture_logs
 
+from contracts.enums import Severity
 from contracts.execution import PositionUpdate
 from contracts.meta import EventMeta, Source
 from planes.execution.drift import WALLET, DriftWatch
@@ -23,8 +24,12 @@ def D(value: str | int) -> Decimal:  # noqa: N802 - reads like the literal it st
 class Alerts:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, Mapping[str, str]]] = []
+        self.severities: list[Severity] = []
 
-    def __call__(self, code: str, message: str, labels: Mapping[str, str]) -> None:
+    def __call__(
+        self, severity: Severity, code: str, message: str, labels: Mapping[str, str]
+    ) -> None:
+        self.severities.append(severity)
         self.seen.append((code, message, labels))
 
     @property
@@ -32,15 +37,22 @@ class Alerts:
         return [code for code, _, _ in self.seen]
 
 
-def watch(alerts: Alerts, *, settled: bool = True, tolerance: str = "0.01") -> DriftWatch:
+def watch(
+    alerts: Alerts,
+    *,
+    spot: bool = False,
+    tolerance: str = "0.01",
+    symbols: tuple[str, ...] = (),
+) -> DriftWatch:
     return DriftWatch(
         venue="bybit",
         quote="USDT",
         start_cash=D(1000),
-        settled=settled,
+        spot=spot,
         grace_s=GRACE_S,
         tolerance=D(tolerance),
         alert=alerts,
+        symbols=symbols,
     )
 
 
@@ -85,7 +97,8 @@ async def test_a_position_difference_is_alerted_after_the_grace_period_once() ->
         drift.portfolio(update("BTCUSDT", "0.7"))
         await settle()
     assert [e["event"] for e in logs] == ["drift.resolved"]
-    assert len(alerts.seen) == 2
+    assert alerts.codes == ["position_drift", "position_drift", "position_drift_resolved"]
+    assert alerts.severities == [Severity.WARNING, Severity.WARNING, Severity.INFO]
     drift.stop()
 
 
@@ -100,13 +113,15 @@ async def test_a_difference_that_ends_within_the_grace_period_is_not_alerted() -
     drift.stop()
 
 
-async def test_hedge_mode_sides_net_out_and_unknown_symbols_are_not_compared() -> None:
+async def test_hedge_mode_sides_net_out_and_before_a_listing_unknown_symbols_are_not_compared() -> (
+    None
+):
     alerts = Alerts()
     drift = watch(alerts)
     drift.venue_position("ETHUSDT", 1, D(2))
     drift.venue_position("ETHUSDT", 2, D(-1))
     drift.portfolio(update("ETHUSDT", "1"))
-    drift.portfolio(update("SOLUSDT", "3"))  # Bybit never reported SOLUSDT: no view to compare
+    drift.portfolio(update("SOLUSDT", "3"))  # no report and no listing yet: no view to compare
     await settle()
     assert alerts.seen == []
     drift.venue_position("ETHUSDT", 2, D(0))
@@ -132,14 +147,18 @@ async def test_the_settled_wallet_moves_with_realised_pnl_and_fees_not_with_noti
     assert "moved by -50.05 since the baseline, the portfolio's settled balance by -0.05" in message
     assert "difference -50.00" in message
     drift.wallet_baseline(D("4949.95"))  # a new baseline (after a resync) starts over
+    assert alerts.codes == ["wallet_drift", "wallet_drift_resolved"]
+    _, ended, labels = alerts.seen[1]
+    assert labels == {"asset": "USDT", "ended_by": "new_baseline"}
+    assert "the difference of -50.00 since the old baseline is not explained" in ended
     drift.check(WALLET)
-    assert len(alerts.seen) == 1
+    assert len(alerts.seen) == 2
     drift.stop()
 
 
 async def test_a_spot_wallet_follows_cash_and_the_first_record_is_the_baseline() -> None:
     alerts = Alerts()
-    drift = watch(alerts, settled=False, tolerance="0")
+    drift = watch(alerts, spot=True, tolerance="0")
     drift.venue_wallet(D(700))  # no REST baseline: this record is it
     drift.portfolio(update("BTCUSDT", "1", cash="899.9", equity="999.9"))  # spent 100.1
     drift.venue_wallet(D("599.9"))
