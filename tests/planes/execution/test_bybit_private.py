@@ -24,7 +24,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from contracts.enums import OrderStatus, Side
-from contracts.execution import OrderEvent
+from contracts.execution import OrderEvent, PositionUpdate
+from contracts.topics import PORTFOLIO_POSITION
 from planes.config import ConfigError, load_config
 from planes.execution import bybit as bybit_module
 from planes.execution.bybit_private import (
@@ -635,6 +636,125 @@ async def test_bad_position_and_wallet_records_are_skipped_naming_the_problem(
     assert b.stream.metrics.skipped == len(problems)
     await until(lambda: bool(b.alerts), "the drift of the good record")
     assert [a.code for a in b.alerts] == ["bybit_position_drift"]
+
+
+def coins_push(**balances: str) -> dict[str, Any]:
+    """A ``wallet`` message (the sample's envelope and coin fields) with these balances only."""
+    message = sample("wallet")
+    account = message["data"][0]
+    template = account["coin"][0]
+    account["coin"] = [
+        {**template, "coin": coin, "walletBalance": qty, "equity": qty}
+        for coin, qty in balances.items()
+    ]
+    return message
+
+
+def rest_position(symbol: str, side: str, size: str, **more: Any) -> dict[str, Any]:
+    """One record of Bybit's REST position list (the stream record's fields, no category)."""
+    record = {k: v for k, v in sample("position")["data"][0].items() if k != "category"}
+    return {**record, "symbol": symbol, "side": side, "size": size, **more}
+
+
+async def test_spot_base_coin_balances_are_compared_with_the_portfolios_positions(
+    http: FakeBybitHTTP, ws: FakeBybitPrivateWS, make_bench: Any
+) -> None:
+    http.wallet = [
+        {"accountType": "UNIFIED", "coin": [{"coin": "USDT", "walletBalance": "5000"}]}
+    ]  # the resync's listing: no BTC, no ETH on the account yet
+    b = await make_bench("execution.bybit.category=spot", "execution.bybit.drift_grace_s=0.05")
+    approved = await b.place(Side.BUY, "0.01")
+    record = trade(
+        b.link(approved), "e-1", "0.01", "60000", "0.00001", order_qty="0.01", leaves="0",
+        feeCurrency="BTC",
+    )  # fmt: skip
+    await ws.push(execution_push(record))
+    await until(lambda: bool(b.updates), "the position update")
+    booked = b.positions.ledger.position("BTCUSDT").qty
+    assert booked == D("0.00999")  # the fee came out of the coins bought
+    await ws.push(coins_push(USDT="4400", BTC="0.00999"))  # Bybit's balances after the buy
+    await ws.push(position_push("BTCUSDT", "Buy", "7", category=""))  # no category: not spot's
+    await until(lambda: b.venue.drift.checks >= 2, "the checks")
+    await asyncio.sleep(0.1)
+    assert b.alerts == []
+    orders_before = len(b.orders)
+    await ws.push(coins_push(BTC="0.01999", XRP="50"))  # 0.01 BTC came in from elsewhere
+    await until(lambda: bool(b.alerts), "the drift alert")
+    (alert,) = b.alerts
+    assert (alert.code, alert.severity.value) == ("bybit_position_drift", "warning")
+    assert alert.labels == {
+        "venue": "bybit",
+        "group": "stream",
+        "symbol": "BTCUSDT",
+        "asset": "BTC",
+    }
+    assert alert.message.startswith(
+        "bybit holds 0.01999 BTC (the base coin of BTCUSDT), the portfolio a position of "
+        "0.00999 BTCUSDT (for 0.05 s)"
+    )
+    assert (len(b.orders), b.positions.ledger.position("BTCUSDT").qty) == (orders_before, booked)
+    await ws.push(coins_push(BTC="0.00999"))  # it went out again
+    await until(lambda: len(b.alerts) == 2, "the end of the drift")
+    ended = b.alerts[1]
+    assert (ended.code, ended.severity.value) == ("bybit_position_drift_resolved", "info")
+    assert ended.labels == {**alert.labels, "ended_by": "agreement"}
+    await ws.push(coins_push(BTC="0.00999"))
+    await asyncio.sleep(0.15)
+    assert len(b.alerts) == 2  # ended once; XRP is no symbol of ours
+    assert b.stream.metrics.wallets == 4
+
+
+async def test_a_position_bybit_never_reports_is_drift_and_its_late_push_ends_it(
+    http: FakeBybitHTTP, ws: FakeBybitPrivateWS, make_bench: Any
+) -> None:
+    http.positions = []  # the resync's listing: Bybit holds nothing
+    b = await make_bench("execution.bybit.drift_grace_s=0.05")
+    approved = await b.place(Side.BUY, "0.5")
+    fill = trade(b.link(approved), "e-1", "0.5", "100", "0.0275", order_qty="0.5", leaves="0")
+    await ws.push(execution_push(fill))  # booked; Bybit pushes no position for it
+    await until(lambda: bool(b.alerts), "the drift alert")
+    (alert,) = b.alerts
+    assert (alert.code, alert.labels["symbol"]) == ("bybit_position_drift", "BTCUSDT")
+    assert alert.message.startswith(
+        "bybit reported no position in BTCUSDT (none in its listing at the last resync, none "
+        "pushed since), the portfolio holds 0.5 (for 0.05 s)"
+    )
+    assert b.positions.ledger.position("BTCUSDT").qty == D("0.5")  # nothing undone
+    await ws.push(position_push("BTCUSDT", "Buy", "0.5"))
+    await until(lambda: len(b.alerts) == 2, "the end of the drift")
+    ended = b.alerts[1]
+    assert (ended.code, ended.severity.value) == ("bybit_position_drift_resolved", "info")
+    assert ended.labels == {
+        "venue": "bybit",
+        "group": "stream",
+        "symbol": "BTCUSDT",
+        "ended_by": "agreement",
+    }
+    assert "bybit's position and the portfolio's position are both 0.5" in ended.message
+
+
+async def test_a_listed_position_counts_and_a_bad_listing_record_is_skipped_naming_it(
+    http: FakeBybitHTTP, ws: FakeBybitPrivateWS, make_bench: Any
+) -> None:
+    http.positions = [
+        rest_position("ETHUSDT", "Buy", "abc"),
+        rest_position("BTCUSDT", "Buy", "0.5"),
+    ]
+    with capture_logs() as logs:
+        b = await make_bench("execution.bybit.drift_grace_s=0.05")
+    problems = [e["problem"] for e in logs if e["event"] == "bybit.listing_skipped"]
+    assert problems == ["position record: size missing or not a number: 'abc'"]
+    assert b.venue.snapshot_skipped == 1
+    approved = await b.place(Side.BUY, "0.5")  # the 0.5 Bybit listed (say, before a restart)
+    fill = trade(b.link(approved), "e-1", "0.5", "100", "0.0275", order_qty="0.5", leaves="0")
+    await ws.push(execution_push(fill))
+    # A listing with a bad record is not complete: what it leaves out is not taken as flat.
+    execution = b.ctx("execution").bus
+    sol = PositionUpdate(execution.meta(), "SOLUSDT", D(3), D(20), D(0), D(0), D(20), D(0), D(0))
+    execution.publish(PORTFOLIO_POSITION, sol)
+    await until(lambda: b.venue.drift.checks >= 1, "the BTCUSDT check")
+    await asyncio.sleep(0.15)
+    assert b.alerts == []
 
 
 def test_position_and_wallet_samples_parse() -> None:

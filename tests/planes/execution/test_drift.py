@@ -188,3 +188,111 @@ async def test_stop_cancels_pending_checks() -> None:
     drift.stop()
     await settle()
     assert (alerts.seen, drift.checks) == ([], 0)
+
+
+async def test_spot_compares_each_symbols_base_coin_balance_with_its_position() -> None:
+    alerts = Alerts()
+    drift = watch(alerts, spot=True, symbols=("BTCUSDT", "ETHUSDT"))
+    drift.portfolio(update("BTCUSDT", "0.5"))
+    drift.venue_balances({"BTC": D("0.5"), "USDT": D(900), "XRP": D(7)})  # a pushed record
+    drift.venue_position("BTCUSDT", 0, D(9))  # spot has no positions: ignored
+    drift.portfolio(update("BTCEUR", "2"))  # no USDT suffix, no base coin to compare
+    await settle()
+    assert alerts.seen == []  # BTC agrees; XRP is no symbol of ours; ETH was never reported
+    drift.venue_balances({"BTC": D("0.6")})
+    await settle()
+    ((code, message, labels),) = alerts.seen
+    assert (code, labels) == ("position_drift", {"symbol": "BTCUSDT", "asset": "BTC"})
+    assert "bybit holds 0.6 BTC (the base coin of BTCUSDT), the portfolio a position of 0.5" in (
+        message
+    )
+    drift.venue_balances({"BTC": D("0.5")})
+    await settle()
+    assert alerts.codes == ["position_drift", "position_drift_resolved"]
+    _, ended, labels = alerts.seen[1]
+    assert labels == {"symbol": "BTCUSDT", "asset": "BTC", "ended_by": "agreement"}
+    assert "bybit's BTC balance and the portfolio's position are both 0.5 (alerted 1 time)" in ended
+    assert alerts.severities[1] is Severity.INFO
+    drift.stop()
+
+
+async def test_a_complete_spot_listing_makes_a_coin_it_leaves_out_zero() -> None:
+    alerts = Alerts()
+    drift = watch(alerts, spot=True, symbols=("BTCUSDT", "ETHUSDT"))
+    drift.portfolio(update("BTCUSDT", "0.5"))  # nothing reported yet: nothing to compare
+    drift.portfolio(update("ETHUSDT", "2"))
+    drift.venue_balances({"ETH": D(2)})  # a pushed record says nothing of the coins it leaves out
+    await settle()
+    assert (alerts.seen, drift.checks) == ([], 1)  # ETHUSDT checked, BTCUSDT not
+    drift.venue_balances({"USDT": D(1000), "ETH": D(2)}, complete=True)  # no BTC: it has none
+    await settle()
+    ((code, message, labels),) = alerts.seen
+    assert (code, labels) == ("position_drift", {"symbol": "BTCUSDT", "asset": "BTC"})
+    assert "bybit reported no BTC balance (none in its wallet at the last resync" in message
+    assert "the portfolio holds a position of 0.5 BTCUSDT" in message
+    drift.venue_balances({"BTC": D("0.5")})  # a push without ETH: ETH stays 2
+    await settle()
+    assert alerts.codes == ["position_drift", "position_drift_resolved"]
+    drift.stop()
+
+
+async def test_after_a_listing_a_symbol_bybit_does_not_report_is_flat_there() -> None:
+    alerts = Alerts()
+    drift = watch(alerts)
+    drift.portfolio(update("BTCUSDT", "0.5"))
+    await settle()
+    assert (alerts.seen, drift.checks) == ([], 0)  # no listing yet: no view, not a zero view
+    drift.venue_positions({})  # the resync's listing: Bybit holds nothing
+    await settle()
+    ((code, message, labels),) = alerts.seen
+    assert (code, labels) == ("position_drift", {"symbol": "BTCUSDT"})
+    assert "bybit reported no position in BTCUSDT (none in its listing at the last resync" in (
+        message
+    )
+    assert "the portfolio holds 0.5" in message
+    drift.portfolio(update("ETHUSDT", "1"))  # opened after the listing, and Bybit pushes nothing
+    await settle()
+    assert alerts.codes == ["position_drift", "position_drift"]
+    assert alerts.seen[1][2] == {"symbol": "ETHUSDT"}
+    drift.venue_position("ETHUSDT", 0, D(1))  # Bybit's push, late
+    await settle()
+    assert alerts.codes[2:] == ["position_drift_resolved"]
+    assert alerts.seen[2][2] == {"symbol": "ETHUSDT", "ended_by": "agreement"}
+    drift.venue_positions({"BTCUSDT": {1: D("0.5")}})  # a new listing replaces the view
+    await settle()
+    assert alerts.codes[3:] == ["position_drift_resolved", "position_drift"]
+    assert alerts.seen[3][2] == {"symbol": "BTCUSDT", "ended_by": "agreement"}
+    assert alerts.seen[4][2] == {"symbol": "ETHUSDT"}  # not in the new listing: flat again
+    drift.stop()
+
+
+async def test_a_drift_ends_with_one_info_alert_however_many_alerts_it_had() -> None:
+    alerts = Alerts()
+    drift = watch(alerts, tolerance="0")
+    drift.wallet_baseline(D(5000))
+    drift.venue_wallet(D(4990))
+    await settle()
+    drift.venue_wallet(D(4980))  # a second difference: alerted again, the same drift
+    await settle()
+    drift.venue_wallet(D(5000))
+    await settle()
+    drift.check(WALLET)  # agreement again and again: no second end
+    drift.venue_wallet(D(4999))  # a new drift, and its own end
+    await settle()
+    drift.venue_wallet(D(5000))
+    await settle()
+    assert alerts.codes == [
+        "wallet_drift",
+        "wallet_drift",
+        "wallet_drift_resolved",
+        "wallet_drift",
+        "wallet_drift_resolved",
+    ]
+    severities = [Severity.WARNING, Severity.WARNING, Severity.INFO]
+    assert alerts.severities == [*severities, Severity.WARNING, Severity.INFO]
+    _, ended, labels = alerts.seen[2]
+    assert labels == {"asset": "USDT", "ended_by": "agreement"}
+    assert "the bybit USDT wallet drift ended: the balance moved by 0 since the baseline" in ended
+    assert "alerted 2 times" in ended
+    assert (drift.alerts, drift.resolved) == (3, 2)
+    drift.stop()
