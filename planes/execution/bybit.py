@@ -642,9 +642,11 @@ class BybitExecution:
         one is logged (``bybit.listing_skipped``, with the problem), counted in
         ``snapshot_skipped`` and skipped, and then the listing is not complete: the good
         records update the view, but what it leaves out is not taken as flat. A failed
-        request is logged (``bybit.listing_failed``) and leaves the view as it was.
+        request is logged (``bybit.listing_failed``) and leaves the view as it was. What the
+        stream pushes while the request is on its way is kept over what the listing says.
         """
         spot = self.config.category is BybitCategory.SPOT
+        self.drift.begin_listing()
         try:
             if spot:
                 params: dict[str, object] = {"accountType": "UNIFIED"}
@@ -669,7 +671,7 @@ class BybitExecution:
                 except BadRecordError as bad:
                     self._listing_skipped(kind, str(bad), record)
                     complete = False
-            self.drift.venue_balances(balances, complete=complete)
+            self.drift.listed_balances(balances, complete=complete)
             return
         listing: dict[str, dict[int, Decimal]] = {}
         for record in records:
@@ -680,12 +682,7 @@ class BybitExecution:
                 complete = False
                 continue
             listing.setdefault(position.symbol, {})[position.position_idx] = position.qty
-        if complete:
-            self.drift.venue_positions(listing)
-            return
-        for symbol, sides in listing.items():
-            for idx, qty in sides.items():
-                self.drift.venue_position(symbol, idx, qty)
+        self.drift.listed_positions(listing, complete=complete)
 
     def _listing_skipped(self, kind: str, problem: str, record: object) -> None:
         self.snapshot_skipped += 1

@@ -108,6 +108,9 @@ class DriftWatch:
         """Spot: the venue's balance per coin (upper case), the quote coin left out."""
         self._listed = False
         """A complete listing came: a symbol the venue has not reported is flat there."""
+        self._pushed: set[str] | None = None
+        """Symbols (linear) or coins (spot) pushed since ``begin_listing()``; None: no listing
+        asked for."""
         self._ours_qty: dict[str, Decimal] = {}
         self._unrealized: dict[str, Decimal] = {}
         self._equity = start_cash
@@ -136,49 +139,83 @@ class DriftWatch:
         first = sides is None
         if sides is None:
             sides = self._venue_qty[symbol] = {}
+        if self._pushed is not None:
+            self._pushed.add(symbol)
         before = sum(sides.values(), _ZERO)
         sides[position_idx] = qty
         if first or sum(sides.values(), _ZERO) != before:  # a repeated figure does not re-arm
             self._arm(symbol)
 
-    def venue_positions(self, listing: Mapping[str, Mapping[int, Decimal]]) -> None:
-        """Take a complete listing of the venue's positions (size per symbol and positionIdx).
+    def venue_balances(self, balances: Mapping[str, Decimal]) -> None:
+        """Take a pushed ``wallet`` record's coin balances (spot: a base coin's is a position).
 
-        It replaces the venue's view: a symbol it leaves out is flat, and from now on so is a
-        symbol the venue never reports. Every symbol either side knows is checked again.
-        Ignored by a spot watch.
-        """
-        if self._spot:
-            return
-        before = set(self._venue_qty)
-        self._venue_qty = {symbol: dict(sides) for symbol, sides in listing.items()}
-        self._listed = True
-        for symbol in sorted(before | set(self._venue_qty) | set(self._ours_qty)):
-            self._arm(symbol)
-
-    def venue_balances(self, balances: Mapping[str, Decimal], *, complete: bool = False) -> None:
-        """Take the venue's coin balances (spot: a base coin's balance is a symbol's position).
-
-        ``complete``: ``balances`` lists every coin the account holds (the REST wallet at a
-        resync), so it replaces the venue's view and a coin it leaves out is 0; otherwise (a
-        pushed ``wallet`` record) it updates the coins it lists. The quote coin is left out
-        (``venue_wallet`` has it). Ignored by a linear watch.
+        Only the coins it lists change (a coin it leaves out is not 0). The quote coin is left
+        out (``venue_wallet`` has it). Ignored by a linear watch.
         """
         if not self._spot:
             return
-        quote = self.quote.upper()
-        coins = {coin.upper(): qty for coin, qty in balances.items() if coin.upper() != quote}
-        if complete:
-            self._coins = coins
-            self._listed = True
-            for symbol in sorted(self._symbols):
-                self._arm(symbol)
-            return
+        coins = self._non_quote(balances)
         changed = {coin for coin, qty in coins.items() if self._coins.get(coin) != qty}
         self._coins.update(coins)
+        if self._pushed is not None:
+            self._pushed.update(coins)
         for symbol in sorted(self._symbols):
             if self._coin(symbol) in changed:
                 self._arm(symbol)
+
+    def begin_listing(self) -> None:
+        """Say a listing was asked for: what is pushed from now on may be newer than it.
+
+        A symbol (a coin) pushed between this call and the listing keeps its pushed figure:
+        the push is at least as new as the listing, and any later change is pushed too.
+        """
+        self._pushed = set()
+
+    def listed_positions(
+        self, listing: Mapping[str, Mapping[int, Decimal]], *, complete: bool
+    ) -> None:
+        """Take a listing of the venue's positions (size per symbol and positionIdx).
+
+        ``complete`` (every record of the listing was usable): it replaces the venue's view,
+        so a symbol it leaves out is flat, and from now on so is a symbol the venue never
+        reports; else it updates the symbols it lists. Symbols pushed since
+        ``begin_listing()`` keep their pushed figures. Every symbol either side knows is
+        checked again. Ignored by a spot watch.
+        """
+        if self._spot:
+            return
+        pushed, self._pushed = self._pushed or set(), None
+        before = set(self._venue_qty)
+        view = {} if complete else self._venue_qty
+        for symbol, sides in listing.items():
+            if symbol not in pushed:
+                view[symbol] = dict(sides)
+        for symbol in pushed:
+            view[symbol] = self._venue_qty[symbol]
+        self._venue_qty = view
+        self._listed = self._listed or complete
+        for symbol in sorted(before | set(view) | set(self._ours_qty)):
+            self._arm(symbol)
+
+    def listed_balances(self, balances: Mapping[str, Decimal], *, complete: bool) -> None:
+        """Take a listing of the account's coin balances (spot), as ``listed_positions``.
+
+        ``complete``: it lists every coin the account holds (the REST wallet at a resync), so
+        a coin it leaves out is 0. The quote coin is left out. Ignored by a linear watch.
+        """
+        if not self._spot:
+            return
+        pushed, self._pushed = self._pushed or set(), None
+        coins = {} if complete else self._coins
+        for coin, qty in self._non_quote(balances).items():
+            if coin not in pushed:
+                coins[coin] = qty
+        for coin in pushed:
+            coins[coin] = self._coins[coin]
+        self._coins = coins
+        self._listed = self._listed or complete
+        for symbol in sorted(self._symbols):
+            self._arm(symbol)
 
     def venue_wallet(self, balance: Decimal) -> None:
         """Take the venue's balance of the quote coin (the first one is the baseline if none)."""
@@ -365,6 +402,10 @@ class DriftWatch:
         if self._spot:
             return f"{self.venue}'s {self._coin(symbol)} balance"
         return f"{self.venue}'s position"
+
+    def _non_quote(self, balances: Mapping[str, Decimal]) -> dict[str, Decimal]:
+        quote = self.quote.upper()
+        return {coin.upper(): qty for coin, qty in balances.items() if coin.upper() != quote}
 
     def _coin(self, symbol: str) -> str:
         """``symbol``'s base coin, upper case ("" when it does not end with the quote coin)."""

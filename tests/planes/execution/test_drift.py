@@ -113,9 +113,7 @@ async def test_a_difference_that_ends_within_the_grace_period_is_not_alerted() -
     drift.stop()
 
 
-async def test_hedge_mode_sides_net_out_and_before_a_listing_unknown_symbols_are_not_compared() -> (
-    None
-):
+async def test_hedge_mode_sides_net_out_and_unlisted_unknown_symbols_are_not_compared() -> None:
     alerts = Alerts()
     drift = watch(alerts)
     drift.venue_position("ETHUSDT", 1, D(2))
@@ -224,7 +222,7 @@ async def test_a_complete_spot_listing_makes_a_coin_it_leaves_out_zero() -> None
     drift.venue_balances({"ETH": D(2)})  # a pushed record says nothing of the coins it leaves out
     await settle()
     assert (alerts.seen, drift.checks) == ([], 1)  # ETHUSDT checked, BTCUSDT not
-    drift.venue_balances({"USDT": D(1000), "ETH": D(2)}, complete=True)  # no BTC: it has none
+    drift.listed_balances({"USDT": D(1000), "ETH": D(2)}, complete=True)  # no BTC: it has none
     await settle()
     ((code, message, labels),) = alerts.seen
     assert (code, labels) == ("position_drift", {"symbol": "BTCUSDT", "asset": "BTC"})
@@ -242,7 +240,7 @@ async def test_after_a_listing_a_symbol_bybit_does_not_report_is_flat_there() ->
     drift.portfolio(update("BTCUSDT", "0.5"))
     await settle()
     assert (alerts.seen, drift.checks) == ([], 0)  # no listing yet: no view, not a zero view
-    drift.venue_positions({})  # the resync's listing: Bybit holds nothing
+    drift.listed_positions({}, complete=True)  # the resync's listing: Bybit holds nothing
     await settle()
     ((code, message, labels),) = alerts.seen
     assert (code, labels) == ("position_drift", {"symbol": "BTCUSDT"})
@@ -258,7 +256,8 @@ async def test_after_a_listing_a_symbol_bybit_does_not_report_is_flat_there() ->
     await settle()
     assert alerts.codes[2:] == ["position_drift_resolved"]
     assert alerts.seen[2][2] == {"symbol": "ETHUSDT", "ended_by": "agreement"}
-    drift.venue_positions({"BTCUSDT": {1: D("0.5")}})  # a new listing replaces the view
+    # A new listing replaces the view.
+    drift.listed_positions({"BTCUSDT": {1: D("0.5")}}, complete=True)
     await settle()
     assert alerts.codes[3:] == ["position_drift_resolved", "position_drift"]
     assert alerts.seen[3][2] == {"symbol": "BTCUSDT", "ended_by": "agreement"}
@@ -295,4 +294,41 @@ async def test_a_drift_ends_with_one_info_alert_however_many_alerts_it_had() -> 
     assert "the bybit USDT wallet drift ended: the balance moved by 0 since the baseline" in ended
     assert "alerted 2 times" in ended
     assert (drift.alerts, drift.resolved) == (3, 2)
+    drift.stop()
+
+
+async def test_a_push_during_a_listing_wins_and_a_partial_listing_flattens_nothing() -> None:
+    alerts = Alerts()
+    drift = watch(alerts)
+    drift.portfolio(update("BTCUSDT", "0.5"))
+    drift.portfolio(update("SOLUSDT", "3"))
+    drift.venue_position("XRPUSDT", 0, D(5))  # a position the portfolio does not have
+    drift.begin_listing()
+    drift.venue_position("BTCUSDT", 0, D("0.5"))  # the fill's push overtakes the REST answer
+    # A listing with an unusable record: the good ones only (BTCUSDT's is older than the push).
+    drift.listed_positions({"BTCUSDT": {0: D(0)}, "ETHUSDT": {0: D(0)}}, complete=False)
+    await settle()
+    # BTCUSDT as pushed; SOLUSDT not listed, but the listing was partial; XRPUSDT still 5.
+    ((_, message, labels),) = alerts.seen
+    assert labels == {"symbol": "XRPUSDT"}
+    assert "bybit holds a position of 5 XRPUSDT, the portfolio 0" in message
+    drift.begin_listing()
+    drift.listed_positions({"BTCUSDT": {0: D("0.5")}, "SOLUSDT": {0: D(3)}}, complete=True)
+    drift.venue_position("BTCUSDT", 0, D("0.4"))  # pushed after the listing: taken
+    await settle()
+    assert alerts.codes == ["position_drift", "position_drift_resolved", "position_drift"]
+    assert alerts.seen[1][2] == {"symbol": "XRPUSDT", "ended_by": "agreement"}  # not listed: flat
+    assert "bybit holds a position of 0.4 BTCUSDT, the portfolio 0.5" in alerts.seen[2][1]
+    drift.stop()
+
+
+async def test_a_spot_push_while_a_listing_is_on_its_way_wins() -> None:
+    alerts = Alerts()
+    drift = watch(alerts, spot=True, symbols=("BTCUSDT",))
+    drift.portfolio(update("BTCUSDT", "0.5"))
+    drift.begin_listing()
+    drift.venue_balances({"BTC": D("0.5")})
+    drift.listed_balances({"USDT": D(900)}, complete=True)  # asked before the buy: no BTC yet
+    await settle()
+    assert alerts.seen == []
     drift.stop()
