@@ -18,12 +18,16 @@ it stays idle and reads no keys. ``docs/execution.md`` has the full story; in sh
   every (re)connect. A trade is booked once: by ``execId`` (the recent ones are remembered and
   exported), and by its place in the order (``orderQty - leavesQty``) against what cumulative
   records already booked, so an order record and its trade give the same state in either order.
-* **Drift.** The stream's ``position`` and ``wallet`` records are Bybit's view of the account;
-  a ``DriftWatch`` (``planes/execution/drift.py``) compares them with the portfolio's
+* **Drift.** The stream's ``position`` and ``wallet`` records are Bybit's view of the account
+  (on ``spot`` a symbol's position is its base coin's wallet balance), and so is the listing
+  each resync asks the REST API for (every position, or every coin balance): a symbol it leaves
+  out, and after it one Bybit never reports, is flat on Bybit. A ``DriftWatch``
+  (``planes/execution/drift.py``) compares them with the portfolio's
   (``portfolio:position_update``) and publishes a warning ``observability:alert``
   (``bybit_position_drift``, ``bybit_wallet_drift``) when they disagree for
-  ``drift_grace_s``. Nothing is ever booked from them. The wallet is compared by change since a
-  baseline: Bybit's REST wallet after each resync.
+  ``drift_grace_s``, and an info one when that drift ends (``..._resolved``). Nothing is ever
+  booked from them. The wallet is compared by change since a baseline: Bybit's REST wallet
+  after each resync.
 * **Rebates.** A negative ``execFee`` (or a falling ``cumExecFee``) is a maker rebate: the fill
   event carries it as a negative ``fee`` and the ledger books it as one.
 * **Retries** with exponential backoff and full jitter, only on transient failures: timeouts and

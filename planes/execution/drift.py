@@ -17,11 +17,13 @@ venue's summed size; for spot, the venue's balance of the symbol's base coin (th
 compares the base coins of ``symbols`` (what the bot may trade) and of every symbol the
 portfolio reported; other coins in the wallet (dust, airdrops, other quote coins) are not ours
 to compare. A symbol the venue has **not reported** (no record pushed, not in a listing) is
-compared only once a listing came: a listing is complete, so what it leaves out is flat there,
+compared only once a complete listing came: what a complete listing leaves out is flat there,
 and from then on a symbol the venue never reports counts as 0 (Bybit pushes a position, or a
 wallet balance, with every fill: a position we opened that Bybit did not report within the
-grace period is one Bybit does not have). Before the first listing no report is no view, not a
-zero view. A listing replaces the venue's view; a pushed record updates one symbol (one coin).
+grace period is one Bybit does not have). Before that, no report is no view, not a zero view.
+A complete listing replaces the venue's view; a partial one (the venue found a record it could
+not use) and a pushed record update what they list. A push that comes while a listing is on
+its way (``begin_listing()``) keeps its figure: it is at least as new as the listing.
 
 **The wallet** is compared by change since a baseline (the portfolio's starting cash is
 configuration, not the venue's balance): the venue's balance less the baseline balance against
