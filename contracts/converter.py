@@ -313,6 +313,28 @@ _Frag = Callable[[Any], str]
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
+class _QuotedText(dict[str, str]):
+    """A string's JSON text, by the string: one look-up per event for a repeated name.
+
+    Symbols, venues and intervals repeat on every event; encoding them once is enough. Short
+    strings only, and no more than ``_QUOTED_MAX`` of them, so ids that never repeat cannot
+    grow it without bound; a value that is not a string raises ``TypeError`` as ``_quote`` does.
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> str:
+        text = _quote(key)
+        if len(key) <= _QUOTED_LEN and len(self) < _QUOTED_MAX:
+            self[key] = text
+        return text
+
+
+_QUOTED_LEN = 32
+_QUOTED_MAX = 4096
+_QUOTED = _QuotedText()
+
+
 def _float_json(v: float) -> str:
     if math.isnan(v):
         return "NaN"
@@ -429,8 +451,10 @@ def _call_piece(tp: Any, expr: str, env: dict[str, Any]) -> str | None:
         name = "_dq" if Decimal in args else "_q"
         env[name] = _decimal_text if Decimal in args else _quote
         return f"{{'null' if {expr} is None else {name}({expr})}}"
-    simple = {str: _quote, float: _scalar_json}
-    frag = simple.get(tp) if isinstance(tp, type) else None
+    if tp is str:
+        env["_qt"] = _QUOTED
+        return f"{{_qt[{expr}]}}"
+    frag: Callable[[Any], str | None] | None = _scalar_json if tp is float else None
     if frag is None:  # containers, unions, other optionals: a function of their own
         frag = _value_json(tp)
     if frag is None:

@@ -9,13 +9,18 @@ The model, stated once:
   duplicates, across runs and crashes. ``run_id`` tells the runs apart.
 * **Off the hot path.** ``append`` runs on the bus thread: it serialises the payload with the
   contracts converter, assigns the seq and puts the row on a bounded in-memory queue, under a
-  lock that only appenders take; it wakes nobody. One writer thread looks at the queue every
-  ``flush_interval_s``, or as soon as ``batch_size`` rows wait (the one append that fills a
-  batch tells it), and hands up to ``batch_size`` rows to the **writer process**
-  (``journal_writer``), which inserts them in one transaction and answers with the committed
-  seq: SQLite's work (binding, inserts, WAL writes) runs outside this process's GIL, and what is
-  left here per row is its ``marshal`` encoding, in C. ``flush()``, ``close()`` or a full queue
-  make the thread hand over what there is at once. An event waits at most about
+  lock that only appenders take; it wakes nobody. Rows go to the **writer process**
+  (``journal_writer``) in *rounds*: up to ``_ROUND_BATCHES`` batches of ``batch_size`` rows,
+  each a ``marshal`` blob, in one pipe write; the process inserts each batch in one
+  transaction and answers once for the round, with the committed seq. SQLite's work (binding,
+  inserts, WAL writes) runs outside this process's GIL. One round is in flight at a time.
+* **Who hands rows over.** A busy bus hands them over itself: the append that finds a full
+  batch sends the full batches once the round before is answered (it reads the answer
+  without waiting, every ``_POLL_EVERY`` appends while it is due), so in a backtest no other
+  thread of this process needs the GIL per batch. A writer thread does the rest, waking only
+  now and then: rows that waited ``flush_interval_s`` go, full batch or not; full batches go
+  when appends have stopped; and ``flush()``, ``close()`` and a blocked appender make it hand
+  over what there is at once and wait for the answer. An event waits at most about
   ``flush_interval_s`` plus one commit.
 * **When the queue is full** (``queue_size`` rows waiting), the topic decides
   (``full_policy``). Topics starting with one of ``sample_prefixes`` (market data) are
@@ -44,10 +49,10 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
-import io
 import json
 import marshal
 import os
+import select
 import sqlite3
 import subprocess
 import sys
@@ -57,7 +62,7 @@ from collections import deque
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import structlog
@@ -108,7 +113,13 @@ _ORPHAN_WAIT_S = 5.0
 _SOURCE_TEXT: Mapping[Source, str] = {source: source.value for source in Source}
 """The ``source`` column of each ``Source``, without an enum ``.value`` look-up per event."""
 _ROUND_BATCHES = 64
-"""Most batches handed to the writer process in one round trip."""
+"""Most batches handed to the writer process in one round (one answer for all of them)."""
+_POLL_EVERY = 32
+"""While a round is in flight and a batch is full, an appender reads the answer this often."""
+_GRACE_S = 0.005
+"""How soon the writer thread first looks again at full batches an appender may hand over."""
+_PIPE_BYTES = 1 << 20
+"""The pipe size asked for (Linux ``F_SETPIPE_SZ``), so a round fits without waiting."""
 _ROOM_POLL_S = 0.05
 """How often a blocked appender looks for room even if the writer did not tell it."""
 
@@ -430,8 +441,12 @@ class EventJournal:
         """Guards the lifecycle, the full-queue path and the counters the writer changes."""
         self._append_lock = threading.Lock()
         """Taken by appenders only (seq and queue order); the writer never takes it."""
+        self._ship_lock = threading.Lock()
+        """Held while rows move from the queue into the pipe (so they go in seq order)."""
+        self._read_lock = threading.Lock()
+        """Held while the writer process's answers are read."""
         self._wake = threading.Event()
-        """Set to make the writer look at the queue before its interval is up."""
+        """Set to make the writer thread look at the journal before its timeout is up."""
         self._room = threading.Condition(self._lock)
         """Blocked appenders wait on it for room in the queue."""
         self._committed = threading.Condition(self._lock)
@@ -440,7 +455,15 @@ class EventJournal:
         self._threshold = 1 if flush_interval_s == 0 else min(batch_size, queue_size)
         self._last_seq = 0
         self._durable_seq = 0
-        self._taken_seq = 0
+        self._shipped_seq = 0
+        """The last seq handed to the writer process; a round is in flight while > durable."""
+        self._queued_since = 0.0
+        """``time.monotonic()`` when the oldest row in the queue was queued (0: none)."""
+        self._poll_countdown = _POLL_EVERY
+        self._idle = False
+        """True while the writer thread waits with nothing to do (no timeout)."""
+        self._seen_appended = 0
+        self._grace_s = _GRACE_S
         self._flush_target = 0
         self._state = _State.NEW
         self._accepting = False
@@ -453,6 +476,8 @@ class EventJournal:
         self._started = threading.Event()
         self._start_error: str | None = None
         self._inbox = bytearray()
+        self._stdin_fd = -1
+        self._stdout_fd = -1
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._reader: JournalReader | None = None
@@ -480,7 +505,7 @@ class EventJournal:
             raise
         self._lock_fd = lock_fd
         self._statement_rows = max(1, min(_MAX_STATEMENT_ROWS, variables // (len(_FIELDS) + 1)))
-        self._last_seq = self._durable_seq = self._taken_seq = self._flush_target = last
+        self._last_seq = self._durable_seq = self._shipped_seq = self._flush_target = last
         # The thread starts the writer process: Linux ties the process's life to the thread
         # that started it (PR_SET_PDEATHSIG), and this one lives as long as the journal.
         self._thread = threading.Thread(
@@ -524,27 +549,39 @@ class EventJournal:
             pass_fds=() if lock_fd is None else (lock_fd,),  # it holds the writer lock too
             start_new_session=True,  # a Ctrl-C to the terminal is the parent's to handle
         )
-        kind, body = self._receive(process)
+        assert process.stdin is not None  # noqa: S101 - started with PIPEs
+        assert process.stdout is not None  # noqa: S101
+        self._stdin_fd, self._stdout_fd = process.stdin.fileno(), process.stdout.fileno()
+        with contextlib.suppress(OSError, AttributeError):  # Linux only; 64 KiB elsewhere
+            fcntl.fcntl(self._stdin_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        os.set_blocking(self._stdout_fd, False)  # appenders look for answers without waiting
+        self._process = process
+        kind, body = self._next_frame(_WRITER_START_S)
         if kind != journal_writer.READY:
             process.wait(_WRITER_EXIT_S)
             raise JournalError(_frame_text(kind, body))
         return process
 
-    def _receive(self, process: subprocess.Popen[bytes]) -> tuple[int, tuple[Any, ...]]:
-        """The writer process's next frame; ``JournalError`` when it ended instead.
+    def _next_frame(self, timeout_s: float | None) -> tuple[int, tuple[Any, ...]]:
+        """The writer process's next frame, waiting up to ``timeout_s`` (None: forever).
 
-        Reads whatever the pipe holds at once (``read1``), so the answers to a round of
-        batches usually take one wait, not two per frame.
+        ``(-1, ())`` when none came in time; ``JournalError`` when the process ended instead.
+        Reads whatever the pipe holds at once, so the answers to a round usually take one
+        read. The caller holds ``_read_lock`` (or is the only reader, at start).
         """
-        out = process.stdout
-        assert out is not None  # noqa: S101 - started with stdout=PIPE
-        buffer, head = self._inbox, journal_writer.FRAME.size
+        buffer, head, fd = self._inbox, journal_writer.FRAME.size, self._stdout_fd
         while (
             len(buffer) < head or len(buffer) < head + journal_writer.FRAME.unpack_from(buffer)[1]
         ):
-            chunk = cast(io.BufferedReader, out).read1(65536)
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                if timeout_s == 0 or not select.select([fd], [], [], timeout_s)[0]:
+                    return -1, ()
+                continue
             if not chunk:
-                code = process.wait(_WRITER_EXIT_S)
+                process = self._process
+                code = None if process is None else process.wait(_WRITER_EXIT_S)
                 raise JournalError(f"the writer process exited (status {code})")
             buffer += chunk
         kind, length = journal_writer.FRAME.unpack_from(buffer)
@@ -681,8 +718,9 @@ class EventJournal:
         converter cannot serialise raises, and no seq is used. Raise ``JournalError`` when the
         journal is not open or its writer died.
 
-        The usual case takes one lock that only appenders use and wakes nobody: the writer
-        looks at the queue on its interval, or at once when a batch is full.
+        The usual case takes one lock that only appenders use and wakes nobody. The append that
+        finds a full batch hands the full batches to the writer process itself, once the round
+        before is committed (it looks for that answer without waiting).
         """
         if not self._accepting:
             raise JournalError(self._refusal)
@@ -699,12 +737,11 @@ class EventJournal:
             queue.append((seq, self.run_id, topic, source, meta.ts, meta.correlation_id, text))
             self._last_seq = seq
             depth = len(queue)
-            metrics = self.metrics
-            metrics.appended += 1
-            if depth > metrics.max_queue_depth:  # noqa: PLR1730 - no max() call per event
-                metrics.max_queue_depth = depth
-        if depth >= self._threshold and not self._wake.is_set():
-            self._wake.set()
+            self.metrics.appended += 1  # (max_queue_depth is taken where the queue shrinks)
+        if depth >= self._threshold:
+            self._ship_due()
+        elif depth == 1:
+            self._queued()
         return seq
 
     def _append_when_full(self, topic: str, payload: Payload) -> int | None:
@@ -744,7 +781,7 @@ class EventJournal:
         return True
 
     def _wait_for_room(self) -> None:
-        """Block until the queue has room (lock held); the writer is told to hurry."""
+        """Block until the queue has room (lock held); the writer thread is told to hurry."""
         if len(self._queue) < self.queue_size:
             return
         self.metrics.blocked += 1
@@ -784,9 +821,129 @@ class EventJournal:
                     self._committed.wait(remaining)
             return self._durable_seq
 
+    # -- handing rows to the writer process --------------------------------------------------
+
+    def _queued(self) -> None:
+        """The queue was empty: its oldest row starts waiting now (tell an idle writer)."""
+        self._queued_since = time.monotonic()
+        if self._idle:
+            self._wake.set()
+
+    def _ship_due(self) -> None:
+        """A batch is full: hand the full batches over, unless a round is still in flight.
+
+        In flight, the answer is looked for every ``_POLL_EVERY`` appends, without waiting; the
+        rows keep queueing meanwhile, and go in the next round.
+        """
+        in_flight = self._shipped_seq > self._durable_seq
+        if in_flight:
+            self._poll_countdown -= 1
+            if self._poll_countdown > 0:
+                return
+            self._poll_countdown = _POLL_EVERY
+        try:
+            if in_flight and not self._read_answers(wait=False):
+                return
+            self._ship(rest=self._threshold == 1)
+        except JournalError as exc:
+            self._writer_died(exc)
+            raise JournalError(self._refusal) from exc
+
+    def _ship(self, *, rest: bool) -> None:
+        """Hand the writer process the next round; nothing while the round before is in flight.
+
+        A round is the full batches (with ``rest``, also the rows of a batch not yet full), at
+        most ``_ROUND_BATCHES``, as one write of ``marshal`` blobs.
+        """
+        with self._ship_lock:
+            if self._shipped_seq > self._durable_seq or self._failure is not None:
+                return
+            queue, size = self._queue, self.batch_size
+            # The queue only shrinks here, so its deepest moment is seen here (or now).
+            self.metrics.max_queue_depth = max(self.metrics.max_queue_depth, len(queue))
+            popleft = queue.popleft  # the appenders only append: this end is the shipper's
+            blobs: list[bytes] = []
+            last = 0
+            while len(blobs) < _ROUND_BATCHES and (len(queue) >= size or (rest and queue)):
+                batch = [popleft() for _ in range(min(len(queue), size))]
+                last = batch[-1][0]
+                data = marshal.dumps(batch)
+                blobs.append(journal_writer.HEADER.pack(len(data)))
+                blobs.append(data)
+            if not blobs:
+                return
+            self._shipped_seq = last
+            self._queued_since = time.monotonic() if queue else 0.0
+            try:
+                data = b"".join(blobs)
+                view, fd = memoryview(data), self._stdin_fd
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as exc:
+                msg = f"the writer process is gone: {exc}"
+                raise JournalError(msg) from exc
+        if self._idle:  # the writer thread sleeps without a timeout: it is to watch this round
+            self._wake.set()
+        if self._blocked_appenders:
+            with self._lock:
+                self._room.notify_all()
+
+    def _read_answers(self, *, wait: bool, timeout_s: float | None = None) -> bool:
+        """Take in the writer process's answers; True when no round is in flight any more.
+
+        Without ``wait`` only what has arrived, and nothing if another thread is reading. With
+        it, until the round is answered or ``timeout_s`` is up. A dead process raises.
+        """
+        if not self._read_lock.acquire(blocking=wait):
+            return False
+        try:
+            while self._shipped_seq > self._durable_seq:
+                kind, body = self._next_frame(timeout_s if wait else 0)
+                if kind < 0:
+                    break
+                self._answer(kind, body)
+        finally:
+            self._read_lock.release()
+        return self._shipped_seq <= self._durable_seq
+
+    def _answer(self, kind: int, body: tuple[Any, ...]) -> None:
+        """Act on one frame of the writer process."""
+        if kind == journal_writer.COMMITTED:
+            last, batches = body
+            with self._lock:
+                self.metrics.committed += last - self._durable_seq
+                self.metrics.batches += batches
+                self._durable_seq = last
+                self._committed.notify_all()
+        elif kind == journal_writer.FAILED:
+            attempt, error_type, error, delay, first, last = body
+            with self._lock:
+                self.metrics.write_errors += 1
+            log.error(
+                "journal.write_failed",
+                path=str(self.path),
+                first_seq=first,
+                last_seq=last,
+                attempt=attempt,
+                retry_in_s=delay,
+                error_type=error_type,
+                error=error,
+            )
+        elif kind == journal_writer.RECOVERED:
+            attempts, last = body
+            log.warning(
+                "journal.write_recovered", path=str(self.path), last_seq=last, attempts=attempts
+            )
+        else:
+            raise JournalError(_frame_text(kind, body))
+
     # -- the writer thread -----------------------------------------------------------------
 
     def _run(self) -> None:
+        """Start the writer process, serve what appenders leave, and stop the process from here.
+
+        What appenders leave: the interval, flushes, blocked appenders and the end.
+        """
         try:
             self._process = self._start_process()
         except Exception as exc:  # noqa: BLE001 - open() reports it
@@ -795,119 +952,81 @@ class EventJournal:
             return
         self._started.set()
         try:
-            while batches := self._next_batches():
-                self._write(batches)
+            while self._serve():
+                pass
             # From this thread: the process dies with the thread that started it, and it must
             # get to close its connection (SQLite's last checkpoint) first.
             self._stop_process()
         except BaseException as exc:  # noqa: BLE001 - a dead writer must fail appends, not hang them
             self._writer_died(exc)
 
-    def _next_batches(self) -> list[list[_Row]]:
-        """The batches to hand over next; none once stopped and empty.
+    def _urgent(self) -> bool:
+        """Somebody waits for the queue: ``flush()``, ``close()``, a blocked appender."""
+        return (
+            self._stopping or self._blocked_appenders > 0 or self._flush_target > self._durable_seq
+        )
 
-        Full batches go at once, every full one there is (one round trip to the writer
-        process for all of them: each wait on the pipe costs this thread a turn at the GIL,
-        which a busy bus thread hands over only every switch interval); the rows of a batch not
-        yet full wait for the interval, unless ``flush()``, ``close()`` or a blocked appender
-        is waiting for them.
+    def _serve(self) -> bool:
+        """One turn of the writer thread; False once stopped with everything committed.
+
+        Busy appenders hand full batches over themselves, so this thread needs the GIL only
+        now and then: on its interval (rows that waited that long go, full batch or not), when
+        somebody waits (``_urgent``, or every row with ``flush_interval_s=0``), and when full
+        batches wait behind a round in flight and no append came since its last look (then
+        nobody else will hand them over). In those cases it waits for the writer process's
+        answer itself.
         """
-        queue, size = self._queue, self.batch_size
-        interval = self.flush_interval_s or None
-        deadline = None if interval is None else time.monotonic() + interval
-        while True:
-            rest = bool(queue) and (
-                interval is None
-                or self._stopping
-                or self._blocked_appenders > 0
-                or self._flush_target > self._taken_seq
-                or (deadline is not None and time.monotonic() >= deadline)
-            )
-            if rest or len(queue) >= size:
-                break
-            if not queue and self._stopping:
-                return []
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self._wake.wait(remaining) and interval is not None and not queue:
-                deadline = time.monotonic() + interval  # idle: the next interval starts now
-            self._wake.clear()
-        popleft = queue.popleft  # the appenders only append: this end is the writer's alone
-        batches: list[list[_Row]] = []
-        while len(batches) < _ROUND_BATCHES and (len(queue) >= size or (rest and queue)):
-            batches.append([popleft() for _ in range(min(len(queue), size))])
-        self._taken_seq = batches[-1][-1][0]
-        if self._blocked_appenders:
-            with self._lock:
-                self._room.notify_all()
-        return batches
+        interval, queue = self.flush_interval_s, self._queue
+        eager = self._urgent() or self._threshold == 1
+        due = bool(queue) and (eager or time.monotonic() - self._queued_since >= interval)
+        full = len(queue) >= self.batch_size
+        idle = self._appenders_idle()
+        if self._shipped_seq > self._durable_seq:  # a round in flight
+            wait = eager or due or (full and idle)
+            if not self._read_answers(wait=wait, timeout_s=interval or None) and wait:
+                return True  # the writer is slow (a stalled disk): keep waiting for it
+        in_flight = self._shipped_seq > self._durable_seq
+        if not in_flight:
+            if due or full:
+                self._ship(rest=due)
+                return True  # and look for its answer
+            if self._stopping and not queue:
+                return False
+        timeout: float | None
+        if queue or in_flight:
+            # An appender may fill a batch meanwhile, or stop: look again within the grace.
+            timeout = self._grace_s
+            if queue:
+                timeout = max(0.001, min(timeout, self._queued_since + interval - time.monotonic()))
+        else:
+            timeout = None
+            self._idle = True
+            if self._queue or self._urgent():  # it came while we looked
+                self._idle = False
+                return True
+        self._wake.wait(timeout)
+        self._idle = False
+        self._wake.clear()
+        return True
 
-    def _write(self, batches: list[list[_Row]]) -> None:
-        """Have the writer process commit ``batches``, each in its own transaction, in order.
+    def _appenders_idle(self) -> bool:
+        """True when nothing was appended since the last call.
 
-        The rows cross the pipe as one ``marshal`` blob per batch, all in one write: the only
-        work per row left in this process is that encoding, in C. The process retries a batch
-        with backoff until it is committed, and answers each.
+        Each time something was, the next look comes later (``_grace_s`` doubles, up to the
+        interval): busy appenders hand their batches over themselves.
         """
-        process = self._process
-        if process is None or process.stdin is None:
-            msg = f"journal {self.path} has no writer process"
-            raise JournalError(msg)
-        frames = []
-        for batch in batches:
-            data = marshal.dumps(batch)
-            frames.append(journal_writer.HEADER.pack(len(data)))
-            frames.append(data)
-        try:
-            process.stdin.write(b"".join(frames))
-            process.stdin.flush()
-        except OSError as exc:
-            raise JournalError(f"the writer process is gone: {exc}") from exc
-        for batch in batches:
-            self._await_commit(process, batch)
-
-    def _await_commit(self, process: subprocess.Popen[bytes], batch: list[_Row]) -> None:
-        """Read the writer process's answers about ``batch`` until it says COMMITTED."""
-        first, last = batch[0][0], batch[-1][0]
-        while True:
-            kind, body = self._receive(process)
-            if kind == journal_writer.COMMITTED:
-                break
-            if kind == journal_writer.FAILED:
-                attempt, error_type, error, delay = body
-                with self._lock:
-                    self.metrics.write_errors += 1
-                log.error(
-                    "journal.write_failed",
-                    path=str(self.path),
-                    first_seq=first,
-                    last_seq=last,
-                    attempt=attempt,
-                    retry_in_s=delay,
-                    error_type=error_type,
-                    error=error,
-                )
-            elif kind == journal_writer.RECOVERED:
-                log.warning(
-                    "journal.write_recovered", path=str(self.path), last_seq=last, attempts=body[0]
-                )
-            else:
-                raise JournalError(_frame_text(kind, body))
-        with self._lock:
-            self._durable_seq = last
-            self.metrics.committed += len(batch)
-            self.metrics.batches += 1
-            self._committed.notify_all()
+        appended = self.metrics.appended
+        if appended == self._seen_appended:
+            self._grace_s = _GRACE_S
+            return True
+        self._seen_appended = appended
+        self._grace_s = min(self._grace_s * 2, max(self.flush_interval_s, _GRACE_S))
+        return False
 
     def _writer_died(self, exc: BaseException) -> None:
-        log.critical(
-            "journal.writer_died",
-            path=str(self.path),
-            durable_seq=self._durable_seq,
-            error_type=type(exc).__name__,
-            error=str(exc),
-            exc_info=exc,
-        )
         with self._lock:
+            if self._failure is not None:
+                return  # told already (the writer thread and an appender can both find it)
             self._failure = exc
             self._accepting = False
             self._refusal = (
@@ -916,6 +1035,14 @@ class EventJournal:
             )
             self._room.notify_all()
             self._committed.notify_all()
+        log.critical(
+            "journal.writer_died",
+            path=str(self.path),
+            durable_seq=self._durable_seq,
+            error_type=type(exc).__name__,
+            error=str(exc),
+            exc_info=exc,
+        )
         with contextlib.suppress(Exception):
             self._stop_process()
 

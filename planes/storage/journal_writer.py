@@ -11,9 +11,15 @@ The protocol, on the child's stdin and stdout (all integers little-endian):
   ``(seq, run_id, topic, source, ts, correlation_id, payload)``. End of input is the orderly
   end: everything sent has been answered, and the child exits 0.
 * **child -> parent**: ``<u8 kind><u32 length><marshal of a tuple>`` frames:
-  ``READY ()`` once the database is open, then per batch any number of
-  ``FAILED (attempt, error_type, error, retry_in_s)`` and ``RECOVERED (attempts,)`` before
-  ``COMMITTED (last_seq,)``; ``FATAL (error_type, error)`` before it gives up.
+  ``READY ()`` once the database is open; per batch any number of
+  ``FAILED (attempt, error_type, error, retry_in_s, first_seq, last_seq)`` and
+  ``RECOVERED (attempts, last_seq)``; and ``COMMITTED (last_seq, batches)`` once every batch
+  received so far is committed (one answer for all the batches that were waiting, so a parent
+  that sends a round of batches gets one answer); ``FATAL (error_type, error)`` before it gives
+  up.
+
+A reader thread takes every batch off the pipe as soon as it arrives, so the parent's write
+returns at once however long a commit takes (the parent bounds what is in flight).
 
 A batch is committed atomically (one multi-row INSERT, or several in one transaction) and
 retried with backoff until it is, forever, with the same rows; after a failed COMMIT whose
@@ -35,10 +41,12 @@ import itertools
 import json
 import marshal
 import os
+import queue
 import signal
 import sqlite3
 import struct
 import sys
+import threading
 import time
 from typing import Any, BinaryIO
 
@@ -86,20 +94,21 @@ class _Writer:
         self.out.flush()
 
     def commit(self, batch: list[Any]) -> None:
+        """Commit ``batch``, retrying with backoff until it is; report failures as they come."""
         delay = self.retry_initial_s
         attempt = 0
+        first, last = batch[0][0], batch[-1][0]
         while True:
             try:
                 self.insert(batch, retry=attempt > 0)
                 break
             except sqlite3.Error as exc:
                 attempt += 1
-                self.send(FAILED, (attempt, type(exc).__name__, str(exc), delay))
+                self.send(FAILED, (attempt, type(exc).__name__, str(exc), delay, first, last))
                 time.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
         if attempt:
-            self.send(RECOVERED, (attempt + 1,))
-        self.send(COMMITTED, (batch[-1][0],))
+            self.send(RECOVERED, (attempt + 1, last))
 
     def sql(self, rows: int) -> str:
         text = self.cache.get(rows)
@@ -155,6 +164,17 @@ def _read_batch(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
+def _receive(stream: BinaryIO, inbox: queue.SimpleQueue[bytes | BaseException | None]) -> None:
+    """Move every batch off the pipe into ``inbox``; None at the end, or the error."""
+    try:
+        while header := _read_exactly(stream, HEADER.size):
+            (length,) = HEADER.unpack(header)
+            inbox.put(_read_batch(stream, length))
+        inbox.put(None)
+    except BaseException as exc:  # noqa: BLE001 - the committing thread reports it
+        inbox.put(exc)
+
+
 def main(argv: list[str]) -> int:
     """Run the writer on ``argv[1]`` (its JSON configuration); see the module docstring."""
     config = json.loads(argv[1])
@@ -167,13 +187,24 @@ def main(argv: list[str]) -> int:
     writer: _Writer | None = None
     try:
         writer = _Writer(config, out)
+        inbox: queue.SimpleQueue[bytes | BaseException | None] = queue.SimpleQueue()
+        threading.Thread(target=_receive, args=(inp, inbox), daemon=True).start()
         writer.send(READY, ())
+        committed, batches = None, 0
         while True:
-            header = _read_exactly(inp, HEADER.size)
-            if header is None:
-                return 0
-            (length,) = HEADER.unpack(header)
-            writer.commit(marshal.loads(_read_batch(inp, length)))  # noqa: S302 - our parent's rows
+            data = inbox.get()
+            if data is None or isinstance(data, BaseException):
+                if batches:  # the end came right behind the last batch: answer it first
+                    writer.send(COMMITTED, (committed, batches))
+                if data is None:
+                    return 0
+                raise data  # noqa: TRY301 - reported as FATAL below, like every other error
+            batch = marshal.loads(data)  # noqa: S302 - our parent's rows
+            writer.commit(batch)
+            committed, batches = batch[-1][0], batches + 1
+            if inbox.empty():  # everything sent so far is committed: one answer for it all
+                writer.send(COMMITTED, (committed, batches))
+                batches = 0
     except BrokenPipeError:
         return 0  # the parent is gone: nobody to answer
     except Exception as exc:  # noqa: BLE001 - everything is reported to the parent

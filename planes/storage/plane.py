@@ -114,6 +114,8 @@ class StoragePlane:
             queue_size=self._settings.queue_size,
             sample_every=self._settings.sample_every,
         )
+        self._append = self.journal.append
+        self._snapshot_every = self._settings.snapshot_every_events
         self._registry_path = registry
         self.store = StateStore(snapshots, keep=self._settings.snapshot_keep)
         self.registry: Registry | None = None
@@ -222,8 +224,8 @@ class StoragePlane:
     # -- the journal -----------------------------------------------------------------------
 
     def _journal_event(self, topic: Topic[Any], payload: Payload) -> None:
-        seq = self.journal.append(topic.name, payload)
-        every = self._settings.snapshot_every_events
+        seq = self._append(topic.name, payload)
+        every = self._snapshot_every
         if every and seq is not None and seq - self._snapshot_seq >= every:
             self._snapshot_seq = seq  # once per stretch; the snapshot loop writes it
             self._dirty.set()
