@@ -279,6 +279,40 @@ def test_the_writer_commits_a_batch_as_soon_as_it_is_full(make_journal: MakeJour
     assert (metrics.sampled, metrics.blocked, metrics.write_errors) == (0, 0, 0)
 
 
+def test_the_append_that_fills_a_batch_hands_it_over_itself(make_journal: MakeJournal) -> None:
+    journal = make_journal(batch_size=10, flush_interval_s=60)
+    for i in range(9):
+        journal.append(ORDER, order(i))
+    assert journal.queue_depth == 9
+    journal.append(ORDER, order(9))
+    # No thread had a turn in between: the tenth append sent the batch on its way.
+    assert journal.queue_depth == 0
+    wait_until(lambda: journal.durable_seq == 10)
+    assert journal.metrics.batches == 1
+
+
+def test_one_round_is_in_flight_and_the_rows_behind_it_go_in_the_next_one(
+    make_journal: MakeJournal, path: Path
+) -> None:
+    journal = make_journal(batch_size=10, flush_interval_s=60)
+    with stalled_writer(path):
+        for i in range(10):
+            journal.append(ORDER, order(i))
+        assert journal.queue_depth == 0  # the first round: in the writer process, stalled
+        for i in range(10, 35):
+            journal.append(ORDER, order(i))
+        assert journal.queue_depth == 25  # full batches wait for the round before
+        time.sleep(0.1)
+        assert (journal.durable_seq, journal.queue_depth) == (0, 25)
+    # Appends have stopped: the writer thread takes the answer and sends the two full batches.
+    wait_until(lambda: journal.durable_seq == 30)
+    assert journal.queue_depth == 5
+    assert journal.metrics.max_queue_depth == 25
+    assert journal.flush(5) == 35
+    assert seqs(journal.read()) == list(range(1, 36))
+    assert journal.metrics.batches == 4
+
+
 def test_a_batch_bigger_than_one_statement_is_split_inside_one_transaction(
     make_journal: MakeJournal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
