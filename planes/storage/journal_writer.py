@@ -58,6 +58,7 @@ FRAME = struct.Struct("<BI")
 """The kind and length before each frame the child sends."""
 COLUMNS = "seq, run_id, topic, source, ts, correlation_id, payload"
 _PR_SET_PDEATHSIG = 1
+_SWITCH_INTERVAL_S = 0.0002
 
 
 def insert_sql(rows: int) -> str:
@@ -183,6 +184,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(int(config["parent"]))
+    # The reader thread must take a batch off the pipe at once, not after the committing
+    # thread's turn at this interpreter's GIL: the parent's write waits for room meanwhile.
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     writer: _Writer | None = None
     try:
