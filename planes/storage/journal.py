@@ -976,6 +976,8 @@ class EventJournal:
         nobody else will hand them over). In those cases it waits for the writer process's
         answer itself.
         """
+        if self._failure is not None:  # an appender found the writer process dead
+            return False
         interval, queue = self.flush_interval_s, self._queue
         eager = self._urgent() or self._threshold == 1
         due = bool(queue) and (eager or time.monotonic() - self._queued_since >= interval)
