@@ -222,7 +222,6 @@ def slow_snapshot_reads(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None
     monkeypatch.setattr(StateStore, "latest", slow)
 
 
-@pytest.mark.xfail(reason="the drift baseline does not wait for the recovered books", strict=True)
 async def test_a_restart_whose_resync_comes_before_the_recovered_books_alerts_no_drift(
     runs: Callable[[], Run], http: FakeBybitHTTP, ws: FakeBybitPrivateWS, monkeypatch: Any
 ) -> None:
@@ -256,7 +255,7 @@ async def test_a_restart_whose_resync_comes_before_the_recovered_books_alerts_no
     assert "(difference -20.0, tolerance 0.01)" in alert.message
 
 
-@pytest.mark.xfail(reason="the drift baseline does not wait for the recovered books", strict=True)
+@pytest.mark.xfail(reason="flat recovered books are never announced", strict=True)
 async def test_a_restart_on_flat_books_alerts_no_drift_at_its_next_fill(
     runs: Callable[[], Run], http: FakeBybitHTTP, ws: FakeBybitPrivateWS
 ) -> None:
