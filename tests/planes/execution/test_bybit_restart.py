@@ -255,7 +255,6 @@ async def test_a_restart_whose_resync_comes_before_the_recovered_books_alerts_no
     assert "(difference -20.0, tolerance 0.01)" in alert.message
 
 
-@pytest.mark.xfail(reason="flat recovered books are never announced", strict=True)
 async def test_a_restart_on_flat_books_alerts_no_drift_at_its_next_fill(
     runs: Callable[[], Run], http: FakeBybitHTTP, ws: FakeBybitPrivateWS
 ) -> None:
