@@ -41,8 +41,8 @@ the step from ``start_cash`` to the recovered books as a change of ours that the
 balance does not have. So until ``books_recovered()`` (the venue calls it on
 ``state:recovery``) both views are kept and nothing is compared; the wallet comparison then
 starts from the venue's balance as last heard and our recovered figure, and every symbol is
-checked after the grace period. Positions are compared absolutely and would only have drifted
-by a recovery slower than ``grace_s``; they wait all the same.
+checked after the grace period. Positions are compared absolutely: only a recovery slower
+than ``grace_s`` could have compared them with books not announced yet; they wait all the same.
 
 A difference is alerted (``WARNING``) only once it has lasted ``grace_s`` with neither side
 changing the figures compared (a fill on its way is booked within that time), and once per

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -214,9 +215,7 @@ def slow_snapshot_reads(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None
     latest = StateStore.latest
 
     def slow(store: StateStore) -> Any:
-        import time  # noqa: PLC0415 - only this thread sleeps
-
-        time.sleep(seconds)
+        time.sleep(seconds)  # in recovery's worker thread: the loop goes on
         return latest(store)
 
     monkeypatch.setattr(StateStore, "latest", slow)
