@@ -27,7 +27,9 @@ it stays idle and reads no keys. ``docs/execution.md`` has the full story; in sh
   (``bybit_position_drift``, ``bybit_wallet_drift``) when they disagree for
   ``drift_grace_s``, and an info one when that drift ends (``..._resolved``). Nothing is ever
   booked from them. The wallet is compared by change since a baseline: Bybit's REST wallet
-  after each resync.
+  after each resync. With storage on, the boot's first resync comes before recovery (the
+  stream connects inside ``start()``): nothing is compared until ``state:recovery``, and the
+  wallet comparison starts there, from the recovered books.
 * **Rebates.** A negative ``execFee`` (or a falling ``cumExecFee``) is a maker rebate: the fill
   event carries it as a negative ``fee`` and the ledger books it as one.
 * **Retries** with exponential backoff and full jitter, only on transient failures: timeouts and
@@ -94,12 +96,14 @@ from contracts.enums import OrderStatus, OrderType, Severity, Side
 from contracts.execution import OrderEvent, PositionUpdate
 from contracts.ports import BusHandle, ComponentContext
 from contracts.risk import ApprovedIntent
+from contracts.state import StateRecovered
 from contracts.system import Alert
 from contracts.topics import (
     EXEC_ORDER_EVENT,
     OBSERVABILITY_ALERT,
     PORTFOLIO_POSITION,
     RISK_APPROVED,
+    STATE_RECOVERY,
 )
 from planes.config import BybitCategory, BybitExecutionSection, Config, ReconcilePolicy
 from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet
@@ -385,6 +389,7 @@ class BybitExecution:
             tolerance=self.config.wallet_drift_tolerance,
             alert=self._drift_alert,
             symbols=config.risk.allowlist or config.market.symbols,
+            recovering=config.storage_on,  # the boot recovers the books: wait for them
         )
         """Bybit's positions and wallet (from the stream) against the portfolio's."""
         self.snapshot_skipped = 0
@@ -448,6 +453,7 @@ class BybitExecution:
             return
         self._bus.subscribe(RISK_APPROVED, self._on_approved)
         self._bus.subscribe(PORTFOLIO_POSITION, self._on_position)
+        self._bus.subscribe(STATE_RECOVERY, self._on_recovery)
         if self.stream is not None:
             await self.stream.start()
         log.info(
@@ -473,6 +479,12 @@ class BybitExecution:
     def _on_position(self, update: PositionUpdate) -> None:
         self._portfolio[update.symbol] = update.qty
         self.drift.portfolio(update)
+
+    def _on_recovery(self, event: StateRecovered) -> None:
+        # The recovered books were announced (and reconciled) before this: compare from here.
+        # A failed recovery fails the boot; its books are not whole, so nothing is compared.
+        if event.ok:
+            self.drift.books_recovered()
 
     async def submit(self, order: OrderRequest) -> None:
         """Place ``order`` and report it: submitted, then accepted or rejected (never raises)."""
@@ -623,7 +635,8 @@ class BybitExecution:
         """The private stream's catch-up over HTTP after every (re)connect.
 
         ``poll()``, then Bybit's wallet as the drift baseline (best effort: without it the
-        stream's first ``wallet`` record is the baseline), then Bybit's listing of what the
+        stream's first ``wallet`` record is the baseline; while the books are being recovered,
+        ``state:recovery`` starts the comparison from it), then Bybit's listing of what the
         account holds for the drift check (best effort too: ``_drift_listing``).
         """
         published = await self.poll()

@@ -33,6 +33,17 @@ settled balance that fills realise, ``equity - sum(unrealised)``: starting cash 
 PnL less fees. The baseline is set by ``wallet_baseline()`` (the venue asks Bybit's REST wallet
 after each resync) or else by the first ``wallet`` record.
 
+**A restart** (``recovering``: storage is on, so the boot recovers the portfolio's books): the
+venue's first resync runs while the venue starts, before the Orchestrator asks for recovery,
+and our figure then is still ``start_cash``; the recovered books reach us later (the
+``portfolio:position_update`` announcements of recovery). A baseline taken then would count
+the step from ``start_cash`` to the recovered books as a change of ours that the venue's
+balance does not have. So until ``books_recovered()`` (the venue calls it on
+``state:recovery``) both views are kept and nothing is compared; the wallet comparison then
+starts from the venue's balance as last heard and our recovered figure, and every symbol is
+checked after the grace period. Positions are compared absolutely: only a recovery slower
+than ``grace_s`` could have compared them with books not announced yet; they wait all the same.
+
 A difference is alerted (``WARNING``) only once it has lasted ``grace_s`` with neither side
 changing the figures compared (a fill on its way is booked within that time), and once per
 difference: the same pair of figures is not alerted twice, a new pair is. A drift ends when the
@@ -96,6 +107,7 @@ class DriftWatch:
         tolerance: Decimal,
         alert: AlertSink,
         symbols: Iterable[str] = (),
+        recovering: bool = False,
     ) -> None:
         self.venue = venue
         self.quote = quote
@@ -120,6 +132,8 @@ class DriftWatch:
         self._wallet: Decimal | None = None
         self._base: tuple[Decimal, Decimal] | None = None
         """``(venue balance, our figure)`` when the wallet comparison started."""
+        self._recovering = recovering
+        """The portfolio's books are not whole yet (boot recovery): nothing is compared."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._alerted: dict[str, _Drift] = {}
         self.alerts = 0
@@ -221,7 +235,7 @@ class DriftWatch:
 
     def venue_wallet(self, balance: Decimal) -> None:
         """Take the venue's balance of the quote coin (the first one is the baseline if none)."""
-        if self._base is None:
+        if self._base is None and not self._recovering:
             self.wallet_baseline(balance)
             return
         if balance != self._wallet:
@@ -231,9 +245,14 @@ class DriftWatch:
     def wallet_baseline(self, balance: Decimal) -> None:
         """Start the wallet comparison over: ``balance`` now matches what we hold now.
 
-        A wallet drift alerted until now ends here (``ended_by`` ``new_baseline``).
+        A wallet drift alerted until now ends here (``ended_by`` ``new_baseline``). While the
+        books are being recovered, ``balance`` is only kept: ``books_recovered()`` starts the
+        comparison from it (or from a balance pushed since).
         """
         self._wallet = balance
+        if self._recovering:
+            log.debug("drift.wallet_baseline_held", balance=str(balance))
+            return
         self._base = (balance, self._ours_wallet())
         log.debug("drift.wallet_baseline", balance=str(balance), ours=str(self._base[1]))
         drift = self._alerted.pop(WALLET, None)
@@ -246,6 +265,23 @@ class DriftWatch:
             f"longer compared ({_times(drift.alerts)}); nothing booked"
         )
         self._end(WALLET, WALLET_RESOLVED_CODE, message, self._labels(WALLET), NEW_BASELINE)
+
+    def books_recovered(self) -> None:
+        """Start comparing: the portfolio's books are whole (boot recovery announced them).
+
+        Until now (``recovering``) both views were kept and nothing was compared. The wallet
+        comparison starts from the venue's balance as last heard (a resync's REST wallet, or a
+        record pushed since) against our figure now; with none heard yet, the next resync or
+        ``wallet`` record is the baseline. Every symbol either side knows is checked once
+        ``grace_s`` passes. Called again, it does nothing.
+        """
+        if not self._recovering:
+            return
+        self._recovering = False
+        if self._wallet is not None:
+            self.wallet_baseline(self._wallet)
+        for symbol in sorted(self._symbols | set(self._venue_qty)):
+            self._arm(symbol)
 
     # -- ours ----------------------------------------------------------------------------
 
@@ -273,8 +309,13 @@ class DriftWatch:
     # -- checking ------------------------------------------------------------------------
 
     def check(self, key: str) -> None:
-        """Compare one symbol (or ``WALLET``) now; alert a new difference, or its end."""
+        """Compare one symbol (or ``WALLET``) now; alert a new difference, or its end.
+
+        Nothing is compared while the books are being recovered.
+        """
         self._timers.pop(key, None)
+        if self._recovering:
+            return
         self.checks += 1
         if key == WALLET:
             self._check_wallet()
@@ -415,6 +456,8 @@ class DriftWatch:
 
     def _arm(self, key: str) -> None:
         """Check ``key`` once ``grace_s`` passed without another change to it."""
+        if self._recovering:
+            return  # books_recovered() arms every key
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()

@@ -28,8 +28,10 @@ Recovery (``contracts.ports.Stateful``, key ``execution.portfolio``): the state 
 export plus the quantity booked per order and the fill count. It is rebuilt from
 ``exec:order_event`` (booked exactly as live) and from its own ``portfolio:position_update``
 (whose ``mark_price`` is the mark the books held), so no bar needs replaying. ``recovered()``
-publishes the position of every open symbol, so the RiskManager and the strategies learn it; it
-books nothing.
+publishes the position of every symbol the books hold, flat ones too, so the RiskManager and the
+strategies learn the open positions, and every follower of ``portfolio:position_update`` (the
+Bybit venue's drift check, the status line) the recovered cash and equity even when nothing is
+open; it books nothing.
 """
 
 from __future__ import annotations
@@ -212,6 +214,10 @@ class PositionManager:
             self.ledger.mark(payload.symbol, payload.mark_price)
 
     def recovered(self) -> None:
-        """Publish every open position (an announcement: nothing is booked)."""
-        for pos in list(self.ledger.open_positions()):
+        """Publish every position the books hold, flat ones too (an announcement: no booking).
+
+        A flat one carries the recovered cash and equity: with nothing open, it is the only
+        word of them a follower of the topic gets before the next fill.
+        """
+        for pos in list(self.ledger.positions()):
             self._publish(pos.symbol, None)

@@ -13,8 +13,9 @@
   the market connects): the newest valid snapshot (a corrupted or truncated newer one is
   skipped with an alert), then every journaled event after it up to the previous run's last
   one, on the topics the components rebuild state from, then ``recovered()`` (positions are
-  announced, never filled), the registry's scenarios (``state:registry`` ``restored``),
-  reconciliation with the venue, the outbox's interrupted sends, and ``state:recovery``.
+  announced, flat ones too, never filled), the registry's scenarios (``state:registry``
+  ``restored``), reconciliation with the venue, the outbox's interrupted sends, and
+  ``state:recovery``.
 * **Registry.** ``scenario.enable|disable|retire|rollback ID`` commands and
   ``control:rollbackModel`` are committed to ``registry.sqlite3`` (row and audit line in one
   transaction) *before* ``state:registry`` tells the strategy plane to act on them.
@@ -37,7 +38,7 @@ import structlog
 
 from contracts.control import ControlCommand, RollbackRequested
 from contracts.enums import ScenarioState, Severity
-from contracts.execution import OrderEvent
+from contracts.execution import OrderEvent, PositionUpdate
 from contracts.meta import Payload
 from contracts.ports import ComponentContext, Notifier
 from contracts.state import RegistryChanged, StateRecovered, StateSnapshot
@@ -403,14 +404,17 @@ class StoragePlane:
         return replayed
 
     def _announce(self) -> int:
-        """``recovered()`` on every component; return how many positions they announced."""
-        announced: list[object] = []
+        """``recovered()`` on every component; return how many open positions they announced.
+
+        The portfolio announces flat symbols too (for their cash and equity): not counted.
+        """
+        announced: list[PositionUpdate] = []
         sub = self._bus.subscribe(PORTFOLIO_POSITION, announced.append)
         try:
             self._hub.recovered()
         finally:
             sub.cancel()
-        return len(announced)
+        return sum(1 for update in announced if update.qty)
 
     # -- registry --------------------------------------------------------------------------
 

@@ -76,6 +76,7 @@ class Bench:
         seed: int = 7,
     ) -> None:
         defaults = (
+            "storage.enabled=false",  # no storage plane here: no boot recovery to wait for
             "execution.venue=bybit",
             f"execution.bybit.base_url={server.url}",
             f"execution.bybit.timeout_s={TIMEOUT_S}",

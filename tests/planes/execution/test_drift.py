@@ -43,6 +43,7 @@ def watch(
     spot: bool = False,
     tolerance: str = "0.01",
     symbols: tuple[str, ...] = (),
+    recovering: bool = False,
 ) -> DriftWatch:
     return DriftWatch(
         venue="bybit",
@@ -53,6 +54,7 @@ def watch(
         tolerance=D(tolerance),
         alert=alerts,
         symbols=symbols,
+        recovering=recovering,
     )
 
 
@@ -174,6 +176,86 @@ async def test_a_difference_within_the_tolerance_is_not_alerted() -> None:
     drift = watch(alerts, tolerance="0.01")
     drift.wallet_baseline(D(1000))
     drift.venue_wallet(D("1000.01"))
+    await settle()
+    assert alerts.seen == []
+    drift.stop()
+
+
+def boot(drift: DriftWatch) -> None:
+    """A restart as the venue sees it: its resync, then the recovered books announced.
+
+    The resync comes first (the stream connects while the venue starts, before recovery):
+    Bybit's REST wallet of 4980 and its listing of a long 0.5 BTCUSDT. Then the portfolio's
+    recovered books: the 0.5 bought for 50 with 20 paid in fees (settled balance 980), marked
+    at 100.
+    """
+    drift.wallet_baseline(D(4980))
+    drift.begin_listing()
+    drift.listed_positions({"BTCUSDT": {0: D("0.5")}}, complete=True)
+    drift.portfolio(update("BTCUSDT", "0.5", cash="930", equity="980", unrealized="0"))
+
+
+async def test_a_baseline_before_the_recovered_books_would_take_them_for_a_drift() -> None:
+    alerts = Alerts()
+    drift = watch(alerts)  # not told the books are being recovered: the failure it prevents
+    boot(drift)
+    await settle()
+    assert alerts.codes == ["wallet_drift"]
+    assert (
+        "moved by 0 since the baseline, the portfolio's settled balance by -20"
+        in (alerts.seen[0][1])
+    )
+    drift.stop()
+
+
+async def test_a_recovering_watch_compares_from_the_recovered_books_and_still_sees_drift() -> None:
+    alerts = Alerts()
+    drift = watch(alerts, recovering=True)
+    boot(drift)
+    drift.venue_wallet(D(4979))  # a record pushed during recovery: the latest balance heard
+    await settle()
+    assert (alerts.seen, drift.checks) == ([], 0)  # nothing compared before the books are whole
+    drift.books_recovered()
+    await settle()
+    assert alerts.seen == []  # 4979 against the recovered 980: the baseline
+    assert drift.checks == 1  # BTCUSDT, after the grace period
+    drift.books_recovered()  # once only
+    # A fill Bybit has and the portfolio does not: its position and its fee.
+    drift.venue_position("BTCUSDT", 0, D("0.6"))
+    drift.venue_wallet(D("4978.5"))
+    await settle()
+    assert sorted(alerts.codes) == ["position_drift", "wallet_drift"]
+    (wallet,) = [message for code, message, _ in alerts.seen if code == "wallet_drift"]
+    assert "moved by -0.5 since the baseline, the portfolio's settled balance by 0" in wallet
+    drift.stop()
+
+
+async def test_a_drift_there_at_the_restart_is_alerted_once_the_books_are_recovered() -> None:
+    alerts = Alerts()
+    drift = watch(alerts, recovering=True)
+    drift.begin_listing()
+    drift.listed_positions({"BTCUSDT": {0: D("0.8")}}, complete=True)  # closed elsewhere: 0.3
+    drift.portfolio(update("BTCUSDT", "0.5"))
+    drift.portfolio(update("ETHUSDT", "2"))  # Bybit's complete listing has none
+    await settle()
+    assert alerts.seen == []
+    drift.books_recovered()
+    assert alerts.seen == []  # not before the grace period
+    await settle()
+    assert alerts.codes == ["position_drift", "position_drift"]
+    assert "a position of 0.8 BTCUSDT, the portfolio 0.5" in alerts.seen[0][1]
+    assert "reported no position in ETHUSDT" in alerts.seen[1][1]
+    drift.stop()
+
+
+async def test_with_no_balance_heard_during_recovery_the_next_record_is_the_baseline() -> None:
+    alerts = Alerts()
+    drift = watch(alerts, recovering=True)
+    drift.portfolio(update("BTCUSDT", "0", cash="975", equity="975"))  # flat recovered books
+    drift.books_recovered()  # the resync's REST wallet failed, nothing pushed yet
+    drift.venue_wallet(D(4975))  # the baseline
+    drift.portfolio(update("BTCUSDT", "1", cash="874.9", equity="974.9"))  # a fee of 0.1
+    drift.venue_wallet(D("4974.9"))
     await settle()
     assert alerts.seen == []
     drift.stop()

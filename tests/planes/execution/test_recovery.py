@@ -421,7 +421,7 @@ async def test_a_duplicate_approval_after_a_restart_is_ignored() -> None:
     assert b.paper.book.position("BTCUSDT").qty == D(2)
 
 
-async def test_recovered_publishes_the_open_positions_and_no_order_event() -> None:
+async def test_recovered_publishes_every_position_flat_ones_too_and_no_order_event() -> None:
     first = await Run("execution.fee_bps_taker=10").start()
     for symbol in SYMBOLS:
         first.bench.bar(100, 101, 99, 100, symbol=symbol)
@@ -432,19 +432,15 @@ async def test_recovered_publishes_the_open_positions_and_no_order_event() -> No
         first.bench.bar(100, 101, 99, 102, symbol=symbol)
     first.bench.approve(Side.BUY, 1, symbol="ETHUSDT", intent_id="i-4")
     first.bench.bar(100, 101, 99, 102, symbol="ETHUSDT")  # ETH is flat again
-    live = first.bench.positions.update("BTCUSDT")
+    live = [first.bench.positions.update(symbol) for symbol in SYMBOLS]
+    assert [u.qty for u in live] == [D(2), D(0)]
     second = await first.restart()
     b = second.bench
     assert b.orders == []
-    (update,) = b.updates
-    assert (update.symbol, update.qty, update.mark_price, update.equity, update.cash) == (
-        "BTCUSDT",
-        live.qty,
-        live.mark_price,
-        live.equity,
-        live.cash,
-    )
-    assert update.meta.source.value == "trading"
+    # The flat ETHUSDT too: with nothing open it would be the only word of the cash and equity.
+    figures = [(u.symbol, u.qty, u.mark_price, u.equity, u.cash) for u in b.updates]
+    assert figures == [(u.symbol, u.qty, u.mark_price, u.equity, u.cash) for u in live]
+    assert {u.meta.source.value for u in b.updates} == {"trading"}
     assert b.positions.fills == first.bench.positions.fills == 3
     assert second.hub.export() == first.hub.export()
     assert [o.order_id for o in await b.paper.open_orders()] == ["sc-1:i-3"]
