@@ -57,7 +57,8 @@ bar but the last one taken per symbol, when the state is exported or recovery en
 publishes nothing and fills nothing the journal does not show; a fill already in the restored
 state (a snapshot taken while its event was still queued) is skipped by its cumulative quantity.
 An approval whose answer did not reach the journal before a crash is answered in
-``recovered()`` (accepted or rejected, never filled there); the next bars fill it.
+``recovered()`` (accepted or rejected, never filled there); the next bars fill it. An idle
+venue (another ``execution.venue``) has no state topics: it rebuilds nothing.
 """
 
 from __future__ import annotations
@@ -177,6 +178,8 @@ class PaperExecution:
         self._bus = ctx.bus
         self._clock = ctx.clock
         self.active = execution.venue == VENUE
+        if not self.active:  # an idle venue replays nothing: recovery reads no bar for it
+            self.state_topics = frozenset()
         self.quote = config.portfolio.quote
         self.book = Ledger(config.portfolio.cash, self.quote)
         """The venue's own account: what ``positions()`` and ``wallet()`` report."""

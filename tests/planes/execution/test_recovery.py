@@ -103,6 +103,9 @@ def test_the_components_are_stateful_under_distinct_keys() -> None:
     assert b.paper.state_topics == {"risk:approved_intent", "exec:order_event", "market:kline"}
     assert isinstance(b.paper, ViewReplaying)
     assert dict(hub.views) == {"market:kline": BarView}  # bars from their views, nothing else
+    idle = Bench("execution.venue=bybit")
+    assert idle.paper.state_topics == frozenset()  # it replays nothing: no bar is read for it
+    assert hub_of(idle.paper, idle.positions).topics == b.positions.state_topics
 
 
 # -- the ledger ----------------------------------------------------------------------------
