@@ -11,9 +11,10 @@ import enum
 import json
 import json.encoder
 import math
+import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar, cast
 
@@ -515,3 +516,210 @@ def fast_dumps(payload: Payload) -> str:
         except _NotFastError:
             pass
     return CONVERTER.dumps(payload)
+
+
+# -- views: some fields of a payload, read without building it (recovery) ---------------------
+
+_STR = r'"[^"\\\x00-\x1f]*"'
+"""A JSON string without escapes or control characters: the text between its quotes is its value."""
+_STR_GROUP = r'"([^"\\\x00-\x1f]*)"'
+_INT = r"-?(?:0|[1-9][0-9]*)"
+_NUMBER = _INT + r"(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+_Match = Callable[[str], "re.Match[str] | None"]
+_VIEWS: dict[tuple[type, type], tuple[_Match | None, _Build, tuple[str, ...]]] = {}
+
+
+def _optional_arg(tp: Any) -> Any:
+    """``X`` of ``X | None``, or None when ``tp`` is not such an optional."""
+    args = typing.get_args(tp)
+    union = typing.get_origin(tp) in (types.UnionType, typing.Union)
+    if union and len(args) == 2 and type(None) in args:
+        return next(a for a in args if a is not type(None))
+    return None
+
+
+def _enum_pattern(tp: type[enum.Enum], group: bool) -> str | None:
+    """The pattern of an enum's JSON values (all strings or all integers), else None."""
+    values = [m.value for m in tp]
+    if all(type(v) is str for v in values):
+        return _STR_GROUP if group else _STR
+    if all(type(v) is int for v in values):
+        return f"({_INT})" if group else _INT
+    return None
+
+
+def _skip_pattern(tp: Any) -> str | None:  # noqa: PLR0911 - one return per kind of type
+    """The pattern of a JSON value of ``tp`` as the converter writes it; None: not covered."""
+    inner = _optional_arg(tp)
+    if inner is not None:
+        pattern = _skip_pattern(inner)
+        return None if pattern is None else f"(?:null|{pattern})"
+    if tp in (str, Decimal):
+        return _STR
+    if tp is int:
+        return _INT
+    if tp is float:
+        return _NUMBER
+    if tp is bool:
+        return "(?:true|false)"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _enum_pattern(tp, group=False)
+    if isinstance(tp, type) and attrs.has(tp):
+        return _object_pattern(tp, {})
+    return None  # containers and unions of scalars: the view is read through json.loads
+
+
+def _capture(tp: Any, var: str, env: dict[str, Any]) -> tuple[str, list[str]] | None:  # noqa: PLR0911 - one return per kind of type
+    """The pattern of a view field of ``tp`` (one group) and the lines building its value.
+
+    The lines turn the group in ``var`` (its text, or None for a JSON null) into the value the
+    converter would structure from that JSON, in place, or raise ``_NotFastError``.
+    """
+    bad = "raise _NotFastError"
+    inner = _optional_arg(tp)
+    if inner is not None:
+        found = _capture(inner, var, env)
+        if found is None:
+            return None
+        pattern, lines = found
+        guarded = [f"if {var} is not None:", *[f"    {x}" for x in lines]] if lines else []
+        return f"(?:null|{pattern})", guarded
+    if tp is str:
+        return _STR_GROUP, []
+    if tp is Decimal:  # a bad string raises InvalidOperation, which the builder turns away
+        return _STR_GROUP, [f"{var} = _Decimal({var})", f"if not {var}.is_finite(): {bad}"]
+    if tp is int:
+        return f"({_INT})", [f"{var} = int({var})"]
+    if tp is bool:
+        return "(true|false)", [f"{var} = {var} == 'true'"]
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        group = _enum_pattern(tp, group=True)
+        if group is None:
+            return None
+        members = f"_m{len(env)}"
+        env[members] = {str(m.value): m for m in tp}
+        return group, [f"{var} = {members}.get({var})", f"if {var} is None: {bad}"]
+    return None  # floats and nested classes are not captured: the view goes through json.loads
+
+
+def _object_pattern(cls: type, captured: Mapping[str, str]) -> str | None:
+    """The pattern of ``cls``'s JSON object, its fields in order, the ``captured`` ones as given."""
+    hints = typing.get_type_hints(cls)
+    pieces = []
+    for field in attrs.fields(cls):
+        pattern = captured.get(field.name) or _skip_pattern(hints[field.name])
+        if pattern is None:
+            return None
+        pieces.append(re.escape(_quote(field.name)) + ": " + pattern)
+    return r"\{" + ", ".join(pieces) + r"\}"
+
+
+def check_view(payload_type: type, view_type: type) -> None:
+    """Raise ``TypeError`` unless ``view_type`` is a view of ``payload_type`` (``load_view``)."""
+    if not (attrs.has(payload_type) and attrs.has(view_type)):
+        msg = f"{view_type.__qualname__} and {payload_type.__qualname__} must be attrs classes"
+        raise TypeError(msg)
+    hints, own = typing.get_type_hints(payload_type), typing.get_type_hints(view_type)
+    for field in attrs.fields(view_type):
+        if not field.init or field.name not in hints or hints[field.name] != own[field.name]:
+            msg = (
+                f"{view_type.__qualname__}.{field.name} is not a field of "
+                f"{payload_type.__qualname__} of the same type"
+            )
+            raise TypeError(msg)
+
+
+def _view_reader(
+    payload_type: type, view_type: type
+) -> tuple[_Match | None, _Build, tuple[str, ...]]:
+    """``(fullmatch of the payload's JSON or None, builder from its groups, the view's fields)``.
+
+    The builder is generated code, like ``_fast_class``'s: each group checked and converted in
+    line, then the view class called once.
+    """
+    key = (payload_type, view_type)
+    reader = _VIEWS.get(key)
+    if reader is not None:
+        return reader
+    check_view(payload_type, view_type)
+    names = tuple(f.name for f in attrs.fields(view_type))
+    wanted = set(names)
+    order = [f.name for f in attrs.fields(payload_type) if f.name in wanted]
+    own = typing.get_type_hints(view_type)
+    env: dict[str, Any] = {
+        "_NotFastError": _NotFastError,
+        "_InvalidOperation": InvalidOperation,
+        "_Decimal": Decimal,
+        "_cls": view_type,
+    }
+    captured: dict[str, str] = {}
+    body: list[str] = []
+    for i, name in enumerate(order):  # the groups come in the payload's field order
+        found = _capture(own[name], f"a{i}", env)
+        if found is None:
+            break
+        captured[name] = found[0]
+        body += [f"a{i} = g[{i}]", *found[1]]
+    pattern = _object_pattern(payload_type, captured) if len(captured) == len(order) else None
+    match: _Match | None = None
+    build: _Build = _no_build
+    if pattern is not None:
+        args = []
+        for field in attrs.fields(view_type):
+            var = f"a{order.index(field.name)}"
+            args.append(f"{field.alias}={var}" if field.kw_only else var)
+        body.append(f"return _cls({', '.join(args)})")
+        source = (
+            "def build(g):\n    try:\n"
+            + "".join(f"        {line}\n" for line in body)
+            + "    except _InvalidOperation:\n        raise _NotFastError from None\n"
+        )
+        exec(compile(source, f"<view reader of {view_type.__qualname__}>", "exec"), env)  # noqa: S102 - our own generated code
+        match = re.compile(pattern).fullmatch
+        build = cast(_Build, env["build"])
+    reader = (match, build, names)
+    _VIEWS[key] = reader
+    return reader
+
+
+def _no_build(_: Any) -> Any:
+    raise _NotFastError
+
+
+def view_reader(payload_type: type, view_type: type[T]) -> Callable[[str], T]:
+    """``load_view`` for one pair of classes: the reader made once, for reading many texts."""
+    match, build, names = _view_reader(payload_type, view_type)
+
+    def read(text: str) -> T:
+        found = match(text) if match is not None else None
+        if found is not None:
+            try:
+                return cast(T, build(found.groups()))
+            except _NotFastError:
+                pass
+        document = json.loads(text)
+        if type(document) is not dict:
+            msg = f"expected a JSON object, got {type(document).__name__}"
+            raise TypeError(msg)
+        missing = [name for name in names if name not in document]
+        if missing:
+            msg = f"the payload has no {', '.join(missing)}"
+            raise ValueError(msg)
+        return CONVERTER.structure({name: document[name] for name in names}, view_type)
+
+    return read
+
+
+def load_view(text: str, payload_type: type, view_type: type[T]) -> T:
+    """The fields of ``view_type`` read from ``text``, the JSON of a ``payload_type``.
+
+    ``view_type`` is an attrs class whose fields are fields of ``payload_type``: the same names
+    and types, in any order (``check_view``; ``TypeError`` otherwise). The view equals the one
+    built from ``from_json(text, payload_type)`` whenever that decodes; the payload itself is
+    never built, and its other fields are only read as far as JSON requires. Text in the
+    converter's layout is read by one regex of the payload's fields (strings without escapes,
+    numbers, literals, the nested meta; only valid JSON matches); any other text goes through
+    ``json.loads`` and the converter, which raise on invalid JSON or a missing or ill-typed
+    view field. ``view_reader`` makes the reader once for many texts.
+    """
+    return view_reader(payload_type, view_type)(text)

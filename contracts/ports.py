@@ -266,6 +266,30 @@ class Stateful(Protocol):
 
 
 @runtime_checkable
+class ViewReplaying(Protocol):
+    """A ``Stateful`` component that rebuilds its state from a few fields of some topics' events.
+
+    ``replay_views`` maps a topic of ``state_topics`` to a *view*: an attrs class whose fields
+    are fields of the topic's payload (same names and types; ``contracts.converter.check_view``).
+    When every component that replays a topic names the same view for it, recovery reads only
+    those fields of each event (``contracts.converter.load_view``: the payload is not built)
+    and calls ``replay_view`` with the view and ``load``, which decodes the whole payload: for
+    the few events the component keeps (a venue's last bar per symbol). Otherwise the topic's
+    events go to ``replay_event`` as usual, which must therefore still take them.
+
+    The view path must rebuild exactly the state ``replay_event(topic, load())`` would; it may
+    call ``load`` later (when its state is exported or recovery ends), never after
+    ``restore_state``. ``load`` raises what decoding the payload raises.
+    """
+
+    replay_views: Mapping[str, type]
+
+    def replay_view(self, topic: str, view: Any, load: Callable[[], Any]) -> None:
+        """Apply one journaled event from its ``view`` (``load()`` decodes it); publish nothing."""
+        ...
+
+
+@runtime_checkable
 class Reconciling(Protocol):
     """A venue that can compare the recovered state with what the exchange reports."""
 

@@ -6,22 +6,26 @@ builds every component) registers each component that implements ``contracts.por
 here, and gives the hub to the storage plane through its context. That is the one path between
 planes that does not go through the bus, and it carries nothing but snapshots and journaled
 events being replayed; the hub never calls a component while the bus is dispatching.
+
+A topic is replayed in one of two ways: whole payloads to ``replay_event``, or, when every
+component that rebuilds state from it names the same view (``contracts.ports.ViewReplaying``),
+views and a payload loader to ``replay_view`` (``views`` says which topics, and with what).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import structlog
 
-from contracts.ports import Reconciling, Stateful
+from contracts.ports import Reconciling, Stateful, ViewReplaying
 
 log = structlog.get_logger("planes.state")
 
 
 class StateError(RuntimeError):
-    """A component failed to export, restore or replay its state; the message names it."""
+    """A component failed to export, restore, replay or finish its state; the message names it."""
 
 
 class StateHub:
@@ -31,6 +35,7 @@ class StateHub:
         self._parts: dict[str, Stateful] = {}
         self._venues: list[tuple[str, Reconciling]] = []
         self._routes: dict[str, tuple[Stateful, ...]] = {}
+        self._views: dict[str, type] = {}
 
     def add(self, component: object, name: str) -> None:
         """Register ``component`` if it is ``Stateful`` and/or ``Reconciling``."""
@@ -42,6 +47,7 @@ class StateHub:
             self._parts[key] = component
             for topic in component.state_topics:
                 self._routes[topic] = (*self._routes.get(topic, ()), component)
+            self._views = self._find_views()
         if isinstance(component, Reconciling):
             self._venues.append((name, component))
 
@@ -54,6 +60,27 @@ class StateHub:
     def topics(self) -> frozenset[str]:
         """Every topic some component rebuilds its state from."""
         return frozenset(self._routes)
+
+    @property
+    def views(self) -> Mapping[str, type]:
+        """The topics replayed through ``replay_view``, each with the view its components named.
+
+        A topic is here when every component replaying it names the same view class for it; the
+        others (and any topic of a component without views) get whole payloads.
+        """
+        return self._views
+
+    def _find_views(self) -> dict[str, type]:
+        views: dict[str, type] = {}
+        for topic, parts in self._routes.items():
+            named = {
+                part.replay_views.get(topic) if isinstance(part, ViewReplaying) else None
+                for part in parts
+            }
+            view = named.pop()
+            if view is not None and not named:
+                views[topic] = view
+        return views
 
     def export(self) -> dict[str, Any]:
         """Every component's state by key (JSON-able)."""
@@ -92,10 +119,24 @@ class StateHub:
                 msg = f"state {part.state_key!r}: replay of {topic} failed: {what}"
                 raise StateError(msg) from exc
 
+    def replay_view(self, topic: str, view: Any, load: Callable[[], Any]) -> None:
+        """Give one journaled event's view (a ``views[topic]``) and its loader to its components."""
+        for part in self._routes.get(topic, ()):
+            try:
+                cast(ViewReplaying, part).replay_view(topic, view, load)
+            except Exception as exc:
+                what = f"{type(exc).__name__}: {exc}"
+                msg = f"state {part.state_key!r}: replay of {topic} failed: {what}"
+                raise StateError(msg) from exc
+
     def recovered(self) -> None:
         """Tell every component that recovery is complete."""
-        for part in self._parts.values():
-            part.recovered()
+        for key, part in self._parts.items():
+            try:
+                part.recovered()
+            except Exception as exc:
+                what = f"{type(exc).__name__}: {exc}"
+                raise StateError(f"state {key!r}: recovered() failed: {what}") from exc
 
     async def reconcile(self, policy: str) -> list[str]:
         """Reconcile every venue that can; one line per action, prefixed with the venue."""

@@ -51,20 +51,24 @@ per symbol, the venue's book and the counters. It is rebuilt from the journal in
 dropped); the venue's own ``exec:order_event`` then says what became of it (accepted with its
 quantity, rejected, each fill, cancelled), because the live venue decided that from the state it
 had when it handled the approval, which a replay reaches only once those events are applied;
-``market:kline`` keeps the last bar (no matching). Replay publishes nothing and fills nothing
-the journal does not show; a fill already in the restored state (a snapshot taken while its
-event was still queued) is skipped by its cumulative quantity. An approval whose answer did not
-reach the journal before a crash is answered in ``recovered()`` (accepted or rejected, never
-filled there); the next bars fill it.
+``market:kline`` keeps the last bar (no matching). Klines are replayed from their ``BarView``
+(``replay_views``: the fields the bar filter and an arriving order read), so recovery builds no
+bar but the last one taken per symbol, when the state is exported or recovery ends. Replay
+publishes nothing and fills nothing the journal does not show; a fill already in the restored
+state (a snapshot taken while its event was still queued) is skipped by its cumulative quantity.
+An approval whose answer did not reach the journal before a crash is answered in
+``recovered()`` (accepted or rejected, never filled there); the next bars fill it. An idle
+venue (another ``execution.venue``) has no state topics: it rebuilds nothing.
 """
 
 from __future__ import annotations
 
 import decimal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
+import attrs
 import structlog
 
 from contracts.converter import CONVERTER
@@ -84,6 +88,17 @@ VENUE = "paper"
 STATE_KEY: Final = "execution.paper"
 _ROUND = decimal.Context(prec=28)
 _WORKING = (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
+
+
+@attrs.frozen
+class BarView:
+    """What the venue's replay reads of a ``market:kline``: the bar filter's fields and the end."""
+
+    symbol: str
+    interval: str
+    start_ts: int
+    end_ts: int
+    closed: bool
 
 
 def _fraction_of_bps(bps: float) -> Decimal:
@@ -152,6 +167,7 @@ class PaperExecution:
     venue = VENUE
     state_key = STATE_KEY
     state_topics = frozenset((RISK_APPROVED.name, EXEC_ORDER_EVENT.name, MARKET_KLINE.name))
+    replay_views: Mapping[str, type] = {MARKET_KLINE.name: BarView}
 
     def __init__(self, ctx: ComponentContext) -> None:
         config = ctx.config
@@ -162,6 +178,8 @@ class PaperExecution:
         self._bus = ctx.bus
         self._clock = ctx.clock
         self.active = execution.venue == VENUE
+        if not self.active:  # an idle venue replays nothing: recovery reads no bar for it
+            self.state_topics = frozenset()
         self.quote = config.portfolio.quote
         self.book = Ledger(config.portfolio.cash, self.quote)
         """The venue's own account: what ``positions()`` and ``wallet()`` report."""
@@ -175,6 +193,8 @@ class PaperExecution:
         self._buy_fee_in_base = execution.spot_buy_fee_in_base
         self._cancel_on_stop = execution.cancel_on_stop
         self._bars: dict[str, KlineEvent] = {}
+        self._held: dict[str, tuple[BarView, Callable[[], Any]]] = {}
+        """Bars taken in replay from their view: each symbol's last, loaded by ``_settle``."""
         self._prices: dict[str, Decimal] = {}
         self._working: dict[str, list[_Order]] = {}
         self._by_id: dict[str, _Order] = {}
@@ -275,7 +295,8 @@ class PaperExecution:
         self._client_ids.add(req.client_order_id)
         self.submitted += 1
         order = _Order(req)
-        last = self._bars.get(req.symbol)
+        held = self._held.get(req.symbol) if self._held else None
+        last = held[0] if held is not None else self._bars.get(req.symbol)
         order.after_ts = last.end_ts if last is not None else None
         return order
 
@@ -530,6 +551,7 @@ class PaperExecution:
 
     def export_state(self) -> dict[str, Any]:
         """Working orders, seen client order ids, last bars, the book and the counters."""
+        self._settle()
         orders = [*self._by_id.values(), *self._pending.values()]
         return {
             "open_orders": [order.export() for order in orders],
@@ -550,6 +572,7 @@ class PaperExecution:
         book = Ledger.restore(state["book"])
         bars = state["bars"]
         self._bars = {str(s): CONVERTER.structure(bars[s], KlineEvent) for s in bars}
+        self._held = {}
         self._client_ids = {str(c) for c in state["client_order_ids"]}
         self._by_id, self._pending, self._working = {}, {}, {}
         for item in state["open_orders"]:
@@ -578,7 +601,36 @@ class PaperExecution:
             if payload.venue == VENUE:
                 self._replay_order(payload)
         elif topic == MARKET_KLINE.name and isinstance(payload, KlineEvent):
+            self._settle()
             self._take_bar(payload)
+
+    def replay_view(self, topic: str, view: Any, load: Callable[[], Any]) -> None:
+        """Take a journaled kline from its view as ``_take_bar`` would; ``load`` it only if kept."""
+        if not self.active or topic != MARKET_KLINE.name or not isinstance(view, BarView):
+            return
+        if not view.closed:
+            return
+        symbol = view.symbol
+        held = self._held.get(symbol)
+        last = held[0] if held is not None else self._bars.get(symbol)
+        if last is not None and (view.start_ts <= last.start_ts or view.interval != last.interval):
+            return
+        self._held[symbol] = (view, load)
+
+    def _settle(self) -> None:
+        """Load the bars taken from views into ``_bars`` (the state is read or goes live)."""
+        if not self._held:
+            return
+        held, self._held = self._held, {}
+        for symbol, (view, load) in held.items():
+            bar = load()
+            if not isinstance(bar, KlineEvent) or (bar.symbol, bar.start_ts) != (
+                view.symbol,
+                view.start_ts,
+            ):
+                msg = f"the bar loaded for {symbol} is not the one its view showed: {bar!r}"
+                raise TypeError(msg)
+            self._bars[symbol] = bar
 
     def _replay_order(self, event: OrderEvent) -> None:
         status, order_id = event.status, event.order_id
@@ -609,7 +661,8 @@ class PaperExecution:
                 self._sweep(order.req.symbol)
 
     def recovered(self) -> None:
-        """Answer the approvals the journal shows without their answer (no fill here)."""
+        """Load the bars taken from views; answer the approvals the journal shows unanswered."""
+        self._settle()
         pending, self._pending = self._pending, {}
         for order in pending.values():
             log.warning("paper.unanswered_order", order_id=order.req.order_id)

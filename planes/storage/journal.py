@@ -59,10 +59,10 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import structlog
@@ -72,6 +72,8 @@ from contracts.meta import Payload, Source
 from planes.storage import journal_writer
 
 log = structlog.get_logger("planes.storage.journal")
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 """Version of the table layout, kept in ``meta``; a file of another version is refused."""
@@ -208,6 +210,18 @@ def decode_payload(seq: int, topic: str, text: str, types: Mapping[str, type[Pay
         )
         raise JournalError(msg) from exc
     return payload
+
+
+def decode_view(seq: int, topic: str, text: str, read: Callable[[str], T]) -> T:
+    """A view of a record's payload from its parts: ``read`` is a ``view_reader`` of the converter.
+
+    A payload whose view does not decode raises ``JournalError``, as ``decode_payload`` does.
+    """
+    try:
+        return read(text)
+    except Exception as exc:
+        msg = f"journal seq {seq} ({topic}): the payload does not decode as a view: {exc}"
+        raise JournalError(msg) from exc
 
 
 @attrs.define

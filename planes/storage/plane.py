@@ -12,10 +12,11 @@
 * **Recovery** runs when the Orchestrator asks (``control:command recover``, at boot, before
   the market connects): the newest valid snapshot (a corrupted or truncated newer one is
   skipped with an alert), then every journaled event after it up to the previous run's last
-  one, on the topics the components rebuild state from, then ``recovered()`` (positions are
-  announced, flat ones too, never filled), the registry's scenarios (``state:registry``
-  ``restored``), reconciliation with the venue, the outbox's interrupted sends, and
-  ``state:recovery``.
+  one, on the topics the components rebuild state from (``replay_rows``: a topic whose
+  components name a view, the paper venue's ``market:kline``, is read as views and decoded
+  whole only for the events they keep), then ``recovered()`` (positions are announced, flat
+  ones too, never filled), the registry's scenarios (``state:registry`` ``restored``),
+  reconciliation with the venue, the outbox's interrupted sends, and ``state:recovery``.
 * **Registry.** ``scenario.enable|disable|retire|rollback ID`` commands and
   ``control:rollbackModel`` are committed to ``registry.sqlite3`` (row and audit line in one
   transaction) *before* ``state:registry`` tells the strategy plane to act on them.
@@ -29,14 +30,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from contracts.control import ControlCommand, RollbackRequested
+from contracts.converter import view_reader
 from contracts.enums import ScenarioState, Severity
 from contracts.execution import OrderEvent, PositionUpdate
 from contracts.meta import Payload
@@ -59,7 +63,7 @@ from contracts.topics import (
 )
 from planes.config import Config
 from planes.state import StateError, StateHub
-from planes.storage.journal import EventJournal, JournalError, decode_payload
+from planes.storage.journal import EventJournal, JournalError, decode_payload, decode_view
 from planes.storage.outbox import Outbox, OutboxError
 from planes.storage.registry import Registry, RegistryError, ScenarioRecord
 from planes.storage.snapshots import SnapshotError, StateStore
@@ -396,12 +400,8 @@ class StoragePlane:
             return 0
         types = {name: topic.payload for name, topic in BotEventMap.items()}
         types[STATE_REGISTRY.name] = STATE_REGISTRY.payload
-        replayed = 0
-        replay = self._hub.replay
-        for seq, topic, text in self.journal.payloads(since, self.boot_seq, topics):
-            replay(topic, decode_payload(seq, topic, text, types))
-            replayed += 1
-        return replayed
+        rows = self.journal.payloads(since, self.boot_seq, topics)
+        return replay_rows(self._hub, rows, types)
 
     def _announce(self) -> int:
         """``recovered()`` on every component; return how many open positions they announced.
@@ -584,6 +584,37 @@ class StoragePlane:
     def _wall_ms(self) -> int:
         """Wall-clock ms for file metadata (snapshots, audit, outbox), whatever the bus clock."""
         return int(time.time() * 1000)
+
+
+def replay_rows(
+    hub: StateHub, rows: Iterable[tuple[int, str, str]], types: Mapping[str, type[Payload]]
+) -> int:
+    """Replay journal rows ``(seq, topic, payload JSON)`` into ``hub``; return how many.
+
+    A topic the hub replays through views (``StateHub.views``) has only its view read from each
+    row (``contracts.converter.view_reader``), with a ``load`` that decodes the whole payload if
+    a component keeps the event; every other row is decoded whole for ``StateHub.replay``.
+    """
+    readers: dict[str, Callable[[str], Any]] = {}
+    for name, view in hub.views.items():
+        payload_type = types.get(name)
+        if payload_type is None:
+            continue  # decoding it whole fails, naming the topic
+        try:
+            readers[name] = view_reader(payload_type, view)
+        except TypeError as exc:
+            raise StateError(f"the replay view of {name}: {exc}") from exc
+    replayed = 0
+    replay, replay_view = hub.replay, hub.replay_view
+    for seq, topic, text in rows:
+        read = readers.get(topic)
+        if read is None:
+            replay(topic, decode_payload(seq, topic, text, types))
+        else:
+            load = functools.partial(decode_payload, seq, topic, text, types)
+            replay_view(topic, decode_view(seq, topic, text, read), load)
+        replayed += 1
+    return replayed
 
 
 def _open_orders(sections: dict[str, Any]) -> int:

@@ -2,7 +2,9 @@
 
 The journal here is a catch-all subscriber that keeps every event in bus order, decoded the way
 the storage plane decodes it (the contracts converter), and the state after every event (what a
-snapshot taken between two dispatches would hold). Recovery goes through the real ``StateHub``.
+snapshot taken between two dispatches would hold). Recovery goes through the real ``StateHub``
+and the storage plane's ``replay_rows`` on the events' journal text, so the paper venue's bars
+are replayed from their views as at boot; the property test replays whole payloads too.
 The Bybit cases run against the loopback Bybit REST fake.
 """
 
@@ -21,21 +23,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.converter import CONVERTER
+from contracts.converter import CONVERTER, fast_dumps
 from contracts.enums import OrderStatus, OrderType, Side
+from contracts.market import KlineEvent
 from contracts.meta import Payload
-from contracts.ports import Reconciling, Stateful
-from contracts.topics import Topic
+from contracts.ports import Reconciling, Stateful, ViewReplaying
+from contracts.topics import MARKET_KLINE, BotEventMap, Topic
 from planes.execution.bybit import BybitExecution
 from planes.execution.ledger import Ledger
+from planes.execution.paper import BarView
 from planes.state import StateHub
+from planes.storage.plane import replay_rows
 from tests.fakes.bybit_http import CANCEL, CREATE, FakeBybitHTTP
-from tests.planes.execution.harness import Bench, D
+from tests.planes.execution.harness import BAR_MS, Bench, D
 from tests.planes.execution.test_bybit import Bench as BybitBench
 
 S = OrderStatus
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 Event = tuple[str, Payload]
+TYPES = {name: topic.payload for name, topic in BotEventMap.items()}
 
 
 # -- the journal and the hub ---------------------------------------------------------------
@@ -69,19 +75,37 @@ def hub_of(*components: object) -> StateHub:
     return hub
 
 
-def replay(hub: StateHub, events: Sequence[Event]) -> None:
-    for topic, payload in events:
-        if topic in hub.topics:
-            hub.replay(topic, payload)
+def replay(hub: StateHub, events: Sequence[Event], *, views: bool = True) -> None:
+    """Replay ``events`` as recovery does: their journal text, views where the hub has them.
+
+    ``views=False``: every payload whole to ``replay_event`` (what recovery did before views).
+    """
+    if not views:
+        for topic, payload in events:
+            if topic in hub.topics:
+                hub.replay(topic, payload)
+        return
+    rows = [
+        (seq, topic, fast_dumps(payload))
+        for seq, (topic, payload) in enumerate(events, 1)
+        if topic in hub.topics
+    ]
+    assert replay_rows(hub, rows, TYPES) == len(rows)
 
 
 def test_the_components_are_stateful_under_distinct_keys() -> None:
     b = Bench()
     assert isinstance(b.paper, Stateful)
     assert isinstance(b.positions, Stateful)
-    assert hub_of(b.paper, b.positions).keys == ["execution.paper", "execution.portfolio"]
+    hub = hub_of(b.paper, b.positions)
+    assert hub.keys == ["execution.paper", "execution.portfolio"]
     assert b.positions.state_topics == {"exec:order_event", "portfolio:position_update"}
     assert b.paper.state_topics == {"risk:approved_intent", "exec:order_event", "market:kline"}
+    assert isinstance(b.paper, ViewReplaying)
+    assert dict(hub.views) == {"market:kline": BarView}  # bars from their views, nothing else
+    idle = Bench("execution.venue=bybit")
+    assert idle.paper.state_topics == frozenset()  # it replays nothing: no bar is read for it
+    assert hub_of(idle.paper, idle.positions).topics == b.positions.state_topics
 
 
 # -- the ledger ----------------------------------------------------------------------------
@@ -171,6 +195,9 @@ class BarStep:
     close: Decimal
     volume: Decimal
     interval: str
+    kind: str
+    """``next`` bar, ``open`` (the next one, not closed), ``again`` (the last closed bar's start
+    once more) or ``earlier`` (the bar before it): the venue takes only the first kind."""
 
 
 @attrs.frozen
@@ -199,6 +226,7 @@ bar_steps = st.builds(
     levels,
     st.integers(0, 8).map(Decimal),
     st.sampled_from(("1", "1", "1", "1", "5")),
+    st.sampled_from(("next", "next", "next", "next", "next", "open", "again", "earlier")),
 )
 approval_steps = st.builds(
     ApprovalStep,
@@ -222,6 +250,25 @@ steps = st.lists(
 def run_step(b: Bench, step: BarStep | ApprovalStep | CancelStep, intents: list[str]) -> None:
     if isinstance(step, BarStep):
         high, low = max(step.open, step.close) + 2, min(step.open, step.close) - 2
+        last = b.bars.get(step.symbol)
+        if step.kind in ("again", "earlier") and last:
+            start = last[-1].start_ts - (BAR_MS if step.kind == "earlier" else 0)
+            bar = KlineEvent(
+                b.market.meta(),
+                exchange="test",
+                symbol=step.symbol,
+                interval=step.interval,
+                start_ts=start,
+                end_ts=start + BAR_MS - 1,
+                open=step.open,
+                high=high,
+                low=low,
+                close=step.close,
+                volume=step.volume,
+                closed=True,
+            )
+            b.market.publish(MARKET_KLINE, bar)
+            return
         b.bar(
             step.open,
             high,
@@ -230,6 +277,7 @@ def run_step(b: Bench, step: BarStep | ApprovalStep | CancelStep, intents: list[
             step.volume,
             symbol=step.symbol,
             interval=step.interval,
+            closed=step.kind != "open",
         )
     elif isinstance(step, ApprovalStep):
         if step.again is not None and intents:
@@ -261,13 +309,15 @@ def check_replay(
     start: int,
     boundaries: Sequence[int],
     states: Sequence[dict[str, Any]],
+    *,
+    views: bool = True,
 ) -> None:
     """Replay ``events[start:]`` into ``hub``; at every boundary its state is the live one."""
     done = start
     for end, state in zip(boundaries, states, strict=True):
         if end < start:
             continue
-        replay(hub, events[done:end])
+        replay(hub, events[done:end], views=views)
         done = end
         assert snapshot(hub) == state
 
@@ -299,23 +349,27 @@ def test_replaying_any_journal_prefix_rebuilds_the_live_state(
         boundaries.append(len(journal.events))
         states.append(snapshot(hub))
     events = journal.events
-    # From nothing: the journal alone, prefix by prefix.
-    fresh = Bench(*sets)
-    check_replay(hub_of(fresh.paper, fresh.positions), events, 0, boundaries, states)
-    # From a snapshot taken after any event (mid-cascade too): the rest of its cascade leads to
-    # the live state. ``restore`` replaces the whole state, so one set of components serves.
-    fresh = Bench(*sets)
-    restored = hub_of(fresh.paper, fresh.positions)
-    for j, state in enumerate(journal.states):
-        assert restored.restore(copy.deepcopy(state)) == []
-        assert snapshot(restored) == state
-        end = next(k for k, end in enumerate(boundaries) if end > j)
-        check_replay(restored, events, j + 1, boundaries[end : end + 1], states[end : end + 1])
-    # And from a drawn one through to the end of the journal.
-    if events:
-        j = data.draw(st.integers(0, len(events) - 1), label="snapshot after event")
-        restored.restore(copy.deepcopy(journal.states[j]))
-        check_replay(restored, events, j + 1, boundaries, states)
+    for views in (True, False):  # bars from their views, as at boot, and every payload whole
+        # From nothing: the journal alone, prefix by prefix.
+        fresh = Bench(*sets)
+        hub = hub_of(fresh.paper, fresh.positions)
+        check_replay(hub, events, 0, boundaries, states, views=views)
+        # From a snapshot taken after any event (mid-cascade too): the rest of its cascade leads
+        # to the live state. ``restore`` replaces the whole state, so one set of components
+        # serves.
+        fresh = Bench(*sets)
+        restored = hub_of(fresh.paper, fresh.positions)
+        for j, state in enumerate(journal.states):
+            assert restored.restore(copy.deepcopy(state)) == []
+            assert snapshot(restored) == state
+            end = next(k for k, end in enumerate(boundaries) if end > j)
+            bounds, wanted = boundaries[end : end + 1], states[end : end + 1]
+            check_replay(restored, events, j + 1, bounds, wanted, views=views)
+        # And from a drawn one through to the end of the journal.
+        if events:
+            j = data.draw(st.integers(0, len(events) - 1), label="snapshot after event")
+            restored.restore(copy.deepcopy(journal.states[j]))
+            check_replay(restored, events, j + 1, boundaries, states, views=views)
 
 
 # -- restarts of the paper venue -------------------------------------------------------------

@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from contracts.control import ControlCommand
-from contracts.enums import ScenarioState
+from contracts.enums import OrderType, ScenarioState, Side
 from contracts.meta import Payload
 from contracts.state import RegistryChanged, StateRecovered, StateSnapshot
 from contracts.strategy import ScenarioDisabled
 from contracts.system import Alert
-from contracts.topics import CONTROL_COMMAND, STATE_RECOVERY, Topic
+from contracts.topics import CONTROL_COMMAND, MARKET_KLINE, STATE_RECOVERY, Topic
 from planes.config import load_config
 from planes.runtime import Runtime, RuntimeStartError
-from planes.storage.journal import open_reader
+from planes.state import StateHub
+from planes.storage.journal import EventJournal, open_reader
 from planes.storage.plane import StoragePlane, data_paths
 from planes.storage.registry import Registry
+from tests.planes.execution.harness import Bench
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "tests" / "data" / "ohlcv" / "btcusdt_1h_500.csv"
@@ -144,6 +148,90 @@ async def test_without_snapshots_the_journal_alone_rebuilds_the_state(tmp_path: 
     recovered = tap.of(StateRecovered)[0]
     assert recovered.snapshot_id is None
     assert recovered.journal_events_replayed > 0
+
+
+def journal_a_paper_session(data_dir: Path) -> dict[str, Any]:
+    """Journal a paper session over three symbols; return the venue's and portfolio's state.
+
+    Three hundred bars a symbol, among them bars the venue leaves aside (not closed, a repeat,
+    an older one, another interval), market orders that fill, partial fills, limit and stop
+    orders still working at the end, a cancel and a duplicate approval: what the bars replayed
+    from their views must leave exactly as their whole payloads do.
+    """
+    bench = Bench("execution.max_volume_share=0.5", "execution.fee_bps_taker=5")
+    journal = EventJournal(data_paths(data_dir)[0], "recorded")
+    journal.open()
+    bench.bus.subscribe_all(lambda topic, payload: journal.append(topic.name, payload))
+    asyncio.run(bench.start())
+    symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    for i in range(300):
+        for k, symbol in enumerate(symbols):
+            price = 100 + (i * (k + 3)) % 17
+            bench.bar(price, price + 2, price - 2, price + 1, 1 + i % 5, symbol=symbol)
+            last = bench.bars[symbol][-1]
+            if i % 7 == k or i == 299:  # bars the venue leaves aside (all of them at the end)
+                odd = (
+                    attrs.evolve(last, closed=False),
+                    attrs.evolve(last, close=last.close + 1),
+                    attrs.evolve(last, start_ts=last.start_ts - 60_000, end_ts=last.start_ts - 1),
+                    attrs.evolve(last, interval="5"),
+                )
+                for bar in odd if i == 299 else odd[i % 4 : i % 4 + 1]:
+                    bench.market.publish(MARKET_KLINE, bar)
+            if i % 11 == k:
+                side = Side.BUY if i % 2 else Side.SELL
+                bench.approve(side, 3, symbol=symbol, intent_id=f"m-{symbol}-{i}")
+        if i % 50 == 10:
+            bench.approve(Side.BUY, 1, OrderType.LIMIT, limit="50", intent_id=f"limit-{i}")
+            bench.approve(Side.BUY, 1, OrderType.STOP, stop="500", symbol="ETHUSDT",
+                          intent_id=f"stop-{i}")  # fmt: skip
+    bench.approve(Side.SELL, 3, symbol="SOLUSDT", intent_id="m-SOLUSDT-2")  # a duplicate
+    working = asyncio.run(bench.paper.open_orders())
+    asyncio.run(bench.paper.cancel(working[0].order_id))
+    bench.approve(Side.SELL, 1, symbol="SOLUSDT", intent_id="last")  # waits for the next bar
+    journal.close()
+    state = StateHub()
+    state.add(bench.paper, "paper")
+    state.add(bench.positions, "positions")
+    exported: dict[str, Any] = json.loads(json.dumps(state.export()))
+    return exported
+
+
+def test_replaying_bars_from_their_views_restores_what_decoding_every_payload_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = journal_a_paper_session(tmp_path / "recorded")
+    assert len(live["execution.paper"]["open_orders"]) >= 5
+    assert live["execution.paper"]["counters"]["fills"] > 100
+    assert live["execution.paper"]["counters"]["duplicates"] == 1
+    assert len(live["execution.paper"]["bars"]) == 3
+
+    def recover(data_dir: Path) -> tuple[dict[str, Any], StateRecovered]:
+        shutil.copytree(tmp_path / "recorded", data_dir)
+        runtime = make_runtime(data_dir, "storage.snapshot_every_events=0")
+        tap = Tap(runtime)
+        at_recovery: dict[str, Any] = {}
+        runtime.bus.subscribe(
+            STATE_RECOVERY,
+            lambda _: at_recovery.update(json.loads(json.dumps(runtime.state.export()))),
+        )
+
+        async def boot() -> None:
+            await runtime.start()
+            await runtime.stop()
+
+        asyncio.run(boot())
+        return at_recovery, tap.of(StateRecovered)[0]
+
+    fast, fast_recovery = recover(tmp_path / "views")
+    with monkeypatch.context() as patch:  # recovery as it was: every payload decoded whole
+        patch.setattr(StateHub, "views", property(lambda _: {}))
+        whole, whole_recovery = recover(tmp_path / "whole")
+    assert fast_recovery.ok
+    assert fast_recovery.journal_events_replayed == whole_recovery.journal_events_replayed
+    assert fast == whole
+    for key in ("execution.paper", "execution.portfolio"):
+        assert fast[key] == live[key]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])

@@ -1,0 +1,158 @@
+"""Views: some fields of a payload read from its JSON, always the decoded payload's fields.
+
+A view (``contracts.converter.load_view``) is what recovery reads of the events a component
+needs only a few fields of; these tests hold it to the full decode on every topic, for the
+converter's own text (read by one regex) and for any other JSON of the same payload (read
+through ``json.loads``).
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from typing import Any
+
+import attrs
+import pytest
+from cattrs.errors import ClassValidationError
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contracts.converter import check_view, fast_dumps, fast_loads, load_view, view_reader
+from contracts.execution import OrderEvent, PositionUpdate
+from contracts.market import KlineEvent
+from contracts.meta import EventMeta, Source
+from contracts.topics import MARKET_KLINE, BotEventMap, Topic
+from tests.strategies import payloads
+
+TOPICS = list(BotEventMap.values())
+TOPIC_IDS = [topic.name for topic in TOPICS]
+
+
+def view_class(cls: type, names: list[str]) -> type:
+    """A frozen attrs class with the fields ``names`` of ``cls``, of the same types."""
+    hints = typing.get_type_hints(cls)
+    fields = {name: attrs.field(type=hints[name]) for name in names}
+    return attrs.make_class(f"{cls.__name__}View_{'_'.join(names)}", fields, frozen=True)
+
+
+def views_of(cls: type) -> list[type]:
+    """Every single field as a view, and all the fields in reverse order."""
+    names = [f.name for f in attrs.fields(cls)]
+    return [*(view_class(cls, [name]) for name in names), view_class(cls, names[::-1])]
+
+
+VIEWS = {topic.payload: views_of(topic.payload) for topic in TOPICS}
+
+
+@attrs.frozen
+class BarView:
+    symbol: str
+    interval: str
+    start_ts: int
+    end_ts: int
+    closed: bool
+
+
+def expected(view: type, payload: Any) -> Any:
+    return view(**{f.name: getattr(payload, f.name) for f in attrs.fields(view)})
+
+
+def texts_of(payload: Any) -> list[str]:
+    """The converter's text of ``payload`` and two other JSON texts of the same object."""
+    text = fast_dumps(payload)
+    document = json.loads(text)
+    compact = json.dumps(document, separators=(",", ":"))
+    unescaped = json.dumps(document, ensure_ascii=False)
+    return [text, compact, unescaped]
+
+
+@pytest.mark.parametrize("topic", TOPICS, ids=TOPIC_IDS)
+@given(data=st.data())
+def test_a_view_holds_the_fields_of_the_decoded_payload(
+    topic: Topic[Any], data: st.DataObject
+) -> None:
+    payload = data.draw(payloads(topic), label=topic.name)
+    view = data.draw(st.sampled_from(VIEWS[topic.payload]), label="view")
+    for text in texts_of(payload):
+        assert fast_loads(text, topic.payload) == payload
+        assert load_view(text, topic.payload, view) == expected(view, payload)
+
+
+@given(
+    payloads(MARKET_KLINE),
+    st.sampled_from(("BTCUSDT", "ETH-PERP", "")),
+    st.sampled_from(("1", "60", "D")),
+    st.none() | st.sampled_from(("c-1", "")),
+)
+def test_the_converters_own_text_is_read_without_json_loads(
+    kline: KlineEvent, symbol: str, interval: str, correlation_id: str | None
+) -> None:
+    """Text without escapes (every journaled bar of a real venue) never goes to json.loads."""
+    meta = attrs.evolve(kline.meta, correlation_id=correlation_id)
+    kline = attrs.evolve(kline, meta=meta, exchange="bybit", symbol=symbol, interval=interval)
+    read = view_reader(KlineEvent, BarView)
+    text = fast_dumps(kline)
+
+    def refuse(_: str) -> Any:
+        raise AssertionError("json.loads was called")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(json, "loads", refuse)
+        assert read(text) == expected(BarView, kline)
+
+
+def test_a_duplicate_key_reads_as_json_loads_takes_it() -> None:
+    kline = KlineEvent(
+        EventMeta(Source.MARKET, 5),
+        exchange="x",
+        symbol="A",
+        interval="1",
+        start_ts=1,
+        end_ts=2,
+        open=1,  # type: ignore[arg-type] - the converter's Decimal hook takes an int
+        high=1,  # type: ignore[arg-type]
+        low=1,  # type: ignore[arg-type]
+        close=1,  # type: ignore[arg-type]
+        volume=1,  # type: ignore[arg-type]
+        closed=True,
+    )
+    text = fast_dumps(kline).removesuffix("}") + ', "symbol": "B"}'
+    assert load_view(text, KlineEvent, BarView).symbol == "B" == json.loads(text)["symbol"]
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "match"),
+    [
+        ("{", ValueError, "Expecting"),
+        ("[]", TypeError, "expected a JSON object, got list"),
+        ('{"symbol": "A"}', ValueError, "the payload has no interval, start_ts, end_ts, closed"),
+        (
+            '{"symbol": "A", "interval": "1", "start_ts": "5", "end_ts": 6, "closed": true}',
+            ClassValidationError,
+            "While structuring BarView",
+        ),
+    ],
+)
+def test_a_view_that_does_not_decode_raises(text: str, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        load_view(text, KlineEvent, BarView)
+
+
+def test_a_view_must_hold_fields_of_the_payload_of_the_same_types() -> None:
+    check_view(KlineEvent, BarView)
+    check_view(PositionUpdate, view_class(PositionUpdate, ["equity", "symbol"]))
+
+    @attrs.frozen
+    class Renamed:
+        ticker: str
+
+    @attrs.frozen
+    class Retyped:
+        start_ts: str
+
+    for view in (Renamed, Retyped):
+        with pytest.raises(TypeError, match="is not a field of KlineEvent of the same type"):
+            load_view("{}", KlineEvent, view)
+    with pytest.raises(TypeError, match="must be attrs classes"):
+        check_view(OrderEvent, dict)
