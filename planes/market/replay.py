@@ -56,11 +56,11 @@ import operator
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, overload
 
 import attrs
 import structlog
@@ -95,15 +95,26 @@ Bar = tuple[int, int, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal | Non
 """``(start_ts, end_ts, open, high, low, close, volume, turnover)``."""
 _Row = tuple[int, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal | None]
 _Columns = tuple[
-    list[int],
-    list[Decimal],
-    list[Decimal],
-    list[Decimal],
-    list[Decimal],
-    list[Decimal],
-    list[Decimal | None],
+    Sequence[int],
+    Sequence[Decimal],
+    Sequence[Decimal],
+    Sequence[Decimal],
+    Sequence[Decimal],
+    Sequence[Decimal],
+    Sequence[Decimal | None],
 ]
 """The rows of a file column by column: starts, opens, highs, lows, closes, volumes, turnovers."""
+_BarColumns = tuple[
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal | None, ...],
+]
+"""The columns of ``Bars``: the ``_Columns`` of a file with the bars' ends after the starts."""
 
 _MINUTE = 60_000
 _DAY = 1440 * _MINUTE
@@ -129,6 +140,59 @@ class ReplayError(ValueError):
         self.reason = reason
 
 
+class Bars(Sequence[Bar]):
+    """The bars of a file, read-only, in time order: a sequence of ``Bar`` tuples over columns.
+
+    The file is kept as eight tuples, one per field (starts, ends, opens, ..., turnovers), not as
+    a tuple per bar: a bar's tuple is built when it is indexed, and iterating zips the columns,
+    so a loop that unpacks each bar (``for start, end, *_ in bars``) reuses one tuple for every
+    bar. Equal to a ``Bars`` with equal columns and to the tuple of the same bars, and hashed as
+    that tuple; a slice is a ``Bars``.
+    """
+
+    __slots__ = ("_columns",)
+
+    def __init__(self, columns: _BarColumns) -> None:
+        if len(set(map(len, columns))) != 1:
+            msg = f"columns of different lengths: {[len(column) for column in columns]}"
+            raise ValueError(msg)
+        self._columns = columns
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+    @overload
+    def __getitem__(self, index: int) -> Bar: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Bars: ...
+
+    def __getitem__(self, index: int | slice) -> Bar | Bars:
+        s, e, o, h, low, c, v, t = self._columns
+        if isinstance(index, slice):
+            return Bars(
+                (s[index], e[index], o[index], h[index], low[index], c[index], v[index], t[index])
+            )
+        return s[index], e[index], o[index], h[index], low[index], c[index], v[index], t[index]
+
+    def __iter__(self) -> Iterator[Bar]:
+        # zip reuses its result tuple when the one it gave last is no longer held.
+        return cast("Iterator[Bar]", zip(*self._columns, strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Bars):
+            return self._columns == other._columns
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} bars>"
+
+
 @attrs.frozen
 class ReplayData:
     """A validated file: its bars in time order, with symbol and interval."""
@@ -137,7 +201,7 @@ class ReplayData:
     format: ReplayFormat
     symbol: str
     interval: str
-    bars: tuple[Bar, ...] = attrs.field(repr=lambda bars: f"<{len(bars)} bars>")
+    bars: Bars
 
 
 def iso(ts_ms: int) -> str:
@@ -606,13 +670,13 @@ def _read_plain_columns(path: str, text: str) -> tuple[_Columns, _Where] | None:
         starts = _plain_starts(cells[tc::width])
         dec = _EXACT.create_decimal
         io, ih, il, ic, iv = picked
-        h, low, c, v = (list(map(dec, cells[k::width])) for k in (ih, il, ic, iv))
+        h, low, c, v = (tuple(map(dec, cells[k::width])) for k in (ih, il, ic, iv))
         opens = cells[io::width]
         if opens[1:] == cells[ic::width][:-1]:  # every bar opens at the close before it
-            o = [dec(opens[0]), *c[:-1]]
+            o = (dec(opens[0]), *c[:-1])
         else:
-            o = list(map(dec, opens))
-        turnovers = None if it is None else list(map(dec, cells[it::width]))
+            o = tuple(map(dec, opens))
+        turnovers = None if it is None else tuple(map(dec, cells[it::width]))
         le, finite = operator.le, Decimal.is_finite
         # _plausible, a column at a time: 0 < low <= open, close <= high; high, volume and
         # turnover finite; volume and turnover not negative. A NaN raises InvalidOperation.
@@ -631,24 +695,24 @@ def _read_plain_columns(path: str, text: str) -> tuple[_Columns, _Where] | None:
         return None
     if not good:
         return None
-    t: list[Decimal | None] = [None] * len(body) if turnovers is None else [*turnovers]
+    t: tuple[Decimal | None, ...] = (None,) * len(body) if turnovers is None else turnovers
     return (starts, o, h, low, c, v, t), _Consecutive(at + 2)
 
 
-def _plain_starts(stamps: list[str]) -> list[int]:
+def _plain_starts(stamps: list[str]) -> tuple[int, ...]:
     """The start of every stamp, as ``_read_rows`` parses it; raises where it would not."""
     if _INTEGER.fullmatch(stamps[0]) is None:  # ISO dates: _IsoCache over the whole column
         stripped = list(map(str.strip, stamps))
         days = map(_Parsed(_day_ms).__getitem__, map(_DAY_PART, stripped))
         rests = map(_Parsed(_rest_ms).__getitem__, map(_REST_PART, stripped))
-        return list(map(operator.add, days, rests))
+        return tuple(map(operator.add, days, rests))
     low, high, scale, _ = _epoch_unit(stamps[0])
     if not all(map(_INTEGER.fullmatch, stamps)):
         raise _Irregular
-    numbers = list(map(int, stamps))
+    numbers = tuple(map(int, stamps))
     if not (low <= min(numbers) and max(numbers) < high):
         raise _Irregular
-    return numbers if scale == 1 else list(map(operator.mul, numbers, itertools.repeat(scale)))
+    return numbers if scale == 1 else tuple(map(operator.mul, numbers, itertools.repeat(scale)))
 
 
 def _csv_problem(
@@ -784,7 +848,9 @@ def _list_offsets(text: str) -> list[int] | None:
     return offsets
 
 
-def _sequence_error(path: str, starts: list[int], where: _Where, i: int, label: str) -> ReplayError:
+def _sequence_error(
+    path: str, starts: Sequence[int], where: _Where, i: int, label: str
+) -> ReplayError:
     """The error for row ``i``, which does not start after the end of the bar before it."""
     start, before = starts[i], starts[i - 1]
     if start == before:
@@ -803,7 +869,7 @@ def _sequence_error(path: str, starts: list[int], where: _Where, i: int, label: 
     return ReplayError(path, where.line(i), reason)
 
 
-def _bars(path: str, columns: _Columns, where: _Where, label: str) -> tuple[str, tuple[Bar, ...]]:
+def _bars(path: str, columns: _Columns, where: _Where, label: str) -> tuple[str, Bars]:
     """Give each row its end; check that each bar starts after the one before has ended."""
     starts = columns[0]
     gaps = list(map(operator.sub, itertools.islice(starts, 1, None), starts))
@@ -821,7 +887,7 @@ def _bars(path: str, columns: _Columns, where: _Where, label: str) -> tuple[str,
     else:
         label, length = _infer_interval(starts, gaps)
     if length is None:  # months: each bar ends where its calendar month does
-        ends = [_next_month(start) - 1 for start in starts]
+        ends = tuple(_next_month(start) - 1 for start in starts)
         late = next((i for i in range(1, len(starts)) if starts[i] <= ends[i - 1]), None)
         if late is not None:
             raise _sequence_error(path, starts, where, late, label)
@@ -829,21 +895,24 @@ def _bars(path: str, columns: _Columns, where: _Where, label: str) -> tuple[str,
         if gaps and min(gaps) < length:
             late = next(i for i, gap in enumerate(gaps, 1) if gap < length)
             raise _sequence_error(path, starts, where, late, label)
-        ends = list(map(operator.add, starts, itertools.repeat(length - 1, len(starts))))
-    # zip builds the (start, end, open, high, low, close, volume, turnover) tuples in C.
-    bars: tuple[Bar, ...] = tuple(zip(starts, ends, *columns[1:], strict=True))
-    return label, bars
+        ends = tuple(map(operator.add, starts, itertools.repeat(length - 1, len(starts))))
+    # Tuples, not lists: holding only numbers, the collector stops tracking them (a list of
+    # 200k slots would be walked by every full collection of the run).
+    _, o, h, low, c, v, t = columns
+    return label, Bars(
+        (tuple(starts), ends, tuple(o), tuple(h), tuple(low), tuple(c), tuple(v), tuple(t))
+    )
 
 
 def _transpose(rows: list[_Row]) -> _Columns:
     """``rows`` (start, open, high, low, close, volume, turnover) as columns."""
     if not rows:
-        return [], [], [], [], [], [], []
-    starts, opens, highs, lows, closes, volumes, turnovers = map(list, zip(*rows, strict=True))
+        return (), (), (), (), (), (), ()
+    starts, opens, highs, lows, closes, volumes, turnovers = zip(*rows, strict=True)
     return starts, opens, highs, lows, closes, volumes, turnovers
 
 
-def _infer_interval(starts: list[int], gaps: list[int]) -> tuple[str, int | None]:
+def _infer_interval(starts: Sequence[int], gaps: list[int]) -> tuple[str, int | None]:
     if all(28 * _DAY <= gap <= 31 * _DAY for gap in gaps) and all(map(_month_aligned, starts)):
         return _MONTH, None
     counts = Counter(gaps)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +27,7 @@ from planes.clock import HistoricalClock, RealtimeClock
 from planes.config import Config, ReplayFormat, load_config
 from planes.market.replay import (
     YIELD_EVERY,
+    Bars,
     ReplayError,
     ReplaySource,
     _iso_ms,
@@ -230,6 +232,43 @@ def test_the_format_is_sniffed_when_the_extension_says_nothing(tmp_path: Path) -
     assert as_json.format is ReplayFormat.BYBIT_JSON
     assert as_csv.format is ReplayFormat.CSV
     assert [b[:7] for b in as_json.bars] == [b[:7] for b in as_csv.bars]
+
+
+def test_the_bars_are_a_read_only_sequence_of_bar_tuples() -> None:
+    data = load_replay(DATA / "btcusdt_1h_bybit.json")
+    bars = data.bars
+    listed = list(bars)  # held at once: one tuple each, not one reused
+    assert len({id(bar) for bar in listed}) == len(listed) == len(bars) == 24
+    assert isinstance(bars, Sequence)
+    assert repr(bars) == "<24 bars>"
+    assert [bars[i] for i in range(-24, 24)] == listed + listed
+    with pytest.raises(IndexError):
+        bars[24]
+    assert isinstance(bars[3:7], Bars)
+    assert bars[3:7] == tuple(listed[3:7])
+    assert bars[::-1] == tuple(reversed(listed))
+    assert list(reversed(bars)) == listed[::-1]
+    assert listed[5] in bars
+    assert bars.index(listed[5]) == 5
+    # Equal to the tuple of its bars either way round, hashed alike, and like a tuple not
+    # equal to a list.
+    assert bars == tuple(listed)
+    assert tuple(listed) == bars
+    assert bars != listed
+    assert hash(bars) == hash(tuple(listed))
+    again = load_replay(DATA / "btcusdt_1h_bybit.json")
+    assert again == data
+    assert hash(again) == hash(data)
+    with pytest.raises(ValueError, match="different lengths"):
+        Bars(((1,), (1,), (), (), (), (), (), ()))
+
+
+def test_the_bars_are_left_alone_by_the_garbage_collector() -> None:
+    data = load_replay(DATA / "btcusdt_1h_500.csv", symbol="BTCUSDT")
+    gc.collect()
+    # Tuples of numbers only: a collection stops tracking them, so the full collections of a
+    # long backtest do not walk every bar (a list would be walked every time).
+    assert not any(map(gc.is_tracked, data.bars._columns))
 
 
 # -- intervals -----------------------------------------------------------------------------
