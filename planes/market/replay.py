@@ -873,7 +873,8 @@ def _bars(path: str, columns: _Columns, where: _Where, label: str) -> tuple[str,
     """Give each row its end; check that each bar starts after the one before has ended."""
     starts = columns[0]
     gaps = list(map(operator.sub, itertools.islice(starts, 1, None), starts))
-    if gaps and min(gaps) <= 0:  # out of order, whatever the interval
+    shortest = min(gaps, default=0)
+    if gaps and shortest <= 0:  # out of order, whatever the interval
         raise _sequence_error(
             path, starts, where, next(i for i, g in enumerate(gaps, 1) if g <= 0), ""
         )
@@ -885,14 +886,14 @@ def _bars(path: str, columns: _Columns, where: _Where, label: str) -> tuple[str,
     elif not gaps:
         raise ReplayError(path, None, "one bar: set market.replay.interval, it cannot be inferred")
     else:
-        label, length = _infer_interval(starts, gaps)
+        label, length = _infer_interval(starts, gaps, shortest)
     if length is None:  # months: each bar ends where its calendar month does
         ends = tuple(_next_month(start) - 1 for start in starts)
         late = next((i for i in range(1, len(starts)) if starts[i] <= ends[i - 1]), None)
         if late is not None:
             raise _sequence_error(path, starts, where, late, label)
     else:
-        if gaps and min(gaps) < length:
+        if gaps and shortest < length:
             late = next(i for i, gap in enumerate(gaps, 1) if gap < length)
             raise _sequence_error(path, starts, where, late, label)
         ends = tuple(map(operator.add, starts, itertools.repeat(length - 1, len(starts))))
@@ -912,9 +913,14 @@ def _transpose(rows: list[_Row]) -> _Columns:
     return starts, opens, highs, lows, closes, volumes, turnovers
 
 
-def _infer_interval(starts: Sequence[int], gaps: list[int]) -> tuple[str, int | None]:
+def _infer_interval(
+    starts: Sequence[int], gaps: list[int], shortest: int
+) -> tuple[str, int | None]:
+    """The label and length of the most common gap (``shortest`` is the least of ``gaps``)."""
     if all(28 * _DAY <= gap <= 31 * _DAY for gap in gaps) and all(map(_month_aligned, starts)):
         return _MONTH, None
+    if max(gaps) == shortest:  # one gap throughout, as in nearly every file: nothing to count
+        return interval_label(shortest), shortest
     counts = Counter(gaps)
     top = max(counts.values())
     gap = min(g for g, n in counts.items() if n == top)  # ties: the shortest, so none overlap
