@@ -665,7 +665,8 @@ def _read_plain_columns(path: str, text: str) -> tuple[_Columns, _Where] | None:
     # one flat list, hold column k at k, k + width, ... (no list per row for the GC to track).
     if not body or set(map(str.count, body, itertools.repeat(","))) != {width - 1}:
         return None
-    cells = ",".join(body).split(",")
+    joined = ",".join(body)
+    cells = joined.split(",")
     try:
         starts = _plain_starts(cells[tc::width])
         dec = _EXACT.create_decimal
@@ -678,6 +679,9 @@ def _read_plain_columns(path: str, text: str) -> tuple[_Columns, _Where] | None:
             o = tuple(map(dec, opens))
         turnovers = None if it is None else tuple(map(dec, cells[it::width]))
         le, finite = operator.le, Decimal.is_finite
+        # Every text of a number that is not finite (Inf, Infinity, NaN, sNaN in any case) has
+        # an n: without one in the cells, every number is finite (and no NaN will raise).
+        infinite = "n" in joined or "N" in joined
         # _plausible, a column at a time: 0 < low <= open, close <= high; high, volume and
         # turnover finite; volume and turnover not negative. A NaN raises InvalidOperation.
         good = (
@@ -687,9 +691,11 @@ def _read_plain_columns(path: str, text: str) -> tuple[_Columns, _Where] | None:
             and all(map(le, low, c))
             and all(map(le, c, h))
             and min(v) >= 0
-            and all(map(finite, h))
-            and all(map(finite, v))
-            and (turnovers is None or (min(turnovers) >= 0 and all(map(finite, turnovers))))
+            and (not infinite or (all(map(finite, h)) and all(map(finite, v))))
+            and (
+                turnovers is None
+                or (min(turnovers) >= 0 and (not infinite or all(map(finite, turnovers))))
+            )
         )
     except (_Irregular, ValueError, ArithmeticError):  # InvalidOperation is an ArithmeticError
         return None

@@ -222,6 +222,9 @@ def test_a_turnover_column_is_read(tmp_path: Path) -> None:
     data = load_replay(write(tmp_path, text), symbol="BTCUSDT", interval="1")
     values = map(Decimal, ["1", "2", "1", "2", "3", "4.5"])
     assert data.bars == ((1_704_067_200_000, 1_704_067_259_999, *values),)
+    bad = write(tmp_path, text.replace("4.5", "Infinity"), "bad.csv")
+    with pytest.raises(ReplayError, match=r"bad\.csv:2: bad number Infinity in turnover"):
+        load_replay(bad, symbol="BTCUSDT", interval="1")
 
 
 def test_the_format_is_sniffed_when_the_extension_says_nothing(tmp_path: Path) -> None:
@@ -361,6 +364,11 @@ MALFORMED_CSV: dict[str, tuple[Callable[[str], str], int | None, str]] = {
         _replace_line(3, "2024-01-01 01:00:00,105,Infinity,100,110,6"),
         3,
         "bad number Infinity in high",
+    ),
+    "infinite volume": (
+        _replace_line(4, "2024-01-01 02:00:00,110,120,105,115,inf"),
+        4,
+        "bad number Infinity in volume",
     ),
     "bad date": (
         _replace_line(3, "2024-13-01 01:00:00,105,115,100,110,6"),
@@ -749,7 +757,9 @@ def ohlcv_files(draw: st.DrawFn) -> tuple[str, str, list[fx.Bar]]:
         st.lists(st.sampled_from([str.lower, str.upper, str.capitalize]), min_size=5, max_size=5)
     )
     time_name = draw(st.sampled_from(["", "Date", "datetime", "TIMESTAMP", "time"]))
-    extra = draw(st.booleans())
+    # An ignored column, of numbers or of text (an n in the file: the column reader then checks
+    # that every number is finite instead of knowing it).
+    extra = draw(st.sampled_from(["", "0", "n/a"]))
     header = [time_name, *(case(name) for case, name in zip(cases, order, strict=True))]
     if extra:
         header.append("Adj Close")
@@ -768,7 +778,7 @@ def ohlcv_files(draw: st.DrawFn) -> tuple[str, str, list[fx.Bar]]:
             "volume": b.volume,
         }
         cells = [stamp, *(str(values[name]) for name in order)]
-        lines.append(",".join([*cells, "0"] if extra else cells))
+        lines.append(",".join([*cells, extra] if extra else cells))
     uniform = len(set(holes)) <= 1 and n > 1
     label = "" if uniform else interval_label(step)
     return "\n".join(lines) + "\n", label, bars
