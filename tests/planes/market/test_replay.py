@@ -25,6 +25,7 @@ from contracts.topics import MARKET_DISCONNECTED, MARKET_KLINE, Topic
 from planes.bus import EventBus
 from planes.clock import HistoricalClock, RealtimeClock
 from planes.config import Config, ReplayFormat, load_config
+from planes.market import replay
 from planes.market.replay import (
     YIELD_EVERY,
     Bars,
@@ -272,6 +273,37 @@ def test_the_bars_are_left_alone_by_the_garbage_collector() -> None:
     # Tuples of numbers only: a collection stops tracking them, so the full collections of a
     # long backtest do not walk every bar (a list would be walked every time).
     assert not any(map(gc.is_tracked, data.bars._columns))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_paused_while_a_file_is_parsed_then_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    during: list[bool] = []
+    read_csv, read_json = replay._read_csv, replay._read_bybit_json
+
+    def spy(read: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            during.append(gc.isenabled())
+            return read(*args)
+
+        return call
+
+    monkeypatch.setattr(replay, "_read_csv", spy(read_csv))
+    monkeypatch.setattr(replay, "_read_bybit_json", spy(read_json))
+    bad = write(tmp_path, GOOD_CSV.replace(",110,90,", ",110,x,"))
+    if not enabled:
+        gc.disable()
+    try:
+        load_replay(DATA / "btcusdt_1h_pandas_index.csv", symbol="BTCUSDT")
+        load_replay(DATA / "btcusdt_1h_bybit.json")
+        with pytest.raises(ReplayError, match="bad number"):
+            load_replay(bad, symbol="BTCUSDT")
+        after = gc.isenabled()
+    finally:
+        gc.enable()
+    assert during == [False, False, False]
+    assert after is enabled
 
 
 # -- intervals -----------------------------------------------------------------------------
