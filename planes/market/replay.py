@@ -23,7 +23,8 @@ volume, a timestamp not after the one before, bars that overlap). Nothing is ski
 re-sorted. Through the MarketGateway that becomes a ``market:error`` with code
 ``connect_failed``, which fails the boot at once. A clean unquoted CSV is read column by column
 (``_read_plain_columns``, the same parsers and checks mapped over whole columns); anything else,
-and every error, is left to the row-by-row reader (``_read_rows``), which names the line.
+and every error, is left to the row-by-row reader (``_read_rows``), which names the line. A
+Bybit list of strings is read the same way (``_json_columns``, else ``_json_rows``).
 
 The symbol is the JSON's ``result.symbol``; for a CSV ``market.replay.symbol`` or else the first
 of ``market.symbols``. The interval is ``market.replay.interval`` or else the most common gap
@@ -106,6 +107,15 @@ _Columns = tuple[
     Sequence[Decimal | None],
 ]
 """The rows of a file column by column: starts, opens, highs, lows, closes, volumes, turnovers."""
+_Numbers = tuple[
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal | None, ...],
+]
+"""A file's opens, highs, lows, closes, volumes and turnovers, as the column readers read them."""
 _BarColumns = tuple[
     tuple[int, ...],
     tuple[int, ...],
@@ -300,8 +310,7 @@ def load_replay(
                 columns, where = _read_csv(name, file)
                 file_symbol = ""
             else:
-                rows, where, file_symbol = _read_bybit_json(name, file)
-                columns = _transpose(rows)
+                columns, where, file_symbol = _read_bybit_json(name, file)
     except (OSError, UnicodeDecodeError) as exc:
         raise ReplayError(name, None, f"cannot read the file: {exc}") from exc
     if file_symbol and symbol and file_symbol != symbol:
@@ -696,40 +705,56 @@ def _read_plain_columns(path: str, text: str) -> tuple[_Columns, _Where] | None:
     cells = joined.split(",")
     try:
         starts = _plain_starts(cells[tc::width])
-        dec = _EXACT.create_decimal
-        io, ih, il, ic, iv = picked
-        h, low, c, v = (tuple(map(dec, cells[k::width])) for k in (ih, il, ic, iv))
-        opens = cells[io::width]
-        if opens[1:] == cells[ic::width][:-1]:  # every bar opens at the close before it
-            o = (dec(opens[0]), *c[:-1])
-        else:
-            o = tuple(map(dec, opens))
-        turnovers = None if it is None else tuple(map(dec, cells[it::width]))
-        le, finite = operator.le, Decimal.is_finite
-        # Every text of a number that is not finite (Inf, Infinity, NaN, sNaN in any case) has
-        # an n: without one in the cells, every number is finite (and no NaN will raise).
-        infinite = "n" in joined or "N" in joined
-        # _plausible, a column at a time: 0 < low <= open, close <= high; high, volume and
-        # turnover finite; volume and turnover not negative. A NaN raises InvalidOperation.
-        good = (
-            min(low) > 0
-            and all(map(le, low, o))
-            and all(map(le, o, h))
-            and all(map(le, low, c))
-            and all(map(le, c, h))
-            and min(v) >= 0
-            and (not infinite or (all(map(finite, h)) and all(map(finite, v))))
-            and (
-                turnovers is None
-                or (min(turnovers) >= 0 and (not infinite or all(map(finite, turnovers))))
-            )
+        numbers = _number_columns(
+            *(cells[k::width] for k in picked),
+            turnovers=None if it is None else cells[it::width],
+            finite="n" not in joined and "N" not in joined,
         )
     except (_Irregular, ValueError, ArithmeticError):  # InvalidOperation is an ArithmeticError
         return None
+    if numbers is None:
+        return None
+    return (starts, *numbers), _Consecutive(at + 2)
+
+
+def _number_columns(
+    opens: Sequence[str],
+    highs: Sequence[str],
+    lows: Sequence[str],
+    closes: Sequence[str],
+    volumes: Sequence[str],
+    *,
+    turnovers: Sequence[str] | None,
+    finite: bool,
+) -> _Numbers | None:
+    """The numbers of text columns, as the row readers read them; None if a bar is implausible.
+
+    Each text goes through ``_EXACT`` (which raises ``ArithmeticError`` where ``Decimal()``
+    might read it otherwise), then every bar must pass ``_plausible``, a column at a time.
+    ``finite`` says that no text holds an n: every text of a number that is not finite (Inf,
+    Infinity, NaN, sNaN, in any case) has one, so the finiteness passes can be left out.
+    """
+    dec = _EXACT.create_decimal
+    h, low, c, v = (tuple(map(dec, column)) for column in (highs, lows, closes, volumes))
+    chained = opens[1:] == closes[:-1]  # every bar opens at the close before it
+    o = (dec(opens[0]), *c[:-1]) if chained else tuple(map(dec, opens))
+    t = None if turnovers is None else tuple(map(dec, turnovers))
+    le, is_finite = operator.le, Decimal.is_finite
+    # _plausible, a column at a time: 0 < low <= open, close <= high; high, volume and
+    # turnover finite; volume and turnover not negative. A NaN raises InvalidOperation.
+    good = (
+        min(low) > 0
+        and all(map(le, low, o))
+        and all(map(le, o, h))
+        and all(map(le, low, c))
+        and all(map(le, c, h))
+        and min(v) >= 0
+        and (finite or (all(map(is_finite, h)) and all(map(is_finite, v))))
+        and (t is None or (min(t) >= 0 and (finite or all(map(is_finite, t)))))
+    )
     if not good:
         return None
-    t: tuple[Decimal | None, ...] = (None,) * len(body) if turnovers is None else turnovers
-    return (starts, o, h, low, c, v, t), _Consecutive(at + 2)
+    return o, h, low, c, v, (None,) * len(h) if t is None else t
 
 
 def _plain_starts(stamps: list[str]) -> tuple[int, ...]:
@@ -767,7 +792,7 @@ def _number(value: Any) -> Decimal:
     raise InvalidOperation
 
 
-def _read_bybit_json(path: str, file: Path) -> tuple[list[_Row], _Where, str]:
+def _read_bybit_json(path: str, file: Path) -> tuple[_Columns, _Where, str]:
     text = file.read_text(encoding="utf-8-sig")
     try:
         document = json.loads(text, parse_float=Decimal)
@@ -790,6 +815,41 @@ def _read_bybit_json(path: str, file: Path) -> tuple[list[_Row], _Where, str]:
     if not isinstance(symbol, str):
         raise ReplayError(path, None, f"result.symbol is {symbol!r}, not a symbol")
     where = _Entries(text, len(entries))
+    columns = _json_columns(entries)
+    if columns is None:
+        columns = _transpose(_json_rows(path, entries, where))
+    return columns, where, symbol
+
+
+def _json_columns(entries: list[Any]) -> _Columns | None:
+    """Read a clean ``result.list`` column by column, or None to leave it to ``_json_rows``.
+
+    The usual shape only: every entry a list of seven strings (six without the turnover), as
+    Bybit writes them, every start plain digits. The result equals ``_json_rows``'s: the same
+    parsers and checks, run over whole columns. Anything else, and every error, gives None,
+    and the row loop then names the entry and the problem.
+    """
+    if not entries or set(map(type, entries)) != {list} or set(map(len, entries)) not in ({7}, {6}):
+        return None
+    columns = list(zip(*reversed(entries), strict=True))  # in time order, a tuple per field
+    try:
+        texts = ["".join(column) for column in columns]  # TypeError: a cell that is no string
+        digits = texts[0].isascii() and texts[0].isdigit()  # _json_ms over the column
+        starts = tuple(map(int, columns[0])) if digits else ()  # ValueError: an empty string
+        if not starts or min(starts) < _MS_FROM or max(starts) >= _MS_UNTIL:
+            return None
+        numbers = _number_columns(
+            *columns[1:6],
+            turnovers=columns[6] if len(columns) == 7 else None,
+            finite=not any("n" in text or "N" in text for text in texts[1:]),
+        )
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+    return None if numbers is None else (starts, *numbers)
+
+
+def _json_rows(path: str, entries: list[Any], where: _Entries) -> list[_Row]:
+    """Read and check ``result.list`` entry by entry: the reader that names the entry."""
     rows: list[_Row] = []
     for entry, item in zip(range(len(entries) - 1, -1, -1), reversed(entries), strict=True):
         if not isinstance(item, list) or len(item) not in (6, 7):
@@ -809,7 +869,7 @@ def _read_bybit_json(path: str, file: Path) -> tuple[list[_Row], _Where, str]:
             problem = _json_problem(item, start)
             raise ReplayError(path, where.entry_line(entry), f"result.list[{entry}]: {problem}")
         rows.append(bar)
-    return rows, where, symbol
+    return rows
 
 
 def _json_problem(item: list[Any], start: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -31,8 +32,11 @@ from planes.market.replay import (
     Bars,
     ReplayError,
     ReplaySource,
+    _Entries,
     _iso_ms,
     _IsoCache,
+    _json_columns,
+    _json_rows,
     _read_plain_columns,
     _read_rows,
     _transpose,
@@ -548,6 +552,17 @@ def test_bybit_json_is_reversed_into_time_order(tmp_path: Path) -> None:
     )
 
 
+def test_bybit_json_numbers_need_not_be_strings_and_turnovers_are_optional(tmp_path: Path) -> None:
+    as_strings = load_replay(write(tmp_path, _json(NEWEST_FIRST), "s.json"))
+    unquoted = [entry.replace('"', "").replace("[", '["', 1) for entry in NEWEST_FIRST]
+    unquoted = [entry.replace(",", '",', 1) for entry in unquoted]  # the start stays a string
+    as_numbers = load_replay(write(tmp_path, _json(unquoted), "n.json"))
+    assert as_numbers.bars == as_strings.bars
+    six = [entry.rsplit(",", 1)[0] + "]" for entry in NEWEST_FIRST]  # no turnover
+    no_turnover = load_replay(write(tmp_path, _json(six), "6.json")).bars
+    assert no_turnover == tuple((*bar[:7], None) for bar in as_strings.bars)
+
+
 MALFORMED_JSON: dict[str, tuple[str, int | None, str]] = {
     "retCode": (
         _json(NEWEST_FIRST, 10001, "params error: symbol invalid"),
@@ -574,6 +589,21 @@ MALFORMED_JSON: dict[str, tuple[str, int | None, str]] = {
         _json([NEWEST_FIRST[0].replace('"17080"', '"17040"')]),
         2,
         "result.list[0]: high < low (17040 < 17050)",
+    ),
+    "an infinite high": (
+        _json([NEWEST_FIRST[0], NEWEST_FIRST[1].replace('"17073"', '"Infinity"')]),
+        3,
+        "result.list[1]: bad number Infinity in high",
+    ),
+    "a NaN volume": (
+        _json([NEWEST_FIRST[0], NEWEST_FIRST[1].replace('"268611"', '"NaN"')]),
+        3,
+        "result.list[1]: bad number NaN in volume",
+    ),
+    "an infinite turnover": (
+        _json([NEWEST_FIRST[0].replace('"170700"', '"inf"'), NEWEST_FIRST[1]]),
+        2,
+        "result.list[0]: bad number Infinity in turnover",
     ),
     "a short entry": (
         _json(['["1670612400000","17060"]']),
@@ -979,3 +1009,66 @@ def test_the_column_reader_agrees_with_the_row_reader(
     assert exact(columns) == exact(_transpose(rows))
     n = len(rows)
     assert [column_lines.line(i) for i in range(n)] == [row_lines.line(i) for i in range(n)]
+
+
+_JSON_CORRUPTIONS: list[Any] = [
+    *_CORRUPTIONS,
+    "+1",
+    "\u0661",  # ARABIC-INDIC DIGIT ONE: a digit, but not an ASCII one
+    7,
+    Decimal("7.5"),
+    True,
+    None,
+    ["7"],
+    "drop",  # the entry loses its last field
+    "entry",  # the entry is no list
+]
+
+
+@given(
+    ohlcv_files(),
+    st.booleans(),
+    st.booleans(),
+    st.none()
+    | st.tuples(st.integers(0, 10**6), st.integers(0, 6), st.sampled_from(_JSON_CORRUPTIONS)),
+)
+def test_the_json_column_reader_agrees_with_the_entry_loop(
+    case: tuple[str, str, list[fx.Bar]],
+    chained: bool,
+    six: bool,
+    corruption: tuple[int, int, Any] | None,
+) -> None:
+    _, _, bars = case
+    entries: list[Any] = json.loads(fx.bybit_json(bars), parse_float=Decimal)["result"]["list"]
+    if chained:  # newest first: each entry opens at the close of the one after it
+        for entry, older in itertools.pairwise(entries):
+            entry[1] = older[4]
+            entry[2] = max(entry[2], entry[1], key=Decimal)
+            entry[3] = min(entry[3], entry[1], key=Decimal)
+    if six:  # no turnovers
+        for entry in entries:
+            del entry[6]
+    if corruption is not None:
+        at, field, value = corruption
+        entry = entries[at % len(entries)]
+        if value == "drop":
+            del entry[-1]
+        elif value == "entry":
+            entries[at % len(entries)] = "x"
+        else:
+            entry[field % len(entry)] = value
+    try:
+        by_rows: Any = _transpose(_json_rows("f.json", entries, _Entries("", len(entries))))
+    except ReplayError as exc:
+        by_rows = str(exc)
+    by_columns = _json_columns(entries)
+    if corruption is None:
+        assert by_columns is not None  # a clean list takes the column reader
+    if by_columns is None:
+        return  # left to the entry loop, which is what load_replay then uses
+    assert not isinstance(by_rows, str), by_rows
+
+    def exact(cols: Any) -> list[list[str]]:  # Decimal("1.50") == Decimal("1.5"): compare text
+        return [[repr(value) for value in col] for col in cols]
+
+    assert exact(by_columns) == exact(by_rows)
