@@ -23,7 +23,8 @@ volume, a timestamp not after the one before, bars that overlap). Nothing is ski
 re-sorted. Through the MarketGateway that becomes a ``market:error`` with code
 ``connect_failed``, which fails the boot at once. A clean unquoted CSV is read column by column
 (``_read_plain_columns``, the same parsers and checks mapped over whole columns); anything else,
-and every error, is left to the row-by-row reader (``_read_rows``), which names the line.
+and every error, is left to the row-by-row reader (``_read_rows``), which names the line. A
+Bybit list of strings is read the same way (``_json_columns``, else ``_json_rows``).
 
 The symbol is the JSON's ``result.symbol``; for a CSV ``market.replay.symbol`` or else the first
 of ``market.symbols``. The interval is ``market.replay.interval`` or else the most common gap
@@ -47,8 +48,10 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import csv
 import decimal
+import gc
 import io
 import itertools
 import json
@@ -56,11 +59,11 @@ import operator
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, overload
 
 import attrs
 import structlog
@@ -95,15 +98,35 @@ Bar = tuple[int, int, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal | Non
 """``(start_ts, end_ts, open, high, low, close, volume, turnover)``."""
 _Row = tuple[int, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal | None]
 _Columns = tuple[
-    list[int],
-    list[Decimal],
-    list[Decimal],
-    list[Decimal],
-    list[Decimal],
-    list[Decimal],
-    list[Decimal | None],
+    Sequence[int],
+    Sequence[Decimal],
+    Sequence[Decimal],
+    Sequence[Decimal],
+    Sequence[Decimal],
+    Sequence[Decimal],
+    Sequence[Decimal | None],
 ]
 """The rows of a file column by column: starts, opens, highs, lows, closes, volumes, turnovers."""
+_Numbers = tuple[
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal | None, ...],
+]
+"""A file's opens, highs, lows, closes, volumes and turnovers, as the column readers read them."""
+_BarColumns = tuple[
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal, ...],
+    tuple[Decimal | None, ...],
+]
+"""The columns of ``Bars``: the ``_Columns`` of a file with the bars' ends after the starts."""
 
 _MINUTE = 60_000
 _DAY = 1440 * _MINUTE
@@ -129,6 +152,59 @@ class ReplayError(ValueError):
         self.reason = reason
 
 
+class Bars(Sequence[Bar]):
+    """The bars of a file, read-only, in time order: a sequence of ``Bar`` tuples over columns.
+
+    The file is kept as eight tuples, one per field (starts, ends, opens, ..., turnovers), not as
+    a tuple per bar: a bar's tuple is built when it is indexed, and iterating zips the columns,
+    so a loop that unpacks each bar (``for start, end, *_ in bars``) reuses one tuple for every
+    bar. Equal to a ``Bars`` with equal columns and to the tuple of the same bars, and hashed as
+    that tuple; a slice is a ``Bars``.
+    """
+
+    __slots__ = ("_columns",)
+
+    def __init__(self, columns: _BarColumns) -> None:
+        if len(set(map(len, columns))) != 1:
+            msg = f"columns of different lengths: {[len(column) for column in columns]}"
+            raise ValueError(msg)
+        self._columns = columns
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+    @overload
+    def __getitem__(self, index: int) -> Bar: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Bars: ...
+
+    def __getitem__(self, index: int | slice) -> Bar | Bars:
+        s, e, o, h, low, c, v, t = self._columns
+        if isinstance(index, slice):
+            return Bars(
+                (s[index], e[index], o[index], h[index], low[index], c[index], v[index], t[index])
+            )
+        return s[index], e[index], o[index], h[index], low[index], c[index], v[index], t[index]
+
+    def __iter__(self) -> Iterator[Bar]:
+        # zip reuses its result tuple when the one it gave last is no longer held.
+        return cast("Iterator[Bar]", zip(*self._columns, strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Bars):
+            return self._columns == other._columns
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} bars>"
+
+
 @attrs.frozen
 class ReplayData:
     """A validated file: its bars in time order, with symbol and interval."""
@@ -137,7 +213,7 @@ class ReplayData:
     format: ReplayFormat
     symbol: str
     interval: str
-    bars: tuple[Bar, ...] = attrs.field(repr=lambda bars: f"<{len(bars)} bars>")
+    bars: Bars
 
 
 def iso(ts_ms: int) -> str:
@@ -218,6 +294,7 @@ def load_replay(
 
     ``symbol`` is the configured one (for JSON it must agree with the file's),
     ``default_symbol`` the fallback for a CSV, ``interval`` a label or empty to infer it.
+    The cyclic garbage collector is paused while the file is parsed (``_collector_paused``).
     """
     name = str(path)
     file = Path(path)
@@ -228,12 +305,12 @@ def load_replay(
     try:
         if fmt is ReplayFormat.AUTO:
             fmt = detect_format(file)
-        if fmt is ReplayFormat.CSV:
-            columns, where = _read_csv(name, file)
-            file_symbol = ""
-        else:
-            rows, where, file_symbol = _read_bybit_json(name, file)
-            columns = _transpose(rows)
+        with _collector_paused():
+            if fmt is ReplayFormat.CSV:
+                columns, where = _read_csv(name, file)
+                file_symbol = ""
+            else:
+                columns, where, file_symbol = _read_bybit_json(name, file)
     except (OSError, UnicodeDecodeError) as exc:
         raise ReplayError(name, None, f"cannot read the file: {exc}") from exc
     if file_symbol and symbol and file_symbol != symbol:
@@ -246,6 +323,29 @@ def load_replay(
         raise ReplayError(name, None, "holds no bars")
     label, bars = _bars(name, columns, where, interval)
     return ReplayData(name, fmt, resolved, label, bars)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (``gc.disable``) while a file is parsed, if it is on.
+
+    Parsing makes hundreds of thousands of container objects (the JSON's lists, the row
+    reader's rows) that all live until the parse ends: every collection they set off walks them
+    and everything else the process holds, and frees nothing. Reference counting frees as
+    usual meanwhile; only garbage cycles wait, for the parse's duration. The collector is
+    process-wide, so it is turned back on only if it was on (a caller that turned it off keeps
+    it off); a thread that turns it off meanwhile finds it on again afterwards. Not
+    ``gc.freeze()`` after the load: that would take every object of the process, not only the
+    file's, out of the collector's reach for good, and the bars need no such help (``Bars``).
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class _Where(Protocol):
@@ -601,54 +701,76 @@ def _read_plain_columns(path: str, text: str) -> tuple[_Columns, _Where] | None:
     # one flat list, hold column k at k, k + width, ... (no list per row for the GC to track).
     if not body or set(map(str.count, body, itertools.repeat(","))) != {width - 1}:
         return None
-    cells = ",".join(body).split(",")
+    joined = ",".join(body)
+    cells = joined.split(",")
     try:
         starts = _plain_starts(cells[tc::width])
-        dec = _EXACT.create_decimal
-        io, ih, il, ic, iv = picked
-        h, low, c, v = (list(map(dec, cells[k::width])) for k in (ih, il, ic, iv))
-        opens = cells[io::width]
-        if opens[1:] == cells[ic::width][:-1]:  # every bar opens at the close before it
-            o = [dec(opens[0]), *c[:-1]]
-        else:
-            o = list(map(dec, opens))
-        turnovers = None if it is None else list(map(dec, cells[it::width]))
-        le, finite = operator.le, Decimal.is_finite
-        # _plausible, a column at a time: 0 < low <= open, close <= high; high, volume and
-        # turnover finite; volume and turnover not negative. A NaN raises InvalidOperation.
-        good = (
-            min(low) > 0
-            and all(map(le, low, o))
-            and all(map(le, o, h))
-            and all(map(le, low, c))
-            and all(map(le, c, h))
-            and min(v) >= 0
-            and all(map(finite, h))
-            and all(map(finite, v))
-            and (turnovers is None or (min(turnovers) >= 0 and all(map(finite, turnovers))))
+        numbers = _number_columns(
+            *(cells[k::width] for k in picked),
+            turnovers=None if it is None else cells[it::width],
+            finite="n" not in joined and "N" not in joined,
         )
     except (_Irregular, ValueError, ArithmeticError):  # InvalidOperation is an ArithmeticError
         return None
+    if numbers is None:
+        return None
+    return (starts, *numbers), _Consecutive(at + 2)
+
+
+def _number_columns(
+    opens: Sequence[str],
+    highs: Sequence[str],
+    lows: Sequence[str],
+    closes: Sequence[str],
+    volumes: Sequence[str],
+    *,
+    turnovers: Sequence[str] | None,
+    finite: bool,
+) -> _Numbers | None:
+    """The numbers of text columns, as the row readers read them; None if a bar is implausible.
+
+    Each text goes through ``_EXACT`` (which raises ``ArithmeticError`` where ``Decimal()``
+    might read it otherwise), then every bar must pass ``_plausible``, a column at a time.
+    ``finite`` says that no text holds an n: every text of a number that is not finite (Inf,
+    Infinity, NaN, sNaN, in any case) has one, so the finiteness passes can be left out.
+    """
+    dec = _EXACT.create_decimal
+    h, low, c, v = (tuple(map(dec, column)) for column in (highs, lows, closes, volumes))
+    chained = opens[1:] == closes[:-1]  # every bar opens at the close before it
+    o = (dec(opens[0]), *c[:-1]) if chained else tuple(map(dec, opens))
+    t = None if turnovers is None else tuple(map(dec, turnovers))
+    le, is_finite = operator.le, Decimal.is_finite
+    # _plausible, a column at a time: 0 < low <= open, close <= high; high, volume and
+    # turnover finite; volume and turnover not negative. A NaN raises InvalidOperation.
+    good = (
+        min(low) > 0
+        and all(map(le, low, o))
+        and all(map(le, o, h))
+        and all(map(le, low, c))
+        and all(map(le, c, h))
+        and min(v) >= 0
+        and (finite or (all(map(is_finite, h)) and all(map(is_finite, v))))
+        and (t is None or (min(t) >= 0 and (finite or all(map(is_finite, t)))))
+    )
     if not good:
         return None
-    t: list[Decimal | None] = [None] * len(body) if turnovers is None else [*turnovers]
-    return (starts, o, h, low, c, v, t), _Consecutive(at + 2)
+    return o, h, low, c, v, (None,) * len(h) if t is None else t
 
 
-def _plain_starts(stamps: list[str]) -> list[int]:
+def _plain_starts(stamps: list[str]) -> tuple[int, ...]:
     """The start of every stamp, as ``_read_rows`` parses it; raises where it would not."""
     if _INTEGER.fullmatch(stamps[0]) is None:  # ISO dates: _IsoCache over the whole column
         stripped = list(map(str.strip, stamps))
         days = map(_Parsed(_day_ms).__getitem__, map(_DAY_PART, stripped))
         rests = map(_Parsed(_rest_ms).__getitem__, map(_REST_PART, stripped))
-        return list(map(operator.add, days, rests))
+        return tuple(map(operator.add, days, rests))
     low, high, scale, _ = _epoch_unit(stamps[0])
     if not all(map(_INTEGER.fullmatch, stamps)):
         raise _Irregular
-    numbers = list(map(int, stamps))
+    numbers = tuple(map(int, stamps))
     if not (low <= min(numbers) and max(numbers) < high):
         raise _Irregular
-    return numbers if scale == 1 else list(map(operator.mul, numbers, itertools.repeat(scale)))
+    return numbers if scale == 1 else tuple(map(operator.mul, numbers, itertools.repeat(scale)))
 
 
 def _csv_problem(
@@ -670,7 +792,7 @@ def _number(value: Any) -> Decimal:
     raise InvalidOperation
 
 
-def _read_bybit_json(path: str, file: Path) -> tuple[list[_Row], _Where, str]:
+def _read_bybit_json(path: str, file: Path) -> tuple[_Columns, _Where, str]:
     text = file.read_text(encoding="utf-8-sig")
     try:
         document = json.loads(text, parse_float=Decimal)
@@ -693,6 +815,41 @@ def _read_bybit_json(path: str, file: Path) -> tuple[list[_Row], _Where, str]:
     if not isinstance(symbol, str):
         raise ReplayError(path, None, f"result.symbol is {symbol!r}, not a symbol")
     where = _Entries(text, len(entries))
+    columns = _json_columns(entries)
+    if columns is None:
+        columns = _transpose(_json_rows(path, entries, where))
+    return columns, where, symbol
+
+
+def _json_columns(entries: list[Any]) -> _Columns | None:
+    """Read a clean ``result.list`` column by column, or None to leave it to ``_json_rows``.
+
+    The usual shape only: every entry a list of seven strings (six without the turnover), as
+    Bybit writes them, every start plain digits. The result equals ``_json_rows``'s: the same
+    parsers and checks, run over whole columns. Anything else, and every error, gives None,
+    and the row loop then names the entry and the problem.
+    """
+    if not entries or set(map(type, entries)) != {list} or set(map(len, entries)) not in ({7}, {6}):
+        return None
+    columns = list(zip(*reversed(entries), strict=True))  # in time order, a tuple per field
+    try:
+        texts = ["".join(column) for column in columns]  # TypeError: a cell that is no string
+        digits = texts[0].isascii() and texts[0].isdigit()  # _json_ms over the column
+        starts = tuple(map(int, columns[0])) if digits else ()  # ValueError: an empty string
+        if not starts or min(starts) < _MS_FROM or max(starts) >= _MS_UNTIL:
+            return None
+        numbers = _number_columns(
+            *columns[1:6],
+            turnovers=columns[6] if len(columns) == 7 else None,
+            finite=not any("n" in text or "N" in text for text in texts[1:]),
+        )
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+    return None if numbers is None else (starts, *numbers)
+
+
+def _json_rows(path: str, entries: list[Any], where: _Entries) -> list[_Row]:
+    """Read and check ``result.list`` entry by entry: the reader that names the entry."""
     rows: list[_Row] = []
     for entry, item in zip(range(len(entries) - 1, -1, -1), reversed(entries), strict=True):
         if not isinstance(item, list) or len(item) not in (6, 7):
@@ -712,7 +869,7 @@ def _read_bybit_json(path: str, file: Path) -> tuple[list[_Row], _Where, str]:
             problem = _json_problem(item, start)
             raise ReplayError(path, where.entry_line(entry), f"result.list[{entry}]: {problem}")
         rows.append(bar)
-    return rows, where, symbol
+    return rows
 
 
 def _json_problem(item: list[Any], start: int) -> str:
@@ -784,7 +941,9 @@ def _list_offsets(text: str) -> list[int] | None:
     return offsets
 
 
-def _sequence_error(path: str, starts: list[int], where: _Where, i: int, label: str) -> ReplayError:
+def _sequence_error(
+    path: str, starts: Sequence[int], where: _Where, i: int, label: str
+) -> ReplayError:
     """The error for row ``i``, which does not start after the end of the bar before it."""
     start, before = starts[i], starts[i - 1]
     if start == before:
@@ -803,11 +962,12 @@ def _sequence_error(path: str, starts: list[int], where: _Where, i: int, label: 
     return ReplayError(path, where.line(i), reason)
 
 
-def _bars(path: str, columns: _Columns, where: _Where, label: str) -> tuple[str, tuple[Bar, ...]]:
+def _bars(path: str, columns: _Columns, where: _Where, label: str) -> tuple[str, Bars]:
     """Give each row its end; check that each bar starts after the one before has ended."""
     starts = columns[0]
     gaps = list(map(operator.sub, itertools.islice(starts, 1, None), starts))
-    if gaps and min(gaps) <= 0:  # out of order, whatever the interval
+    shortest = min(gaps, default=0)
+    if gaps and shortest <= 0:  # out of order, whatever the interval
         raise _sequence_error(
             path, starts, where, next(i for i, g in enumerate(gaps, 1) if g <= 0), ""
         )
@@ -819,33 +979,41 @@ def _bars(path: str, columns: _Columns, where: _Where, label: str) -> tuple[str,
     elif not gaps:
         raise ReplayError(path, None, "one bar: set market.replay.interval, it cannot be inferred")
     else:
-        label, length = _infer_interval(starts, gaps)
+        label, length = _infer_interval(starts, gaps, shortest)
     if length is None:  # months: each bar ends where its calendar month does
-        ends = [_next_month(start) - 1 for start in starts]
+        ends = tuple(_next_month(start) - 1 for start in starts)
         late = next((i for i in range(1, len(starts)) if starts[i] <= ends[i - 1]), None)
         if late is not None:
             raise _sequence_error(path, starts, where, late, label)
     else:
-        if gaps and min(gaps) < length:
+        if gaps and shortest < length:
             late = next(i for i, gap in enumerate(gaps, 1) if gap < length)
             raise _sequence_error(path, starts, where, late, label)
-        ends = list(map(operator.add, starts, itertools.repeat(length - 1, len(starts))))
-    # zip builds the (start, end, open, high, low, close, volume, turnover) tuples in C.
-    bars: tuple[Bar, ...] = tuple(zip(starts, ends, *columns[1:], strict=True))
-    return label, bars
+        ends = tuple(map(operator.add, starts, itertools.repeat(length - 1, len(starts))))
+    # Tuples, not lists: holding only numbers, the collector stops tracking them (a list of
+    # 200k slots would be walked by every full collection of the run).
+    _, o, h, low, c, v, t = columns
+    return label, Bars(
+        (tuple(starts), ends, tuple(o), tuple(h), tuple(low), tuple(c), tuple(v), tuple(t))
+    )
 
 
 def _transpose(rows: list[_Row]) -> _Columns:
     """``rows`` (start, open, high, low, close, volume, turnover) as columns."""
     if not rows:
-        return [], [], [], [], [], [], []
-    starts, opens, highs, lows, closes, volumes, turnovers = map(list, zip(*rows, strict=True))
+        return (), (), (), (), (), (), ()
+    starts, opens, highs, lows, closes, volumes, turnovers = zip(*rows, strict=True)
     return starts, opens, highs, lows, closes, volumes, turnovers
 
 
-def _infer_interval(starts: list[int], gaps: list[int]) -> tuple[str, int | None]:
+def _infer_interval(
+    starts: Sequence[int], gaps: list[int], shortest: int
+) -> tuple[str, int | None]:
+    """The label and length of the most common gap (``shortest`` is the least of ``gaps``)."""
     if all(28 * _DAY <= gap <= 31 * _DAY for gap in gaps) and all(map(_month_aligned, starts)):
         return _MONTH, None
+    if max(gaps) == shortest:  # one gap throughout, as in nearly every file: nothing to count
+        return interval_label(shortest), shortest
     counts = Counter(gaps)
     top = max(counts.values())
     gap = min(g for g, n in counts.items() if n == top)  # ties: the shortest, so none overlap

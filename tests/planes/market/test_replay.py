@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -24,12 +26,17 @@ from contracts.topics import MARKET_DISCONNECTED, MARKET_KLINE, Topic
 from planes.bus import EventBus
 from planes.clock import HistoricalClock, RealtimeClock
 from planes.config import Config, ReplayFormat, load_config
+from planes.market import replay
 from planes.market.replay import (
     YIELD_EVERY,
+    Bars,
     ReplayError,
     ReplaySource,
+    _Entries,
     _iso_ms,
     _IsoCache,
+    _json_columns,
+    _json_rows,
     _read_plain_columns,
     _read_rows,
     _transpose,
@@ -220,6 +227,9 @@ def test_a_turnover_column_is_read(tmp_path: Path) -> None:
     data = load_replay(write(tmp_path, text), symbol="BTCUSDT", interval="1")
     values = map(Decimal, ["1", "2", "1", "2", "3", "4.5"])
     assert data.bars == ((1_704_067_200_000, 1_704_067_259_999, *values),)
+    bad = write(tmp_path, text.replace("4.5", "Infinity"), "bad.csv")
+    with pytest.raises(ReplayError, match=r"bad\.csv:2: bad number Infinity in turnover"):
+        load_replay(bad, symbol="BTCUSDT", interval="1")
 
 
 def test_the_format_is_sniffed_when_the_extension_says_nothing(tmp_path: Path) -> None:
@@ -230,6 +240,74 @@ def test_the_format_is_sniffed_when_the_extension_says_nothing(tmp_path: Path) -
     assert as_json.format is ReplayFormat.BYBIT_JSON
     assert as_csv.format is ReplayFormat.CSV
     assert [b[:7] for b in as_json.bars] == [b[:7] for b in as_csv.bars]
+
+
+def test_the_bars_are_a_read_only_sequence_of_bar_tuples() -> None:
+    data = load_replay(DATA / "btcusdt_1h_bybit.json")
+    bars = data.bars
+    listed = list(bars)  # held at once: one tuple each, not one reused
+    assert len({id(bar) for bar in listed}) == len(listed) == len(bars) == 24
+    assert isinstance(bars, Sequence)
+    assert repr(bars) == "<24 bars>"
+    assert [bars[i] for i in range(-24, 24)] == listed + listed
+    with pytest.raises(IndexError):
+        bars[24]
+    assert isinstance(bars[3:7], Bars)
+    assert bars[3:7] == tuple(listed[3:7])
+    assert bars[::-1] == tuple(reversed(listed))
+    assert list(reversed(bars)) == listed[::-1]
+    assert listed[5] in bars
+    assert bars.index(listed[5]) == 5
+    # Equal to the tuple of its bars either way round, hashed alike, and like a tuple not
+    # equal to a list.
+    assert bars == tuple(listed)
+    assert tuple(listed) == bars
+    assert bars != listed
+    assert hash(bars) == hash(tuple(listed))
+    again = load_replay(DATA / "btcusdt_1h_bybit.json")
+    assert again == data
+    assert hash(again) == hash(data)
+    with pytest.raises(ValueError, match="different lengths"):
+        Bars(((1,), (1,), (), (), (), (), (), ()))
+
+
+def test_the_bars_are_left_alone_by_the_garbage_collector() -> None:
+    data = load_replay(DATA / "btcusdt_1h_500.csv", symbol="BTCUSDT")
+    gc.collect()
+    # Tuples of numbers only: a collection stops tracking them, so the full collections of a
+    # long backtest do not walk every bar (a list would be walked every time).
+    assert not any(map(gc.is_tracked, data.bars._columns))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_paused_while_a_file_is_parsed_then_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    during: list[bool] = []
+    read_csv, read_json = replay._read_csv, replay._read_bybit_json
+
+    def spy(read: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            during.append(gc.isenabled())
+            return read(*args)
+
+        return call
+
+    monkeypatch.setattr(replay, "_read_csv", spy(read_csv))
+    monkeypatch.setattr(replay, "_read_bybit_json", spy(read_json))
+    bad = write(tmp_path, GOOD_CSV.replace(",110,90,", ",110,x,"))
+    if not enabled:
+        gc.disable()
+    try:
+        load_replay(DATA / "btcusdt_1h_pandas_index.csv", symbol="BTCUSDT")
+        load_replay(DATA / "btcusdt_1h_bybit.json")
+        with pytest.raises(ReplayError, match="bad number"):
+            load_replay(bad, symbol="BTCUSDT")
+        after = gc.isenabled()
+    finally:
+        gc.enable()
+    assert during == [False, False, False]
+    assert after is enabled
 
 
 # -- intervals -----------------------------------------------------------------------------
@@ -322,6 +400,11 @@ MALFORMED_CSV: dict[str, tuple[Callable[[str], str], int | None, str]] = {
         _replace_line(3, "2024-01-01 01:00:00,105,Infinity,100,110,6"),
         3,
         "bad number Infinity in high",
+    ),
+    "infinite volume": (
+        _replace_line(4, "2024-01-01 02:00:00,110,120,105,115,inf"),
+        4,
+        "bad number Infinity in volume",
     ),
     "bad date": (
         _replace_line(3, "2024-13-01 01:00:00,105,115,100,110,6"),
@@ -469,6 +552,17 @@ def test_bybit_json_is_reversed_into_time_order(tmp_path: Path) -> None:
     )
 
 
+def test_bybit_json_numbers_need_not_be_strings_and_turnovers_are_optional(tmp_path: Path) -> None:
+    as_strings = load_replay(write(tmp_path, _json(NEWEST_FIRST), "s.json"))
+    unquoted = [entry.replace('"', "").replace("[", '["', 1) for entry in NEWEST_FIRST]
+    unquoted = [entry.replace(",", '",', 1) for entry in unquoted]  # the start stays a string
+    as_numbers = load_replay(write(tmp_path, _json(unquoted), "n.json"))
+    assert as_numbers.bars == as_strings.bars
+    six = [entry.rsplit(",", 1)[0] + "]" for entry in NEWEST_FIRST]  # no turnover
+    no_turnover = load_replay(write(tmp_path, _json(six), "6.json")).bars
+    assert no_turnover == tuple((*bar[:7], None) for bar in as_strings.bars)
+
+
 MALFORMED_JSON: dict[str, tuple[str, int | None, str]] = {
     "retCode": (
         _json(NEWEST_FIRST, 10001, "params error: symbol invalid"),
@@ -495,6 +589,21 @@ MALFORMED_JSON: dict[str, tuple[str, int | None, str]] = {
         _json([NEWEST_FIRST[0].replace('"17080"', '"17040"')]),
         2,
         "result.list[0]: high < low (17040 < 17050)",
+    ),
+    "an infinite high": (
+        _json([NEWEST_FIRST[0], NEWEST_FIRST[1].replace('"17073"', '"Infinity"')]),
+        3,
+        "result.list[1]: bad number Infinity in high",
+    ),
+    "a NaN volume": (
+        _json([NEWEST_FIRST[0], NEWEST_FIRST[1].replace('"268611"', '"NaN"')]),
+        3,
+        "result.list[1]: bad number NaN in volume",
+    ),
+    "an infinite turnover": (
+        _json([NEWEST_FIRST[0].replace('"170700"', '"inf"'), NEWEST_FIRST[1]]),
+        2,
+        "result.list[0]: bad number Infinity in turnover",
     ),
     "a short entry": (
         _json(['["1670612400000","17060"]']),
@@ -710,7 +819,9 @@ def ohlcv_files(draw: st.DrawFn) -> tuple[str, str, list[fx.Bar]]:
         st.lists(st.sampled_from([str.lower, str.upper, str.capitalize]), min_size=5, max_size=5)
     )
     time_name = draw(st.sampled_from(["", "Date", "datetime", "TIMESTAMP", "time"]))
-    extra = draw(st.booleans())
+    # An ignored column, of numbers or of text (an n in the file: the column reader then checks
+    # that every number is finite instead of knowing it).
+    extra = draw(st.sampled_from(["", "0", "n/a"]))
     header = [time_name, *(case(name) for case, name in zip(cases, order, strict=True))]
     if extra:
         header.append("Adj Close")
@@ -729,7 +840,7 @@ def ohlcv_files(draw: st.DrawFn) -> tuple[str, str, list[fx.Bar]]:
             "volume": b.volume,
         }
         cells = [stamp, *(str(values[name]) for name in order)]
-        lines.append(",".join([*cells, "0"] if extra else cells))
+        lines.append(",".join([*cells, extra] if extra else cells))
     uniform = len(set(holes)) <= 1 and n > 1
     label = "" if uniform else interval_label(step)
     return "\n".join(lines) + "\n", label, bars
@@ -898,3 +1009,66 @@ def test_the_column_reader_agrees_with_the_row_reader(
     assert exact(columns) == exact(_transpose(rows))
     n = len(rows)
     assert [column_lines.line(i) for i in range(n)] == [row_lines.line(i) for i in range(n)]
+
+
+_JSON_CORRUPTIONS: list[Any] = [
+    *_CORRUPTIONS,
+    "+1",
+    "\u0661",  # ARABIC-INDIC DIGIT ONE: a digit, but not an ASCII one
+    7,
+    Decimal("7.5"),
+    True,
+    None,
+    ["7"],
+    "drop",  # the entry loses its last field
+    "entry",  # the entry is no list
+]
+
+
+@given(
+    ohlcv_files(),
+    st.booleans(),
+    st.booleans(),
+    st.none()
+    | st.tuples(st.integers(0, 10**6), st.integers(0, 6), st.sampled_from(_JSON_CORRUPTIONS)),
+)
+def test_the_json_column_reader_agrees_with_the_entry_loop(
+    case: tuple[str, str, list[fx.Bar]],
+    chained: bool,
+    six: bool,
+    corruption: tuple[int, int, Any] | None,
+) -> None:
+    _, _, bars = case
+    entries: list[Any] = json.loads(fx.bybit_json(bars), parse_float=Decimal)["result"]["list"]
+    if chained:  # newest first: each entry opens at the close of the one after it
+        for entry, older in itertools.pairwise(entries):
+            entry[1] = older[4]
+            entry[2] = max(entry[2], entry[1], key=Decimal)
+            entry[3] = min(entry[3], entry[1], key=Decimal)
+    if six:  # no turnovers
+        for entry in entries:
+            del entry[6]
+    if corruption is not None:
+        at, field, value = corruption
+        entry = entries[at % len(entries)]
+        if value == "drop":
+            del entry[-1]
+        elif value == "entry":
+            entries[at % len(entries)] = "x"
+        else:
+            entry[field % len(entry)] = value
+    try:
+        by_rows: Any = _transpose(_json_rows("f.json", entries, _Entries("", len(entries))))
+    except ReplayError as exc:
+        by_rows = str(exc)
+    by_columns = _json_columns(entries)
+    if corruption is None:
+        assert by_columns is not None  # a clean list takes the column reader
+    if by_columns is None:
+        return  # left to the entry loop, which is what load_replay then uses
+    assert not isinstance(by_rows, str), by_rows
+
+    def exact(cols: Any) -> list[list[str]]:  # Decimal("1.50") == Decimal("1.5"): compare text
+        return [[repr(value) for value in col] for col in cols]
+
+    assert exact(by_columns) == exact(by_rows)
