@@ -883,7 +883,9 @@ def _json_problem(item: list[Any], start: int) -> str:
 
 
 def _json_ms(value: Any) -> int | None:
-    if type(value) is str and value.isascii() and value.isdigit():
+    # A millisecond stamp has at most 16 digits; a longer text is no stamp (and int() of more
+    # than 4,300 digits raises ValueError instead of giving one).
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 20:
         value = int(value)
     if type(value) is int and _MS_FROM <= value < _MS_UNTIL:
         return value

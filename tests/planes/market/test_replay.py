@@ -615,6 +615,11 @@ MALFORMED_JSON: dict[str, tuple[str, int | None, str]] = {
         2,
         "bad date '1670612400': not epoch milliseconds",
     ),
+    "a start of 5,000 digits": (
+        _json(['["' + "1" * 5000 + '","17060","17080","17050","17070","10","170700"]']),
+        2,
+        "bad date '111111",
+    ),
     "not JSON": ('{"retCode":0,\n"result": {"list": [1,]}}', 2, "not valid JSON"),
     "no list": ('{"retCode":0,"retMsg":"OK","result":{}}', None, "no result.list"),
     "a symbol that contradicts the config": (
