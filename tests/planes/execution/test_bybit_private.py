@@ -11,7 +11,7 @@ import hmac
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from http import HTTPStatus
 from types import TracebackType
@@ -280,18 +280,6 @@ class StreamBench(Bench):
 
     def fills(self, order_id: str) -> list[OrderEvent]:
         return [e for e in self.of(order_id) if e.last_fill_qty]
-
-
-@pytest.fixture
-def http() -> Iterator[FakeBybitHTTP]:
-    with FakeBybitHTTP() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def ws() -> AsyncIterator[FakeBybitPrivateWS]:
-    async with FakeBybitPrivateWS() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -179,18 +179,6 @@ class Run:
 
 
 @pytest.fixture
-def http() -> Iterator[FakeBybitHTTP]:
-    with FakeBybitHTTP() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def ws() -> AsyncIterator[FakeBybitPrivateWS]:
-    async with FakeBybitPrivateWS() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def runs(
     tmp_path: Path, http: FakeBybitHTTP, ws: FakeBybitPrivateWS, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Callable[[], Run]]:
