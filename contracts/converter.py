@@ -281,13 +281,7 @@ def _fast_class(cls: type) -> _Build | None:
         body.extend(lines)
         args.append(f"{field.alias}={var}" if field.kw_only else var)
     body.append(f"return _cls({', '.join(args)})")
-    source = (
-        "def build(v):\n    try:\n"
-        + "".join(f"        {line}\n" for line in body)
-        + "    except _InvalidOperation:\n        raise _NotFastError from None\n"
-    )
-    exec(compile(source, f"<json reader of {cls.__qualname__}>", "exec"), env)  # noqa: S102 - our own generated code
-    build = cast(_Build, env["build"])
+    build = _compile_build("v", body, env, f"<json reader of {cls.__qualname__}>")
     _FAST[cls] = build
     return build
 
@@ -669,17 +663,22 @@ def _view_reader(
             var = f"a{order.index(field.name)}"
             args.append(f"{field.alias}={var}" if field.kw_only else var)
         body.append(f"return _cls({', '.join(args)})")
-        source = (
-            "def build(g):\n    try:\n"
-            + "".join(f"        {line}\n" for line in body)
-            + "    except _InvalidOperation:\n        raise _NotFastError from None\n"
-        )
-        exec(compile(source, f"<view reader of {view_type.__qualname__}>", "exec"), env)  # noqa: S102 - our own generated code
+        build = _compile_build("g", body, env, f"<view reader of {view_type.__qualname__}>")
         match = re.compile(pattern).fullmatch
-        build = cast(_Build, env["build"])
     reader = (match, build, names)
     _VIEWS[key] = reader
     return reader
+
+
+def _compile_build(arg: str, body: list[str], env: dict[str, Any], name: str) -> _Build:
+    """``def build(arg)`` running ``body``; a bad Decimal in it raises ``_NotFastError``."""
+    source = (
+        f"def build({arg}):\n    try:\n"
+        + "".join(f"        {line}\n" for line in body)
+        + "    except _InvalidOperation:\n        raise _NotFastError from None\n"
+    )
+    exec(compile(source, name, "exec"), env)  # noqa: S102 - our own generated code
+    return cast(_Build, env["build"])
 
 
 def _no_build(_: Any) -> Any:
