@@ -21,7 +21,14 @@ The model, stated once:
   now and then: rows that waited ``flush_interval_s`` go, full batch or not; full batches go
   when appends have stopped; and ``flush()``, ``close()`` and a blocked appender make it hand
   over what there is at once and wait for the answer. An event waits at most about
-  ``flush_interval_s`` plus one commit.
+  ``flush_interval_s`` plus one commit. Nobody holds the answer pipe's read lock while waiting
+  for an answer (only while reading one), so a waiting thread that is slow to get the GIL back
+  from a busy bus does not stop the appenders from taking the answer and going on.
+* **Start.** ``open()`` prepares the file in this process, then starts the writer thread,
+  which starts the writer process, and returns without waiting for it (the interpreter's
+  start is tens of milliseconds): rows queue meanwhile and go once it says READY
+  (``wait_started()`` waits for that). A process that fails to start fails the journal as a
+  dying one does.
 * **When the queue is full** (``queue_size`` rows waiting), the topic decides
   (``full_policy``). Topics starting with one of ``sample_prefixes`` (market data) are
   SAMPLED: of each such topic one event in ``sample_every`` is kept and waits for room, the
@@ -107,7 +114,7 @@ _BUSY_TIMEOUT_S = 5.0
 _RETRY_INITIAL_S = 0.05
 _RETRY_MAX_S = 5.0
 _WRITER_START_S = 30.0
-"""How long ``open()`` waits for the writer process to open the file."""
+"""How long the writer thread waits for the writer process to open the file (say READY)."""
 _WRITER_EXIT_S = 30.0
 """How long ``close()`` waits for the writer process to exit once it has everything."""
 _ORPHAN_WAIT_S = 5.0
@@ -487,8 +494,10 @@ class EventJournal:
         self._sample_counts: dict[str, int] = {}
         self._failure: BaseException | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._ready = False
+        """True once the writer process said READY (the writer thread starts it)."""
         self._started = threading.Event()
-        self._start_error: str | None = None
+        """Set once the writer process said READY, or failed to."""
         self._inbox = bytearray()
         self._stdin_fd = -1
         self._stdout_fd = -1
@@ -520,22 +529,18 @@ class EventJournal:
         self._lock_fd = lock_fd
         self._statement_rows = max(1, min(_MAX_STATEMENT_ROWS, variables // (len(_FIELDS) + 1)))
         self._last_seq = self._durable_seq = self._shipped_seq = self._flush_target = last
+        with self._lock:
+            self._state = _State.OPEN
+            self._accepting = True
         # The thread starts the writer process: Linux ties the process's life to the thread
-        # that started it (PR_SET_PDEATHSIG), and this one lives as long as the journal.
+        # that started it (PR_SET_PDEATHSIG), and this one lives as long as the journal. Open
+        # does not wait for the process to be ready (its start-up is tens of milliseconds):
+        # rows queue meanwhile, and a process that fails to start fails the journal as a
+        # writer that dies does (appends and flushes raise, with the reason).
         self._thread = threading.Thread(
             target=self._run, name=f"journal-writer:{self.path.name}", daemon=True
         )
         self._thread.start()
-        if not self._started.wait(_WRITER_START_S) or self._start_error is not None:
-            reason = self._start_error or f"it did not start within {_WRITER_START_S:g} s"
-            self._stop_process()
-            self._thread.join(1.0)
-            os.close(lock_fd)
-            self._lock_fd = None
-            raise JournalError(f"journal {self.path}: the writer process failed: {reason}")
-        with self._lock:
-            self._state = _State.OPEN
-            self._accepting = True
         log.info(
             "journal.opened",
             path=str(self.path),
@@ -543,6 +548,16 @@ class EventJournal:
             last_seq=last,
             synchronous=self.synchronous,
         )
+
+    def wait_started(self, timeout_s: float | None = None) -> bool:
+        """Wait until the writer process is ready; False if ``timeout_s`` ran out first.
+
+        ``open()`` does not wait for it. Raise ``JournalError`` if the process failed to start.
+        """
+        started = self._started.wait(timeout_s)
+        if self._failure is not None:
+            raise JournalError(self._refusal)
+        return started
 
     def _start_process(self) -> subprocess.Popen[bytes]:
         """Start the writer process (see ``journal_writer``) and wait for it to say READY."""
@@ -557,7 +572,7 @@ class EventJournal:
         }
         lock_fd = self._lock_fd
         process = subprocess.Popen(  # noqa: S603 - our own script, by absolute path
-            [sys.executable, "-I", "-S", journal_writer.__file__, json.dumps(config)],
+            [sys.executable, "-I", "-S", journal_writer.__file__, marshal.dumps(config).hex()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             pass_fds=() if lock_fd is None else (lock_fd,),  # it holds the writer lock too
@@ -818,6 +833,8 @@ class EventJournal:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._lock:
+            if self._failure is not None:
+                raise JournalError(self._refusal)
             target = self._last_seq
             if self._durable_seq >= target:
                 return self._durable_seq
@@ -849,6 +866,8 @@ class EventJournal:
         In flight, the answer is looked for every ``_POLL_EVERY`` appends, without waiting; the
         rows keep queueing meanwhile, and go in the next round.
         """
+        if not self._ready:
+            return  # the writer thread hands the queue over once the process is up
         in_flight = self._shipped_seq > self._durable_seq
         if in_flight:
             self._poll_countdown -= 1
@@ -907,17 +926,29 @@ class EventJournal:
 
         Without ``wait`` only what has arrived, and nothing if another thread is reading. With
         it, until the round is answered or ``timeout_s`` is up. A dead process raises.
+
+        The read lock is held only while arrived frames are read, never while waiting for
+        one: a thread that waits (the writer thread, for a flush) needs the GIL back before it
+        can read, which a busy bus thread gives up only every switch interval (5 ms by
+        default), so meanwhile the appenders read the answer and hand the next round over.
         """
-        if not self._read_lock.acquire(blocking=wait):
-            return False
-        try:
-            while self._shipped_seq > self._durable_seq:
-                kind, body = self._next_frame(timeout_s if wait else 0)
-                if kind < 0:
-                    break
-                self._answer(kind, body)
-        finally:
-            self._read_lock.release()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._shipped_seq > self._durable_seq:
+            if self._read_lock.acquire(blocking=False):
+                try:
+                    while self._shipped_seq > self._durable_seq:
+                        kind, body = self._next_frame(0)
+                        if kind < 0:
+                            break
+                        self._answer(kind, body)
+                finally:
+                    self._read_lock.release()
+            if not wait or self._shipped_seq <= self._durable_seq:
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            select.select([self._stdout_fd], [], [], remaining)
         return self._shipped_seq <= self._durable_seq
 
     def _answer(self, kind: int, body: tuple[Any, ...]) -> None:
@@ -960,10 +991,11 @@ class EventJournal:
         """
         try:
             self._process = self._start_process()
-        except Exception as exc:  # noqa: BLE001 - open() reports it
-            self._start_error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - appends and flushes report it from now on
+            self._writer_died(JournalError(f"the writer process failed to start: {exc}"))
             self._started.set()
             return
+        self._ready = True
         self._started.set()
         try:
             while self._serve():
@@ -1166,7 +1198,9 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> int:
 
 
 def _frame_text(kind: int, body: tuple[Any, ...]) -> str:
-    """What an unexpected frame of the writer process says."""
+    """What an unexpected frame of the writer process says (kind -1: none came in time)."""
+    if kind < 0:
+        return f"the writer process did not say READY within {_WRITER_START_S:g} s"
     if kind == journal_writer.FATAL:
         error_type, error = body
         return f"the writer process failed: {error_type}: {error}"

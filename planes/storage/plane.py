@@ -368,7 +368,11 @@ class StoragePlane:
         bus.publish(STATE_RECOVERY, self.recovered)
         if exported is not None:
             try:
-                self.snapshot("recovery", exported)
+                # The journal catches up to the export off the loop (on a new journal the
+                # writer process may still be starting): the bus goes on meanwhile. Snapshots
+                # are ordered by seq, so a periodic one written first stays the newest.
+                await asyncio.to_thread(self.journal.flush)
+                self.snapshot("recovery", exported, flushed=True)
             except (SnapshotError, StateError, JournalError) as exc:
                 log.error("storage.snapshot_failed", reason="recovery", error=str(exc))  # noqa: TRY400 - the message is the point
 

@@ -131,6 +131,7 @@ def make_journal(path: Path) -> Iterator[MakeJournal]:
         journal = EventJournal(path, run_id, **options)
         journal.open()
         opened.append(journal)
+        assert journal.wait_started(30)  # open() does not wait; these tests want it up
         return journal
 
     yield make
@@ -818,3 +819,57 @@ def test_a_writer_process_that_dies_fails_appends_and_flushes_with_the_reason(
     assert seqs(journal.read()) == [1]  # what was committed stays readable
     with EventJournal(journal.path, "next-run") as after:  # and the lock went with the process
         assert after.append(ORDER, order(3)) == 2
+
+
+def test_open_does_not_wait_for_the_writer_process_and_rows_queue_meanwhile(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A writer that takes its time to start (as on a loaded machine): open() returns at once,
+    # appends (full batches included) queue, and everything is committed once it is up.
+    slow = path.parent.parent / "slow_writer.py"
+    slow.write_text(
+        "import runpy, sys, time\n"
+        "time.sleep(0.5)\n"
+        f"sys.argv[0] = {journal_module.journal_writer.__file__!r}\n"
+        f"runpy.run_path({journal_module.journal_writer.__file__!r}, run_name='__main__')\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(journal_module.journal_writer, "__file__", str(slow))
+    journal = EventJournal(path, "run-1", batch_size=4, queue_size=1_000)
+    started = time.monotonic()
+    journal.open()
+    try:
+        assert time.monotonic() - started < 0.4
+        assert journal.wait_started(0) is False
+        seqs_given = [journal.append(ORDER, order(i)) for i in range(10)]
+        assert seqs_given == list(range(1, 11))
+        assert journal.queue_depth == 10  # nobody to hand the full batches to yet
+        assert journal.flush(30) == 10
+        assert journal.wait_started(0) is True
+    finally:
+        journal.close()
+    assert seqs(journal.read()) == list(range(1, 11))
+
+
+def test_a_writer_process_that_fails_to_start_fails_the_journal_with_the_reason(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = path.parent.parent / "broken_writer.py"
+    broken.write_text("import sys\nsys.exit(3)\n", encoding="utf-8")
+    monkeypatch.setattr(journal_module.journal_writer, "__file__", str(broken))
+    journal = EventJournal(path, "run-1", flush_interval_s=0)
+    with capture_logs() as logs:
+        journal.open()  # the file itself is fine: open() prepared it
+        with pytest.raises(JournalError, match=r"failed to start: .*exited \(status 3\)"):
+            journal.wait_started(30)
+    assert any(e["event"] == "journal.writer_died" for e in logs)
+    with pytest.raises(JournalError, match=r"failed to start"):
+        journal.append(ORDER, order(0))
+    with pytest.raises(JournalError, match=r"failed to start"):
+        journal.flush(5)
+    with pytest.raises(JournalError, match=r"failed to start"):
+        journal.close()
+    monkeypatch.undo()
+    with EventJournal(path, "next-run") as after:  # the lock was released
+        assert after.append(ORDER, order(1)) == 1
+        assert after.flush(30) == 1
