@@ -826,9 +826,17 @@ def _known_keys(cl: type) -> list[str]:
     return [a.name for a in attrs.fields(cl)] if attrs.has(cl) else []
 
 
-def to_tree(config: Config) -> dict[str, Any]:
-    """``config`` as plain data (enums and Decimals as strings), e.g. to compare with a file."""
+def _tree_converter() -> cattrs.Converter:
     converter = cattrs.Converter()
     converter.register_unstructure_hook(Decimal, str)
-    tree: dict[str, Any] = converter.unstructure(config)
+    return converter
+
+
+_TREE_CONVERTER = _tree_converter()
+"""Made once: cattrs generates its unstructure functions on first use and keeps them."""
+
+
+def to_tree(config: Config) -> dict[str, Any]:
+    """``config`` as plain data (enums and Decimals as strings), e.g. to compare with a file."""
+    tree: dict[str, Any] = _TREE_CONVERTER.unstructure(config)
     return tree
