@@ -102,31 +102,69 @@ def checksum(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
+_PLAIN = frozenset((str, int, bool, type(None)))
+"""Values taken as they are, by exact type (the common case; subclasses take the long way)."""
+
+
+def _signed_json(document: dict[str, Any]) -> bytes:
+    """Add ``document``'s ``checksum`` to it; return its canonical JSON, encoding it once.
+
+    The sections (nearly all of the text) are encoded once for both the checksum and the file:
+    the rest is encoded with ``"sections":null`` in their place, which no string value can
+    contain (canonical JSON escapes the quotes in strings), and the sections' text put there.
+    The result is ``canonical_json(document)``, checksum included.
+    """
+    sections = document["sections"]
+    slot, filled = '"sections":null', '"sections":' + canonical_json(sections)
+    shell = {key: value for key, value in document.items() if key != "checksum"}
+    shell["sections"] = None
+    body = canonical_json(shell).replace(slot, filled, 1)
+    document["checksum"] = shell["checksum"] = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    return canonical_json(shell).replace(slot, filled, 1).encode("utf-8")
+
+
 def check_json_value(value: Any, where: str) -> None:
     """Raise ``SnapshotError`` unless ``value`` is plain JSON; ``where`` names it in the error."""
     # An explicit walk rather than json.dumps: its errors do not say where the value was, and
-    # it silently turns int keys into strings, which would not read back as written.
-    stack: builtins.list[tuple[Any, str]] = [(value, where)]
+    # it silently turns int keys into strings, which would not read back as written. A path is
+    # kept as a chain of (parent, key) links and spelled out only for an error.
+    stack: builtins.list[tuple[Any, Any]] = [(value, None)]
+    plain = _PLAIN
     while stack:
-        item, path = stack.pop()
-        if item is None or isinstance(item, bool | int | str):
-            continue
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                msg = f"{path}: {item!r} is not a JSON number (NaN and infinities are refused)"
-                raise SnapshotError(msg)
-        elif isinstance(item, Mapping):
+        item, link = stack.pop()
+        if isinstance(item, Mapping):
             for key, child in item.items():
                 if not isinstance(key, str):
-                    msg = f"{path}: key {key!r} is not a string (JSON object keys are)"
+                    msg = (
+                        f"{_spell(where, link)}: key {key!r} is not a string (JSON object keys are)"
+                    )
                     raise SnapshotError(msg)
-                stack.append((child, f"{path}[{key!r}]"))
+                if type(child) not in plain:
+                    stack.append((child, (link, key)))
         elif isinstance(item, builtins.list | tuple):
-            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
-        else:
+            for i, child in enumerate(item):
+                if type(child) not in plain:
+                    stack.append((child, (link, i)))
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                msg = (
+                    f"{_spell(where, link)}: {item!r} is not a JSON number "
+                    "(NaN and infinities are refused)"
+                )
+                raise SnapshotError(msg)
+        elif not (item is None or isinstance(item, bool | int | str)):
             hint = " (store Decimals as strings)" if isinstance(item, Decimal) else ""
-            msg = f"{path}: {type(item).__name__} {item!r} is not a JSON value{hint}"
+            msg = f"{_spell(where, link)}: {type(item).__name__} {item!r} is not a JSON value{hint}"
             raise SnapshotError(msg)
+
+
+def _spell(where: str, link: Any) -> str:
+    """The path of ``check_json_value``'s link chain: ``where`` and each key in brackets."""
+    keys: builtins.list[object] = []
+    while link is not None:
+        link, key = link
+        keys.append(key)
+    return where + "".join(f"[{key!r}]" for key in reversed(keys))
 
 
 def _require_int(name: str, value: object, high: int) -> None:
@@ -196,8 +234,7 @@ class StateStore:
             "sections": dict(sections),
         }
         try:
-            document["checksum"] = checksum(document)
-            data = canonical_json(document).encode("utf-8")
+            data = _signed_json(document)
         except ValueError as exc:  # e.g. an int longer than Python will print
             msg = f"snapshot sections cannot be encoded as JSON: {exc}"
             raise SnapshotError(msg) from exc
