@@ -91,12 +91,10 @@ class _Wildcard:
     def adapter(self, topic: Topic[Any]) -> Handler:
         fn = self.adapters.get(topic.name)
         if fn is None:
-            handler = self.handler
-
-            def deliver(payload: Payload) -> object:
-                return handler(topic, payload)
-
-            functools.update_wrapper(deliver, handler)
+            # A partial, not a closure: it calls handler(topic, payload) without a Python frame
+            # of its own (the journal's tap runs for every event).
+            deliver = functools.partial(self.handler, topic)
+            functools.update_wrapper(deliver, self.handler)
             fn = self.adapters[topic.name] = deliver
         return fn
 

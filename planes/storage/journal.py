@@ -76,6 +76,7 @@ import structlog
 
 from contracts.converter import fast_dumps, fast_loads
 from contracts.meta import Payload, Source
+from contracts.topics import Topic
 from planes.storage import journal_writer
 
 log = structlog.get_logger("planes.storage.journal")
@@ -739,10 +740,11 @@ class EventJournal:
             return JournalFullPolicy.SAMPLE
         return JournalFullPolicy.BLOCK
 
-    def append(self, topic: str, payload: Payload) -> int | None:
+    def append(self, topic: str | Topic[Any], payload: Payload) -> int | None:
         """Journal ``payload`` published on ``topic``; return its seq, or None if sampled out.
 
-        Call it on the bus thread (any thread is safe). Only a SAMPLE topic, and only while the
+        ``topic`` is a topic name or a ``Topic`` (so the bus's catch-all can call this as it
+        is). Call it on the bus thread (any thread is safe). Only a SAMPLE topic, and only while the
         queue is full, can be sampled out; a BLOCK topic waits for room instead. A payload the
         converter cannot serialise raises, and no seq is used. Raise ``JournalError`` when the
         journal is not open or its writer died.
@@ -751,6 +753,8 @@ class EventJournal:
         finds a full batch hands the full batches to the writer process itself, once the round
         before is committed (it looks for that answer without waiting).
         """
+        if not isinstance(topic, str):
+            topic = topic.name
         if not self._accepting:
             raise JournalError(self._refusal)
         queue = self._queue

@@ -7,7 +7,8 @@
   dispatches, so the export matches the journal's last assigned seq exactly; the journal is
   flushed up to that seq, then the snapshot file is written atomically and ``state:snapshot``
   published. Snapshots come every ``storage.snapshot_interval_s``, after every
-  ``snapshot_every_events`` journaled events (which bounds what a crash recovery replays),
+  ``snapshot_every_events`` journaled events (which bounds what a crash recovery replays;
+  the snapshot loop counts them on its polls, so the bus calls the journal directly),
   ``snapshot_after_change_s`` after a fill or a registry change, after recovery, and at shutdown.
 * **Recovery** runs when the Orchestrator asks (``control:command recover``, at boot, before
   the market connects): the newest valid snapshot (a corrupted or truncated newer one is
@@ -59,7 +60,6 @@ from contracts.topics import (
     STATE_SNAPSHOT,
     STRATEGY_SCENARIO_DISABLED,
     BotEventMap,
-    Topic,
 )
 from planes.config import Config
 from planes.state import StateError, StateHub
@@ -119,7 +119,6 @@ class StoragePlane:
             queue_size=self._settings.queue_size,
             sample_every=self._settings.sample_every,
         )
-        self._append = self.journal.append
         self._snapshot_every = self._settings.snapshot_every_events
         self._registry_path = registry
         self.store = StateStore(snapshots, keep=self._settings.snapshot_keep)
@@ -176,7 +175,7 @@ class StoragePlane:
                 now_ms=now,
             )
         bus = self._bus
-        bus.subscribe_all(self._journal_event)
+        bus.subscribe_all(self.journal.append)
         bus.subscribe(CONTROL_COMMAND, self._on_command)
         bus.subscribe(CONTROL_ROLLBACK_MODEL, self._on_rollback_model)
         bus.subscribe(EXEC_ORDER_EVENT, self._on_order)
@@ -228,12 +227,18 @@ class StoragePlane:
 
     # -- the journal -----------------------------------------------------------------------
 
-    def _journal_event(self, topic: Topic[Any], payload: Payload) -> None:
-        seq = self._append(topic.name, payload)
+    def _count_due(self) -> bool:
+        """True once ``snapshot_every_events`` were journaled since the last snapshot's seq.
+
+        The snapshot loop asks on each of its polls; per event the bus calls the journal's
+        ``append`` directly (the catch-all tap), without a handler of this plane in between.
+        """
         every = self._snapshot_every
-        if every and seq is not None and seq - self._snapshot_seq >= every:
-            self._snapshot_seq = seq  # once per stretch; the snapshot loop writes it
-            self._dirty.set()
+        seq = self.journal.last_seq
+        if every and seq - self._snapshot_seq >= every:
+            self._snapshot_seq = seq  # once per stretch
+            return True
+        return False
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -273,8 +278,10 @@ class StoragePlane:
             # Poll the change flag rather than wait_for(Event.wait()): nothing to cancel but a
             # sleep, and a change is noticed within _CHANGE_POLL_S.
             deadline = loop.time() + interval if interval else None
-            while not self._dirty.is_set() and (deadline is None or loop.time() < deadline):  # noqa: ASYNC110
+            while not self._dirty.is_set() and (deadline is None or loop.time() < deadline):
                 await asyncio.sleep(_CHANGE_POLL_S)
+                if self._count_due():
+                    self._dirty.set()
             reason = "periodic"
             if self._dirty.is_set():
                 reason = "change"
