@@ -744,10 +744,10 @@ class EventJournal:
         """Journal ``payload`` published on ``topic``; return its seq, or None if sampled out.
 
         ``topic`` is a topic name or a ``Topic`` (so the bus's catch-all can call this as it
-        is). Call it on the bus thread (any thread is safe). Only a SAMPLE topic, and only while the
-        queue is full, can be sampled out; a BLOCK topic waits for room instead. A payload the
-        converter cannot serialise raises, and no seq is used. Raise ``JournalError`` when the
-        journal is not open or its writer died.
+        is). Call it on the bus thread (any thread is safe). Only a SAMPLE topic, and only
+        while the queue is full, can be sampled out; a BLOCK topic waits for room instead. A
+        payload the converter cannot serialise raises, and no seq is used. Raise
+        ``JournalError`` when the journal is not open or its writer died.
 
         The usual case takes one lock that only appenders use and wakes nobody. The append that
         finds a full batch hands the full batches to the writer process itself, once the round
@@ -949,6 +949,8 @@ class EventJournal:
                     self._read_lock.release()
             if not wait or self._shipped_seq <= self._durable_seq:
                 break
+            if self._failure is not None:  # another reader found the process gone
+                raise JournalError(self._refusal)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 break
