@@ -289,7 +289,17 @@ def fast_loads(text: str | bytes, payload_type: type[T]) -> T:
 
     The fast path takes only exact JSON types (a string for a Decimal, all fields present);
     anything else goes through the converter, which either structures it or raises its error.
+    A text in the converter's own layout, of a class whose fields are all captured by the view
+    reader (no floats, no containers), is read by its regex: the payload as its own view.
     """
+    if type(text) is str and attrs.has(payload_type):
+        match, build_groups, _ = _view_reader(payload_type, payload_type)
+        found = match(text) if match is not None else None
+        if found is not None:
+            try:
+                return cast(T, build_groups(found.groups()))
+            except _NotFastError:
+                pass
     document = json.loads(text)
     build = _fast_class(payload_type)
     if build is not None:
@@ -713,11 +723,15 @@ def _call(callee: str, fields: Any, variables: list[str]) -> str:
 
 
 def _compile_build(arg: str, body: list[str], env: dict[str, Any], name: str) -> _Build:
-    """``def build(arg)`` running ``body``; a bad Decimal in it raises ``_NotFastError``."""
+    """``def build(arg)`` running ``body``; a bad Decimal or a ``ValueError`` in it: not fast.
+
+    Either raises ``_NotFastError``. A ``ValueError`` is an int of more digits than Python
+    converts, or a class's validator: the slow path then raises what the converter raises.
+    """
     source = (
         f"def build({arg}):\n    try:\n"
         + "".join(f"        {line}\n" for line in body)
-        + "    except _InvalidOperation:\n        raise _NotFastError from None\n"
+        + "    except (_InvalidOperation, ValueError):\n        raise _NotFastError from None\n"
     )
     exec(compile(source, name, "exec"), env)  # noqa: S102 - our own generated code
     return cast(_Build, env["build"])

@@ -32,6 +32,7 @@ from contracts.enums import Side
 from contracts.execution import OrderEvent, PositionUpdate, PositionView
 from contracts.market import KlineEvent
 from contracts.meta import EventMeta, Source
+from contracts.risk import ApprovedIntent
 from contracts.topics import MARKET_KLINE, PORTFOLIO_POSITION, BotEventMap, Topic
 from tests.strategies import builds_attrs, payloads
 
@@ -135,6 +136,28 @@ def test_a_view_with_the_meta_reads_it_in_the_one_regex(
         view = read(text)
     assert view == expected(PositionView, fast_loads(text, PositionUpdate))
     assert type(view.meta) is EventMeta
+
+
+@pytest.mark.parametrize("topic", TOPICS, ids=TOPIC_IDS)
+@given(data=st.data())
+def test_a_payload_of_captured_fields_is_read_by_its_regex_as_its_own_view(
+    topic: Topic[Any], data: st.DataObject
+) -> None:
+    """``fast_loads`` of the converter's text without escapes goes by the regex, not json.loads."""
+    cls = topic.payload
+    payload = data.draw(payloads(topic), label=topic.name)
+    text = fast_dumps(payload)
+    assert load_view(text, cls, cls) == payload
+    if _view_reader(cls, cls)[0] is None or "\\" in text:
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(json, "loads", refuse_json_loads)
+        assert fast_loads(text, cls) == payload
+
+
+def test_the_regex_reads_the_payloads_the_replay_decodes_whole() -> None:
+    for cls in (OrderEvent, ApprovedIntent, KlineEvent, PositionUpdate):
+        assert _view_reader(cls, cls)[0] is not None, cls
 
 
 @attrs.frozen
