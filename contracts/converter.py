@@ -133,6 +133,7 @@ def from_json(text: str | bytes, payload_type: type[T]) -> T:
 # -- a fast path for reading what we wrote ---------------------------------------------------
 
 _Build = Callable[[Any], Any]
+_Match = Callable[[str], "re.Match[str] | None"]
 
 
 class _NotFastError(Exception):
@@ -271,7 +272,6 @@ def _fast_class(cls: type) -> _Build | None:
         return None
     env["_names"] = frozenset(f.name for f in fields)
     body = ["if type(v) is not dict or v.keys() != _names: raise _NotFastError"]
-    args = []
     for i, field in enumerate(fields):
         var = f"a{i}"
         lines = _check_code(hints[field.name], var, env)
@@ -279,11 +279,27 @@ def _fast_class(cls: type) -> _Build | None:
             return None
         body.append(f"{var} = v[{field.name!r}]")
         body.extend(lines)
-        args.append(f"{field.alias}={var}" if field.kw_only else var)
-    body.append(f"return _cls({', '.join(args)})")
+    body.append(f"return {_call('_cls', fields, [f'a{i}' for i in range(len(fields))])}")
     build = _compile_build("v", body, env, f"<json reader of {cls.__qualname__}>")
     _FAST[cls] = build
     return build
+
+
+_OWN_VIEWS: dict[type, tuple[_Match, _Build] | None] = {}
+
+
+def _own_view(cls: type) -> tuple[_Match, _Build] | None:
+    """The view reader of ``cls`` as its own view (regex, builder), or None: not covered."""
+    try:
+        return _OWN_VIEWS[cls]
+    except KeyError:
+        pass
+    reader: tuple[_Match, _Build] | None = None
+    if attrs.has(cls) and all(f.init for f in attrs.fields(cls)):
+        match, build, _ = _view_reader(cls, cls)
+        reader = None if match is None else (match, build)
+    _OWN_VIEWS[cls] = reader
+    return reader
 
 
 def fast_loads(text: str | bytes, payload_type: type[T]) -> T:
@@ -291,7 +307,17 @@ def fast_loads(text: str | bytes, payload_type: type[T]) -> T:
 
     The fast path takes only exact JSON types (a string for a Decimal, all fields present);
     anything else goes through the converter, which either structures it or raises its error.
+    A text in the converter's own layout, of a class whose fields are all captured by the view
+    reader (no floats, no containers), is read by its regex: the payload as its own view.
     """
+    own = _own_view(payload_type) if type(text) is str else None
+    if own is not None:
+        found = own[0](cast(str, text))
+        if found is not None:
+            try:
+                return cast(T, own[1](found.groups()))
+            except _NotFastError:
+                pass
     document = json.loads(text)
     build = _fast_class(payload_type)
     if build is not None:
@@ -519,8 +545,9 @@ _STR = r'"[^"\\\x00-\x1f]*"'
 _STR_GROUP = r'"([^"\\\x00-\x1f]*)"'
 _INT = r"-?(?:0|[1-9][0-9]*)"
 _NUMBER = _INT + r"(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
-_Match = Callable[[str], "re.Match[str] | None"]
 _VIEWS: dict[tuple[type, type], tuple[_Match | None, _Build, tuple[str, ...]]] = {}
+_Capture = tuple[str, list[str], int]
+"""What ``_capture`` returns: a view field's pattern, the lines building it, its group count."""
 
 
 def _optional_arg(tp: Any) -> Any:
@@ -563,37 +590,68 @@ def _skip_pattern(tp: Any) -> str | None:  # noqa: PLR0911 - one return per kind
     return None  # containers and unions of scalars: the view is read through json.loads
 
 
-def _capture(tp: Any, var: str, env: dict[str, Any]) -> tuple[str, list[str]] | None:  # noqa: PLR0911 - one return per kind of type
-    """The pattern of a view field of ``tp`` (one group) and the lines building its value.
+def _capture(tp: Any, var: str, env: dict[str, Any], at: int) -> _Capture | None:  # noqa: PLR0911 - one return per kind of type
+    """The pattern of a view field of ``tp``, the lines building its value, and its group count.
 
-    The lines turn the group in ``var`` (its text, or None for a JSON null) into the value the
-    converter would structure from that JSON, in place, or raise ``_NotFastError``.
+    The lines read the field's groups from ``g``, starting at ``g[at]`` (a group's text, or None
+    for a JSON null), and set ``var`` to the value the converter would structure from that JSON,
+    or raise ``_NotFastError``. A scalar is one group, read into ``var`` by the first line; a
+    nested attrs class (the meta) is one group per field, in its field order, and is called
+    once its fields are built.
     """
     bad = "raise _NotFastError"
+    read = f"{var} = g[{at}]"
     inner = _optional_arg(tp)
     if inner is not None:
-        found = _capture(inner, var, env)
-        if found is None:
+        found = _capture(inner, var, env, at)
+        if found is None or found[2] != 1:  # an optional nested class: its null is not one group
             return None
-        pattern, lines = found
-        guarded = [f"if {var} is not None:", *[f"    {x}" for x in lines]] if lines else []
-        return f"(?:null|{pattern})", guarded
+        pattern, (first, *rest), _ = found
+        guarded = [f"if {var} is not None:", *[f"    {x}" for x in rest]] if rest else []
+        return f"(?:null|{pattern})", [first, *guarded], 1
     if tp is str:
-        return _STR_GROUP, []
+        return _STR_GROUP, [read], 1
     if tp is Decimal:  # a bad string raises InvalidOperation, which the builder turns away
-        return _STR_GROUP, [f"{var} = _Decimal({var})", f"if not {var}.is_finite(): {bad}"]
+        return _STR_GROUP, [read, f"{var} = _Decimal({var})", f"if not {var}.is_finite(): {bad}"], 1
     if tp is int:
-        return f"({_INT})", [f"{var} = int({var})"]
+        return f"({_INT})", [read, f"{var} = int({var})"], 1
     if tp is bool:
-        return "(true|false)", [f"{var} = {var} == 'true'"]
+        return "(true|false)", [read, f"{var} = {var} == 'true'"], 1
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         group = _enum_pattern(tp, group=True)
         if group is None:
             return None
         members = f"_m{len(env)}"
         env[members] = {str(m.value): m for m in tp}
-        return group, [f"{var} = {members}.get({var})", f"if {var} is None: {bad}"]
-    return None  # floats and nested classes are not captured: the view goes through json.loads
+        return group, [read, f"{var} = {members}.get({var})", f"if {var} is None: {bad}"], 1
+    if isinstance(tp, type) and attrs.has(tp):
+        return _capture_class(tp, var, env, at)
+    return None  # floats and containers are not captured: the view goes through json.loads
+
+
+def _capture_class(cls: type, var: str, env: dict[str, Any], at: int) -> _Capture | None:
+    """``_capture`` of a nested attrs class: every field captured, then the class called."""
+    fields = attrs.fields(cls)
+    if any(not f.init for f in fields):
+        return None
+    hints = typing.get_type_hints(cls)
+    captured: dict[str, str] = {}
+    lines: list[str] = []
+    count = 0
+    for i, field in enumerate(fields):
+        found = _capture(hints[field.name], f"{var}_{i}", env, at + count)
+        if found is None:
+            return None
+        captured[field.name], more, groups = found
+        lines += more
+        count += groups
+    pattern = _object_pattern(cls, captured)
+    if pattern is None:
+        return None
+    name = f"_c{len(env)}"
+    env[name] = cls
+    parts = [f"{var}_{i}" for i in range(len(fields))]
+    return pattern, [*lines, f"{var} = {_call(name, fields, parts)}"], count
 
 
 def _object_pattern(cls: type, captured: Mapping[str, str]) -> str | None:
@@ -648,21 +706,21 @@ def _view_reader(
     }
     captured: dict[str, str] = {}
     body: list[str] = []
+    at = 0
     for i, name in enumerate(order):  # the groups come in the payload's field order
-        found = _capture(own[name], f"a{i}", env)
+        found = _capture(own[name], f"a{i}", env, at)
         if found is None:
             break
-        captured[name] = found[0]
-        body += [f"a{i} = g[{i}]", *found[1]]
+        captured[name], lines, groups = found
+        body += lines
+        at += groups
     pattern = _object_pattern(payload_type, captured) if len(captured) == len(order) else None
     match: _Match | None = None
     build: _Build = _no_build
     if pattern is not None:
-        args = []
-        for field in attrs.fields(view_type):
-            var = f"a{order.index(field.name)}"
-            args.append(f"{field.alias}={var}" if field.kw_only else var)
-        body.append(f"return _cls({', '.join(args)})")
+        fields = attrs.fields(view_type)
+        variables = [f"a{order.index(field.name)}" for field in fields]
+        body.append(f"return {_call('_cls', fields, variables)}")
         build = _compile_build("g", body, env, f"<view reader of {view_type.__qualname__}>")
         match = re.compile(pattern).fullmatch
     reader = (match, build, names)
@@ -670,12 +728,27 @@ def _view_reader(
     return reader
 
 
+def _call(callee: str, fields: Any, variables: list[str]) -> str:
+    """The call of an attrs class with ``variables`` for its ``fields``: keyword-only ones last."""
+    args, keywords = [], []
+    for field, var in zip(fields, variables, strict=True):
+        if field.kw_only:
+            keywords.append(f"{field.alias}={var}")
+        else:
+            args.append(var)
+    return f"{callee}({', '.join(args + keywords)})"
+
+
 def _compile_build(arg: str, body: list[str], env: dict[str, Any], name: str) -> _Build:
-    """``def build(arg)`` running ``body``; a bad Decimal in it raises ``_NotFastError``."""
+    """``def build(arg)`` running ``body``; a bad Decimal or a ``ValueError`` in it: not fast.
+
+    Either raises ``_NotFastError``. A ``ValueError`` is an int of more digits than Python
+    converts, or a class's validator: the slow path then raises what the converter raises.
+    """
     source = (
         f"def build({arg}):\n    try:\n"
         + "".join(f"        {line}\n" for line in body)
-        + "    except _InvalidOperation:\n        raise _NotFastError from None\n"
+        + "    except (_InvalidOperation, ValueError):\n        raise _NotFastError from None\n"
     )
     exec(compile(source, name, "exec"), env)  # noqa: S102 - our own generated code
     return cast(_Build, env["build"])
@@ -717,7 +790,8 @@ def load_view(text: str, payload_type: type, view_type: type[T]) -> T:
     built from ``from_json(text, payload_type)`` whenever that decodes; the payload itself is
     never built, and its other fields are only read as far as JSON requires. Text in the
     converter's layout is read by one regex of the payload's fields (strings without escapes,
-    numbers, literals, the nested meta; only valid JSON matches); any other text goes through
+    numbers, literals, the nested meta; only valid JSON matches), a view field of a nested class
+    of scalars (the meta) by one group per field of it; any other text goes through
     ``json.loads`` and the converter, which raise on invalid JSON or a missing or ill-typed
     view field. ``view_reader`` makes the reader once for many texts.
     """

@@ -1,4 +1,4 @@
-"""Execution-plane payloads: order lifecycle and positions."""
+"""Execution-plane payloads: order lifecycle and positions, and the view recovery reads of one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from decimal import Decimal
 import attrs
 
 from contracts.enums import OrderStatus, OrderType, Side
-from contracts.meta import Payload
+from contracts.meta import EventMeta, Payload
 
 
 @attrs.frozen
@@ -51,3 +51,20 @@ class PositionUpdate(Payload):
     mark_price: Decimal
     equity: Decimal
     cash: Decimal
+
+
+@attrs.frozen
+class PositionView:
+    """What recovery reads of a ``portfolio:position_update``: the fields its replayers need.
+
+    A view (``contracts.ports.ViewReplaying``): the PositionManager takes the mark, the
+    StrategyManager the quantity, the RiskManager the rest (its equity path is stamped with
+    ``meta.ts``). The payload's other fields are never decoded at boot.
+    """
+
+    meta: EventMeta
+    symbol: str
+    qty: Decimal
+    realized_pnl: Decimal
+    mark_price: Decimal
+    equity: Decimal

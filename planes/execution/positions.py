@@ -27,23 +27,23 @@ such fee per asset in a run is logged (``portfolio.unvalued_fee``) and raised as
 Recovery (``contracts.ports.Stateful``, key ``execution.portfolio``): the state is the ledger's
 export plus the quantity booked per order and the fill count. It is rebuilt from
 ``exec:order_event`` (booked exactly as live) and from its own ``portfolio:position_update``
-(whose ``mark_price`` is the mark the books held), so no bar needs replaying. ``recovered()``
-publishes the position of every symbol the books hold, flat ones too, so the RiskManager and the
-strategies learn the open positions, and every follower of ``portfolio:position_update`` (the
-Bybit venue's drift check, the status line) the recovered cash and equity even when nothing is
-open; it books nothing.
+(whose ``mark_price`` is the mark the books held, read from its ``PositionView``: the update
+itself is not decoded), so no bar needs replaying. ``recovered()`` publishes the position of
+every symbol the books hold, flat ones too, so the RiskManager and the strategies learn the open
+positions, and every follower of ``portfolio:position_update`` (the Bybit venue's drift check,
+the status line) the recovered cash and equity even when nothing is open; it books nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
 import structlog
 
 from contracts.enums import Severity
-from contracts.execution import OrderEvent, PositionUpdate
+from contracts.execution import OrderEvent, PositionUpdate, PositionView
 from contracts.market import KlineEvent
 from contracts.ports import ComponentContext
 from contracts.system import Alert
@@ -67,6 +67,7 @@ class PositionManager:
     name = "position_manager"
     state_key = STATE_KEY
     state_topics = frozenset((EXEC_ORDER_EVENT.name, PORTFOLIO_POSITION.name))
+    replay_views: Mapping[str, type] = {PORTFOLIO_POSITION.name: PositionView}
 
     def __init__(self, ctx: ComponentContext) -> None:
         config = ctx.config
@@ -212,6 +213,11 @@ class PositionManager:
             self._book(payload)
         elif topic == PORTFOLIO_POSITION.name and isinstance(payload, PositionUpdate):
             self.ledger.mark(payload.symbol, payload.mark_price)
+
+    def replay_view(self, topic: str, view: Any, load: Callable[[], Any]) -> None:
+        """Take a journaled update's mark from its view, as ``replay_event`` takes it."""
+        if topic == PORTFOLIO_POSITION.name and isinstance(view, PositionView):
+            self.ledger.mark(view.symbol, view.mark_price)
 
     def recovered(self) -> None:
         """Publish every position the books hold, flat ones too (an announcement: no booking).

@@ -41,16 +41,17 @@ per-symbol positions, fills in flight, realized PnL and cooldowns, the approved 
 pending, the recent approval times of the rate limit and the approved order ids used against
 duplicates (the last ``APPROVED_IDS_KEPT``). All of it is built by ``portfolio:position_update``,
 ``exec:order_event`` and the RiskManager's own ``risk:approved_intent``, stamped with their
-``meta.ts`` (never the clock at handling time), so replaying them rebuilds it exactly. Lifecycle
-and pause come again from ``control:state``; prices and data freshness from the market, so after
-a restart nothing adds risk before fresh market data arrives.
+``meta.ts`` (never the clock at handling time), so replaying them rebuilds it exactly (a position
+update from its ``PositionView``, the fields read here, without decoding the rest). Lifecycle and
+pause come again from ``control:state``; prices and data freshness from the market, so after a
+restart nothing adds risk before fresh market data arrives.
 """
 
 from __future__ import annotations
 
 from array import array
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
@@ -58,7 +59,7 @@ import structlog
 
 from contracts.control import ControlState
 from contracts.enums import Lifecycle, OrderStatus, Severity, Side
-from contracts.execution import OrderEvent, PositionUpdate
+from contracts.execution import OrderEvent, PositionUpdate, PositionView
 from contracts.market import KlineEvent, TickerEvent
 from contracts.ports import ComponentContext
 from contracts.risk import ApprovedIntent, RejectedIntent, RejectReason
@@ -189,6 +190,7 @@ class RiskManager:
     name = "risk_manager"
     state_key = "risk"
     state_topics = frozenset((PORTFOLIO_POSITION.name, EXEC_ORDER_EVENT.name, RISK_APPROVED.name))
+    replay_views: Mapping[str, type] = {PORTFOLIO_POSITION.name: PositionView}
 
     def __init__(self, ctx: ComponentContext) -> None:
         config = ctx.config
@@ -339,7 +341,8 @@ class RiskManager:
         else:
             self._on_equity(equity, update.meta.ts, live=True)
 
-    def _apply_position(self, update: PositionUpdate, *, live: bool) -> None:
+    def _apply_position(self, update: PositionUpdate | PositionView, *, live: bool) -> None:
+        # A view has every field read here, under the same names: replay takes it as it is.
         book = self._books.get(update.symbol) or self._book(update.symbol)
         qty = update.qty
         before = book.position
@@ -505,6 +508,11 @@ class RiskManager:
             self._on_order(payload)
         elif topic == RISK_APPROVED.name and isinstance(payload, ApprovedIntent):
             self._book_approval(payload)
+
+    def replay_view(self, topic: str, view: Any, load: Callable[[], Any]) -> None:
+        """Apply a journaled position from its view, as ``replay_event`` applies the update."""
+        if topic == PORTFOLIO_POSITION.name and isinstance(view, PositionView):
+            self._apply_position(view, live=False)
 
     def recovered(self) -> None:
         """Log the halts and pending orders that survived the restart (their alerts went out)."""

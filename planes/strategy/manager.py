@@ -32,8 +32,9 @@ Either way each change is announced with ``strategy:scenarioEnabled`` /
 
 Recovery (``contracts.ports.Stateful``, key ``strategy.scenarios``): the state is the enabled
 scenarios (id, strategy, params, symbols, regime, version) and the last position per symbol.
-Replaying ``strategy:scenarioEnabled``/``scenarioDisabled``, ``portfolio:position_update`` and
-(registry-driven) ``state:registry`` rebuilds it. Restoring builds *new* strategy instances:
+Replaying ``strategy:scenarioEnabled``/``scenarioDisabled``, ``portfolio:position_update`` (its
+``PositionView``: the quantity is all it takes) and (registry-driven) ``state:registry`` rebuilds
+it. Restoring builds *new* strategy instances:
 their indicator windows start empty and re-warm from the bars that come after the restart, so a
 scenario signals again only once its longest window has filled; the built-in strategies treat a
 restored position as their own, so they neither double it nor leave it without an exit. The
@@ -54,7 +55,7 @@ import structlog
 from contracts.analytics import FeatureVector, MarketContext
 from contracts.control import ControlCommand
 from contracts.enums import ScenarioState, Severity
-from contracts.execution import PositionUpdate
+from contracts.execution import PositionUpdate, PositionView
 from contracts.market import KlineEvent
 from contracts.meta import Payload
 from contracts.ports import ComponentContext, Strategy, StrategySpec, StrategyView
@@ -170,6 +171,7 @@ class StrategyManager:
         if self.registry_driven:
             topics.add(STATE_REGISTRY.name)
         self.state_topics = frozenset(topics)
+        self.replay_views: Mapping[str, type] = {PORTFOLIO_POSITION.name: PositionView}
         self.catalog: dict[str, StrategySpec] = dict(ctx.strategies)
         for entry in config.strategy.class_paths:
             spec = load_class_path(entry)
@@ -391,6 +393,11 @@ class StrategyManager:
             and isinstance(payload, RegistryChanged)
         ):
             self._apply_registry(payload, live=False)
+
+    def replay_view(self, topic: str, view: Any, load: Callable[[], Any]) -> None:
+        """Take a journaled position's quantity from its view, as ``replay_event`` takes it."""
+        if topic == PORTFOLIO_POSITION.name and isinstance(view, PositionView):
+            self.positions[view.symbol] = view.qty
 
     def recovered(self) -> None:
         """Alert about scenarios that could not be restored; announce the enabled set."""

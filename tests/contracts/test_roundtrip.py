@@ -300,6 +300,38 @@ def test_the_fast_reader_is_as_strict_as_the_converter(change: dict[str, Any]) -
 
 
 @pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('"start_ts": 0', '"start_ts": ' + "9" * 5000),  # more digits than int() converts
+        ('"start_ts": 0', '"start_ts": -0'),
+        ('"symbol": "BTCUSDT"', '"symbol": "BTC\\u0055SDT"'),  # an escape: json.loads reads it
+        ('"close": "1"', '"close": "1_0"'),  # Decimal() takes underscores, so both read 10
+        ('"close": "1"', '"close": " 1 "'),
+        ('"close": "1"', '"close": "sNaN"'),
+        ('"source": "trading"', '"source": "Trading"'),
+        ('"correlation_id": "corr-1"', '"correlation_id": null'),
+    ],
+)
+def test_the_regex_reader_of_the_converters_layout_is_as_strict_as_the_converter(
+    old: str, new: str
+) -> None:
+    bar = KlineEvent(META, "bybit", "BTCUSDT", "1", 0, 59_999, *[Decimal(1)] * 5, closed=True)
+    text = fast_dumps(bar)
+    assert old in text
+    text = text.replace(old, new)
+    try:
+        expected: Any = from_json(text, KlineEvent)
+    except Exception as exc:  # whatever the converter raises, the reader must raise too
+        error = exc
+    else:
+        assert fast_loads(text, KlineEvent) == expected
+        return
+    with pytest.raises(type(error)) as info:
+        fast_loads(text, KlineEvent)
+    assert str(info.value) == str(error)
+
+
+@pytest.mark.parametrize(
     "change",
     [
         {"start_ts": True},  # a bool is an int to Python, but JSON writes it as true

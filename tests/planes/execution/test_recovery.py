@@ -4,7 +4,8 @@ The journal here is a catch-all subscriber that keeps every event in bus order, 
 the storage plane decodes it (the contracts converter), and the state after every event (what a
 snapshot taken between two dispatches would hold). Recovery goes through the real ``StateHub``
 and the storage plane's ``replay_rows`` on the events' journal text, so the paper venue's bars
-are replayed from their views as at boot; the property test replays whole payloads too.
+and the portfolio's position updates are replayed from their views as at boot; the property
+test replays whole payloads too.
 The Bybit cases run against the loopback Bybit REST fake.
 """
 
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from contracts.converter import CONVERTER, fast_dumps
 from contracts.enums import OrderStatus, OrderType, Side
+from contracts.execution import PositionView
 from contracts.market import KlineEvent
 from contracts.meta import Payload
 from contracts.ports import Reconciling, Stateful, ViewReplaying
@@ -102,7 +104,9 @@ def test_the_components_are_stateful_under_distinct_keys() -> None:
     assert b.positions.state_topics == {"exec:order_event", "portfolio:position_update"}
     assert b.paper.state_topics == {"risk:approved_intent", "exec:order_event", "market:kline"}
     assert isinstance(b.paper, ViewReplaying)
-    assert dict(hub.views) == {"market:kline": BarView}  # bars from their views, nothing else
+    assert isinstance(b.positions, ViewReplaying)
+    # Bars and position updates from their views; fills and approvals whole.
+    assert dict(hub.views) == {"market:kline": BarView, "portfolio:position_update": PositionView}
     idle = Bench("execution.venue=bybit")
     assert idle.paper.state_topics == frozenset()  # it replays nothing: no bar is read for it
     assert hub_of(idle.paper, idle.positions).topics == b.positions.state_topics
@@ -349,7 +353,7 @@ def test_replaying_any_journal_prefix_rebuilds_the_live_state(
         boundaries.append(len(journal.events))
         states.append(snapshot(hub))
     events = journal.events
-    for views in (True, False):  # bars from their views, as at boot, and every payload whole
+    for views in (True, False):  # bars and updates from their views, as at boot; all whole
         # From nothing: the journal alone, prefix by prefix.
         fresh = Bench(*sets)
         hub = hub_of(fresh.paper, fresh.positions)

@@ -5,7 +5,9 @@ the same time) gets the old one's export through JSON, then lifecycle and fresh 
 The recovery property: after every event the live manager's export equals what a fresh one
 rebuilds by replaying the journal so far (only its ``state_topics``, publishing nothing, its
 clock elsewhere), and what one restored from any earlier export rebuilds by replaying the rest;
-and the rebuilt manager then judges the next intents exactly as the live one does.
+and the rebuilt manager then judges the next intents exactly as the live one does. Replay goes
+through the storage plane's ``replay_rows`` on the events' journal text (position updates from
+their ``PositionView``, as at boot), and as whole payloads to ``replay_event``.
 """
 
 from __future__ import annotations
@@ -19,17 +21,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts.converter import fast_dumps
 from contracts.enums import Lifecycle, OrderStatus, OrderType, Side
-from contracts.execution import OrderEvent
+from contracts.execution import OrderEvent, PositionView
 from contracts.meta import Payload
 from contracts.ports import Stateful
 from contracts.risk import ApprovedIntent, RejectedIntent, RejectReason
-from contracts.topics import EXEC_ORDER_EVENT
+from contracts.topics import EXEC_ORDER_EVENT, PORTFOLIO_POSITION, BotEventMap
 from planes.config import Config, load_config
 from planes.risk import manager as risk_manager
+from planes.state import StateHub
+from planes.storage.plane import replay_rows
 from tests.planes.risk.rig import BASE, DAY_MS, T0, Rig, Verdict
 
 ZERO = Decimal(0)
+TYPES = {name: topic.payload for name, topic in BotEventMap.items()}
 
 
 def approved(verdict: Verdict) -> ApprovedIntent:
@@ -341,16 +347,32 @@ def replica(live: Rig, start_ms: int) -> tuple[Rig, list[str]]:
     return other, published
 
 
-def replay(rig: Rig, events: list[tuple[str, Payload]]) -> None:
+def replay(rig: Rig, events: list[tuple[str, Payload]], *, views: bool) -> None:
+    """Replay ``events`` as recovery does: their journal text, position updates from their views.
+
+    ``views=False``: every payload whole to ``replay_event``.
+    """
     risk = rig.risk
-    for topic, payload in events:
-        if topic in risk.state_topics:
-            risk.replay_event(topic, payload)
+    if not views:
+        for topic, payload in events:
+            if topic in risk.state_topics:
+                risk.replay_event(topic, payload)
+        return
+    hub = StateHub()
+    hub.add(risk, "risk")
+    assert dict(hub.views) == {PORTFOLIO_POSITION.name: PositionView}
+    rows = [
+        (seq, topic, fast_dumps(payload))
+        for seq, (topic, payload) in enumerate(events, 1)
+        if topic in hub.topics
+    ]
+    assert replay_rows(hub, rows, TYPES) == len(rows)
 
 
+@pytest.mark.parametrize("views", [True, False], ids=["views", "payloads"])
 @given(ops=operations)
 def test_replay_and_restore_rebuild_the_live_state_after_every_event(
-    ops: list[tuple[Any, ...]],
+    views: bool, ops: list[tuple[Any, ...]]
 ) -> None:
     live = Rig(config=limits_config())
     journal: list[tuple[str, Payload]] = []
@@ -370,7 +392,7 @@ def test_replay_and_restore_rebuild_the_live_state_after_every_event(
 
     fresh, published = replica(live, later)
     for k in range(len(states)):
-        replay(fresh, journal[marks[k - 1] if k else 0 : marks[k]])
+        replay(fresh, journal[marks[k - 1] if k else 0 : marks[k]], views=views)
         assert fresh.risk.export_state() == states[k], f"replay up to operation {k}"
     assert published == []
 
@@ -379,7 +401,7 @@ def test_replay_and_restore_rebuild_the_live_state_after_every_event(
         restored.risk.restore_state(json.loads(json.dumps(snapshot)))
         assert restored.risk.export_state() == snapshot
         for k in range(j + 1, len(states)):
-            replay(restored, journal[marks[k - 1] : marks[k]])
+            replay(restored, journal[marks[k - 1] : marks[k]], views=views)
             assert restored.risk.export_state() == states[k], f"restore {j} + replay to {k}"
         assert published == []
 
@@ -387,5 +409,5 @@ def test_replay_and_restore_rebuild_the_live_state_after_every_event(
     j = len(states) // 2
     restarted, _ = replica(live, live.clock.now_ms())
     restarted.risk.restore_state(json.loads(json.dumps(states[j])))
-    replay(restarted, journal[marks[j] :])
+    replay(restarted, journal[marks[j] :], views=views)
     assert probe(restarted) == probe(live)

@@ -4,7 +4,9 @@ A ``Desk`` is a StrategyManager on a bare EventBus with the planes around it pla
 test; ``journal`` records every event in bus order, as the storage plane's catch-all
 subscription does. The recovery property: after every event the live manager's export equals
 what a fresh manager rebuilds by replaying the journal so far (only its ``state_topics``), and
-what a manager restored from any earlier export rebuilds by replaying the rest.
+what a manager restored from any earlier export rebuilds by replaying the rest: through the
+storage plane's ``replay_rows`` on the events' journal text (position updates from their
+``PositionView``, as at boot), and as whole payloads to ``replay_event``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.control import ControlCommand
+from contracts.converter import fast_dumps
 from contracts.enums import Side
-from contracts.execution import PositionUpdate
+from contracts.execution import PositionUpdate, PositionView
 from contracts.market import KlineEvent
 from contracts.meta import Payload
 from contracts.ports import Stateful, StrategySpec
@@ -35,6 +38,7 @@ from contracts.topics import (
     MARKET_KLINE,
     PORTFOLIO_POSITION,
     STATE_REGISTRY,
+    BotEventMap,
     Topic,
     TopicRegistry,
 )
@@ -42,11 +46,15 @@ from planes.bus import EventBus
 from planes.clock import HistoricalClock
 from planes.config import Config, load_config
 from planes.runtime import PlaneContext
+from planes.state import StateHub
+from planes.storage.plane import replay_rows
 from planes.strategy.builtin import BUILTIN_STRATEGIES
 from planes.strategy.manager import StrategyManager
 
 T0 = 1_704_067_200_000
 BOOM = Decimal(13)
+TYPES = {name: topic.payload for name, topic in BotEventMap.items()}
+TYPES[STATE_REGISTRY.name] = STATE_REGISTRY.payload  # the storage plugin's topic, as at boot
 """A closing price that makes the ``boom`` strategy raise."""
 
 
@@ -164,10 +172,25 @@ def replica(*, storage: bool) -> tuple[StrategyManager, list[Any]]:
     return desk.manager, desk.journal
 
 
-def replay(manager: StrategyManager, events: Sequence[tuple[str, Payload]]) -> None:
-    for topic, payload in events:
-        if topic in manager.state_topics:
-            manager.replay_event(topic, payload)
+def replay(manager: StrategyManager, events: Sequence[tuple[str, Payload]], *, views: bool) -> None:
+    """Replay ``events`` as recovery does: their journal text, position updates from their views.
+
+    ``views=False``: every payload whole to ``replay_event``.
+    """
+    if not views:
+        for topic, payload in events:
+            if topic in manager.state_topics:
+                manager.replay_event(topic, payload)
+        return
+    hub = StateHub()
+    hub.add(manager, "strategy")
+    assert dict(hub.views) == {PORTFOLIO_POSITION.name: PositionView}
+    rows = [
+        (seq, topic, fast_dumps(payload))
+        for seq, (topic, payload) in enumerate(events, 1)
+        if topic in hub.topics
+    ]
+    assert replay_rows(hub, rows, TYPES) == len(rows)
 
 
 def test_the_manager_is_stateful_under_its_key() -> None:
@@ -398,10 +421,11 @@ def play(desk: Desk, event: tuple[Any, ...]) -> None:
         desk.manager.recovered()
 
 
+@pytest.mark.parametrize("views", [True, False], ids=["views", "payloads"])
 @pytest.mark.parametrize("storage", [True, False], ids=["registry", "commands"])
 @given(script=events)
 def test_replay_and_restore_rebuild_the_live_state_after_every_event(
-    storage: bool, script: list[tuple[Any, ...]]
+    storage: bool, views: bool, script: list[tuple[Any, ...]]
 ) -> None:
     live = Desk(storage=storage)
     states = [live.manager.export_state()]
@@ -414,10 +438,10 @@ def test_replay_and_restore_rebuild_the_live_state_after_every_event(
         assert json.loads(json.dumps(state)) == state
 
     fresh, published = replica(storage=storage)
-    replay(fresh, live.journal[: marks[0]])
+    replay(fresh, live.journal[: marks[0]], views=views)
     assert fresh.export_state() == states[0]
     for k in range(1, len(states)):
-        replay(fresh, live.journal[marks[k - 1] : marks[k]])
+        replay(fresh, live.journal[marks[k - 1] : marks[k]], views=views)
         assert fresh.export_state() == states[k], f"replay up to event {k}"
     assert published == []
 
@@ -426,6 +450,6 @@ def test_replay_and_restore_rebuild_the_live_state_after_every_event(
         restored.restore_state(json.loads(json.dumps(snapshot)))
         assert restored.export_state() == snapshot
         for k in range(j + 1, len(states)):
-            replay(restored, live.journal[marks[k - 1] : marks[k]])
+            replay(restored, live.journal[marks[k - 1] : marks[k]], views=views)
             assert restored.export_state() == states[k], f"restore {j} + replay up to {k}"
         assert published == []
