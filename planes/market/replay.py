@@ -48,10 +48,8 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
 import csv
 import decimal
-import gc
 import io
 import itertools
 import json
@@ -75,6 +73,7 @@ from contracts.meta import EventMeta
 from contracts.ports import ComponentContext
 from contracts.topics import CONTROL_STATE, MARKET_DISCONNECTED, MARKET_ERROR, MARKET_KLINE
 from planes.clock import HistoricalClock
+from planes.collector import collector_paused
 from planes.config import Config, ReplayFormat
 from planes.tasks import cancel_and_wait
 
@@ -294,7 +293,8 @@ def load_replay(
 
     ``symbol`` is the configured one (for JSON it must agree with the file's),
     ``default_symbol`` the fallback for a CSV, ``interval`` a label or empty to infer it.
-    The cyclic garbage collector is paused while the file is parsed (``_collector_paused``).
+    The cyclic garbage collector is paused while the file is parsed
+    (``planes.collector.collector_paused``).
     """
     name = str(path)
     file = Path(path)
@@ -305,7 +305,7 @@ def load_replay(
     try:
         if fmt is ReplayFormat.AUTO:
             fmt = detect_format(file)
-        with _collector_paused():
+        with collector_paused():
             if fmt is ReplayFormat.CSV:
                 columns, where = _read_csv(name, file)
                 file_symbol = ""
@@ -323,29 +323,6 @@ def load_replay(
         raise ReplayError(name, None, "holds no bars")
     label, bars = _bars(name, columns, where, interval)
     return ReplayData(name, fmt, resolved, label, bars)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector (``gc.disable``) while a file is parsed, if it is on.
-
-    Parsing makes hundreds of thousands of container objects (the JSON's lists, the row
-    reader's rows) that all live until the parse ends: every collection they set off walks them
-    and everything else the process holds, and frees nothing. Reference counting frees as
-    usual meanwhile; only garbage cycles wait, for the parse's duration. The collector is
-    process-wide, so it is turned back on only if it was on (a caller that turned it off keeps
-    it off); a thread that turns it off meanwhile finds it on again afterwards. Not
-    ``gc.freeze()`` after the load: that would take every object of the process, not only the
-    file's, out of the collector's reach for good, and the bars need no such help (``Bars``).
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 class _Where(Protocol):

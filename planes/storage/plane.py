@@ -61,6 +61,7 @@ from contracts.topics import (
     STRATEGY_SCENARIO_DISABLED,
     BotEventMap,
 )
+from planes.collector import collector_paused
 from planes.config import Config
 from planes.state import StateError, StateHub
 from planes.storage.journal import EventJournal, JournalError, decode_payload, decode_view
@@ -412,7 +413,10 @@ class StoragePlane:
         types = {name: topic.payload for name, topic in BotEventMap.items()}
         types[STATE_REGISTRY.name] = STATE_REGISTRY.payload
         rows = self.journal.payloads(since, self.boot_seq, topics)
-        return replay_rows(self._hub, rows, types)
+        # The rebuilt state (ledger entries, order records) lives on: collections during the
+        # replay would walk it again and again and free nothing.
+        with collector_paused():
+            return replay_rows(self._hub, rows, types)
 
     def _announce(self) -> int:
         """``recovered()`` on every component; return how many open positions they announced.
