@@ -27,8 +27,9 @@ The model, stated once:
 * **Start.** ``open()`` prepares the file in this process, then starts the writer thread,
   which starts the writer process, and returns without waiting for it (the interpreter's
   start is tens of milliseconds): rows queue meanwhile and go once it says READY
-  (``wait_started()`` waits for that). A process that fails to start fails the journal as a
-  dying one does.
+  (``wait_started()`` waits for that). The appenders look for READY too, as for answers: a
+  busy bus may not give the writer thread the GIL for a whole short backtest. A process that
+  fails to start fails the journal as a dying one does.
 * **When the queue is full** (``queue_size`` rows waiting), the topic decides
   (``full_policy``). Topics starting with one of ``sample_prefixes`` (market data) are
   SAMPLED: of each such topic one event in ``sample_every`` is kept and waits for room, the
@@ -586,11 +587,46 @@ class EventJournal:
             fcntl.fcntl(self._stdin_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         os.set_blocking(self._stdout_fd, False)  # appenders look for answers without waiting
         self._process = process
-        kind, body = self._next_frame(_WRITER_START_S)
-        if kind != journal_writer.READY:
-            process.wait(_WRITER_EXIT_S)
-            raise JournalError(_frame_text(kind, body))
+        try:
+            ready = self._take_ready(_WRITER_START_S)
+        except JournalError:
+            ready = False
+            raise
+        finally:
+            if not ready:  # it said something else than READY, or nothing in time
+                process.kill()
+                process.wait(_WRITER_EXIT_S)
+        if not ready:
+            raise JournalError(_frame_text(-1, ()))
         return process
+
+    def _take_ready(self, timeout_s: float) -> bool:
+        """Read the writer process's READY (the first frame); True once it has come.
+
+        With ``timeout_s`` 0 only what has arrived, and nothing if another thread is reading:
+        the appenders look for it too (every ``_POLL_EVERY`` appends once a batch is full),
+        because the writer thread that waits for it may not get the GIL back from a busy bus
+        for a long time (an event loop that keeps releasing and retaking the GIL around its
+        polls is never made to hand it over). A frame other than READY raises.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._ready:
+            if self._read_lock.acquire(blocking=False):
+                try:
+                    if not self._ready:
+                        kind, body = self._next_frame(0)
+                        if kind == journal_writer.READY:
+                            self._ready = True
+                            self._started.set()
+                        elif kind >= 0:
+                            raise JournalError(_frame_text(kind, body))
+                finally:
+                    self._read_lock.release()
+            remaining = deadline - time.monotonic()
+            if self._ready or remaining <= 0:
+                break
+            select.select([self._stdout_fd], [], [], remaining)
+        return self._ready
 
     def _next_frame(self, timeout_s: float | None) -> tuple[int, tuple[Any, ...]]:
         """The writer process's next frame, waiting up to ``timeout_s`` (None: forever).
@@ -870,8 +906,17 @@ class EventJournal:
         In flight, the answer is looked for every ``_POLL_EVERY`` appends, without waiting; the
         rows keep queueing meanwhile, and go in the next round.
         """
-        if not self._ready:
-            return  # the writer thread hands the queue over once the process is up
+        if not self._ready:  # the process is starting: look for its READY now and then
+            self._poll_countdown -= 1
+            if self._poll_countdown > 0 or self._stdout_fd < 0:
+                return
+            self._poll_countdown = _POLL_EVERY
+            try:
+                if not self._take_ready(0):
+                    return
+            except JournalError as exc:
+                self._writer_died(exc)
+                raise JournalError(self._refusal) from exc
         in_flight = self._shipped_seq > self._durable_seq
         if in_flight:
             self._poll_countdown -= 1
@@ -1001,8 +1046,6 @@ class EventJournal:
             self._writer_died(JournalError(f"the writer process failed to start: {exc}"))
             self._started.set()
             return
-        self._ready = True
-        self._started.set()
         try:
             while self._serve():
                 pass
