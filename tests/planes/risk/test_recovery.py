@@ -21,21 +21,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.converter import fast_dumps
 from contracts.enums import Lifecycle, OrderStatus, OrderType, Side
-from contracts.execution import OrderEvent, PositionView
+from contracts.execution import OrderEvent
 from contracts.meta import Payload
 from contracts.ports import Stateful
 from contracts.risk import ApprovedIntent, RejectedIntent, RejectReason
-from contracts.topics import EXEC_ORDER_EVENT, PORTFOLIO_POSITION, BotEventMap
+from contracts.topics import EXEC_ORDER_EVENT
 from planes.config import Config, load_config
 from planes.risk import manager as risk_manager
-from planes.state import StateHub
-from planes.storage.plane import replay_rows
+from tests.fakes.recovery import replay as replay_like_boot
 from tests.planes.risk.rig import BASE, DAY_MS, T0, Rig, Verdict
 
 ZERO = Decimal(0)
-TYPES = {name: topic.payload for name, topic in BotEventMap.items()}
 
 
 def approved(verdict: Verdict) -> ApprovedIntent:
@@ -348,25 +345,8 @@ def replica(live: Rig, start_ms: int) -> tuple[Rig, list[str]]:
 
 
 def replay(rig: Rig, events: list[tuple[str, Payload]], *, views: bool) -> None:
-    """Replay ``events`` as recovery does: their journal text, position updates from their views.
-
-    ``views=False``: every payload whole to ``replay_event``.
-    """
-    risk = rig.risk
-    if not views:
-        for topic, payload in events:
-            if topic in risk.state_topics:
-                risk.replay_event(topic, payload)
-        return
-    hub = StateHub()
-    hub.add(risk, "risk")
-    assert dict(hub.views) == {PORTFOLIO_POSITION.name: PositionView}
-    rows = [
-        (seq, topic, fast_dumps(payload))
-        for seq, (topic, payload) in enumerate(events, 1)
-        if topic in hub.topics
-    ]
-    assert replay_rows(hub, rows, TYPES) == len(rows)
+    """Replay ``events`` into the RiskManager as recovery does (``tests.fakes.recovery``)."""
+    replay_like_boot(rig.risk, "risk", events, views=views)
 
 
 @pytest.mark.parametrize("views", [True, False], ids=["views", "payloads"])

@@ -23,9 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.control import ControlCommand
-from contracts.converter import fast_dumps
 from contracts.enums import Side
-from contracts.execution import PositionUpdate, PositionView
+from contracts.execution import PositionUpdate
 from contracts.market import KlineEvent
 from contracts.meta import Payload
 from contracts.ports import Stateful, StrategySpec
@@ -38,7 +37,6 @@ from contracts.topics import (
     MARKET_KLINE,
     PORTFOLIO_POSITION,
     STATE_REGISTRY,
-    BotEventMap,
     Topic,
     TopicRegistry,
 )
@@ -46,15 +44,12 @@ from planes.bus import EventBus
 from planes.clock import HistoricalClock
 from planes.config import Config, load_config
 from planes.runtime import PlaneContext
-from planes.state import StateHub
-from planes.storage.plane import replay_rows
 from planes.strategy.builtin import BUILTIN_STRATEGIES
 from planes.strategy.manager import StrategyManager
+from tests.fakes.recovery import replay as replay_like_boot
 
 T0 = 1_704_067_200_000
 BOOM = Decimal(13)
-TYPES = {name: topic.payload for name, topic in BotEventMap.items()}
-TYPES[STATE_REGISTRY.name] = STATE_REGISTRY.payload  # the storage plugin's topic, as at boot
 """A closing price that makes the ``boom`` strategy raise."""
 
 
@@ -173,24 +168,8 @@ def replica(*, storage: bool) -> tuple[StrategyManager, list[Any]]:
 
 
 def replay(manager: StrategyManager, events: Sequence[tuple[str, Payload]], *, views: bool) -> None:
-    """Replay ``events`` as recovery does: their journal text, position updates from their views.
-
-    ``views=False``: every payload whole to ``replay_event``.
-    """
-    if not views:
-        for topic, payload in events:
-            if topic in manager.state_topics:
-                manager.replay_event(topic, payload)
-        return
-    hub = StateHub()
-    hub.add(manager, "strategy")
-    assert dict(hub.views) == {PORTFOLIO_POSITION.name: PositionView}
-    rows = [
-        (seq, topic, fast_dumps(payload))
-        for seq, (topic, payload) in enumerate(events, 1)
-        if topic in hub.topics
-    ]
-    assert replay_rows(hub, rows, TYPES) == len(rows)
+    """Replay ``events`` into the manager as recovery does (``tests.fakes.recovery``)."""
+    replay_like_boot(manager, "strategy", events, views=views)
 
 
 def test_the_manager_is_stateful_under_its_key() -> None:
