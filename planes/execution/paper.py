@@ -44,21 +44,22 @@ Orders, fills and timing (``docs/execution.md`` has the full story):
 Under the real-time clock (live paper) it also follows ``market:ticker`` to mark its own book for
 ``positions()`` and ``wallet()``; fills still come from closed bars.
 
-Recovery (``contracts.ports.Stateful``, key ``execution.paper``): the state is the working
-orders (request, quantities, trigger, arrival bar), every ``client_order_id`` seen, the last bar
-per symbol, the venue's book and the counters. It is rebuilt from the journal in three parts:
-``risk:approved_intent`` admits the order as ``place`` does (duplicates are counted and
+Recovery (``contracts.ports.Stateful``, key ``execution.paper``): the state is the working orders
+(request, quantities, trigger, arrival bar), the latest ``CLIENT_IDS_KEPT`` client order ids seen
+(the duplicate check's memory, bounded so the snapshot does not grow with the whole history), the
+last bar per symbol, the venue's book and the counters. It is rebuilt from the journal in three
+parts: ``risk:approved_intent`` admits the order as ``place`` does (duplicates are counted and
 dropped); the venue's own ``exec:order_event`` then says what became of it (accepted with its
-quantity, rejected, each fill, cancelled), because the live venue decided that from the state it
-had when it handled the approval, which a replay reaches only once those events are applied;
+quantity, rejected, each fill, cancelled), because the live venue decided that from the state it had
+when it handled the approval, which a replay reaches only once those events are applied;
 ``market:kline`` keeps the last bar (no matching). Klines are replayed from their ``BarView``
-(``replay_views``: the fields the bar filter and an arriving order read), so recovery builds no
-bar but the last one taken per symbol, when the state is exported or recovery ends. Replay
-publishes nothing and fills nothing the journal does not show; a fill already in the restored
-state (a snapshot taken while its event was still queued) is skipped by its cumulative quantity.
-An approval whose answer did not reach the journal before a crash is answered in
-``recovered()`` (accepted or rejected, never filled there); the next bars fill it. An idle
-venue (another ``execution.venue``) has no state topics: it rebuilds nothing.
+(``replay_views``: the fields the bar filter and an arriving order read), so recovery builds no bar
+but the last one taken per symbol, when the state is exported or recovery ends. Replay publishes
+nothing and fills nothing the journal does not show; a fill already in the restored state (a
+snapshot taken while its event was still queued) is skipped by its cumulative quantity. An approval
+whose answer did not reach the journal before a crash is answered in ``recovered()`` (accepted or
+rejected, never filled there); the next bars fill it. An idle venue (another ``execution.venue``)
+has no state topics: it rebuilds nothing.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ log = structlog.get_logger("planes.execution.paper")
 
 VENUE = "paper"
 STATE_KEY: Final = "execution.paper"
+CLIENT_IDS_KEPT = 10_000
+"""How many of the latest client order ids the duplicate check remembers (and snapshots)."""
 _ROUND = decimal.Context(prec=28)
 _WORKING = (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
 
@@ -200,7 +203,9 @@ class PaperExecution:
         self._by_id: dict[str, _Order] = {}
         self._pending: dict[str, _Order] = {}
         """Replayed approvals whose answer (accepted, rejected) the journal has not shown yet."""
-        self._client_ids: set[str] = set()
+        self._client_ids: dict[str, None] = {}
+        """The client order ids seen, oldest first (an ordered set): the last
+        ``CLIENT_IDS_KEPT`` are remembered against duplicates."""
         self.submitted = 0
         self.rejected = 0
         self.fills = 0
@@ -292,7 +297,10 @@ class PaperExecution:
             self.duplicates += 1
             log.warning("paper.duplicate_order", order_id=req.order_id, client=req.client_order_id)
             return None
-        self._client_ids.add(req.client_order_id)
+        seen = self._client_ids
+        seen[req.client_order_id] = None
+        if len(seen) > CLIENT_IDS_KEPT:
+            del seen[next(iter(seen))]  # the oldest: the snapshot does not grow for ever
         self.submitted += 1
         order = _Order(req)
         held = self._held.get(req.symbol) if self._held else None
@@ -555,7 +563,7 @@ class PaperExecution:
         orders = [*self._by_id.values(), *self._pending.values()]
         return {
             "open_orders": [order.export() for order in orders],
-            "client_order_ids": sorted(self._client_ids),
+            "client_order_ids": list(self._client_ids),  # oldest first
             "bars": {symbol: CONVERTER.unstructure(bar) for symbol, bar in self._bars.items()},
             "book": self.book.export(),
             "counters": {
@@ -573,7 +581,8 @@ class PaperExecution:
         bars = state["bars"]
         self._bars = {str(s): CONVERTER.structure(bars[s], KlineEvent) for s in bars}
         self._held = {}
-        self._client_ids = {str(c) for c in state["client_order_ids"]}
+        kept = [str(c) for c in state["client_order_ids"]][-CLIENT_IDS_KEPT:]
+        self._client_ids = dict.fromkeys(kept)
         self._by_id, self._pending, self._working = {}, {}, {}
         for item in state["open_orders"]:
             order = _Order.restore(item)

@@ -13,7 +13,10 @@ outside the books, and a fill that opens a position from flat is marked at that 
 (at the fill price when no close came since the start). Every other mark comes from a closed bar
 of an open position and is published, so the books change only with a fill or a published mark.
 Fills are booked once per order and cumulative filled quantity: an event whose ``filled_qty``
-does not exceed what was already booked for its order (a duplicate, a replay) is skipped.
+does not exceed what was already booked for its order (a duplicate, a replay) is skipped. The
+booked quantities of the latest ``BOOKED_KEPT`` orders to fill are kept (the oldest go first), so
+the state does not grow with the whole trading history; a fill repeated after that many other
+orders filled would be booked again.
 
 Fees are booked by the event's ``fee_asset`` (``planes.execution.ledger`` has the details): in
 the quote currency (or empty: older journals) from cash; in the symbol's base asset (Bybit spot
@@ -59,6 +62,8 @@ from planes.execution.ledger import ZERO, FeeKind, Ledger
 log = structlog.get_logger("planes.execution.positions")
 
 STATE_KEY: Final = "execution.portfolio"
+BOOKED_KEPT = 10_000
+"""How many orders, the latest filled last, keep their booked quantity against a fill seen twice."""
 
 
 class PositionManager:
@@ -122,7 +127,11 @@ class PositionManager:
             ts=ts,
             ref=order_id,
         )
-        self._booked[order_id] = event.filled_qty  # only once the ledger took the fill
+        booked = self._booked
+        booked.pop(order_id, None)  # the latest fill last: the oldest order goes first
+        booked[order_id] = event.filled_qty  # only once the ledger took the fill
+        if len(booked) > BOOKED_KEPT:
+            del booked[next(iter(booked))]
         self.fills += 1
         if ledger.position(symbol).qty:
             self._open.add(symbol)
@@ -202,7 +211,8 @@ class PositionManager:
         """Replace the books with exported ones."""
         ledger = Ledger.restore(state["ledger"])
         booked = state["booked"]
-        self._booked = {str(order_id): Decimal(str(booked[order_id])) for order_id in booked}
+        kept = list(booked)[-BOOKED_KEPT:]
+        self._booked = {str(order_id): Decimal(str(booked[order_id])) for order_id in kept}
         self.fills = int(state["fills"])
         self.ledger = ledger
         self._open = {pos.symbol for pos in ledger.open_positions()}

@@ -14,6 +14,7 @@ from contracts.enums import OrderStatus, OrderType, Side
 from contracts.market import TickerEvent
 from contracts.topics import MARKET_KLINE, MARKET_TICKER
 from planes.clock import RealtimeClock
+from planes.execution import paper as paper_module
 from planes.execution.adapter import OrderRequest, client_order_id
 from planes.execution.paper import PaperExecution
 from tests.planes.execution.harness import Bench, D
@@ -518,3 +519,21 @@ async def test_live_paper_marks_its_book_with_tickers() -> None:
     assert (position.mark_price, position.unrealized_pnl) == (D(105), D(5))
     assert (await paper.wallet()).equity == D(10_005) - D("0.055")
     assert b.paper.book.position("BTCUSDT").mark == 0  # the backtest venue follows no tickers
+
+
+async def test_the_duplicate_check_remembers_the_latest_client_ids_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Bounded, so the venue's snapshot does not grow with every order ever placed.
+    monkeypatch.setattr(paper_module, "CLIENT_IDS_KEPT", 2)
+    b = await bench()
+    b.bar(100, 100, 100, 100)
+    for intent in ("i-1", "i-2", "i-3"):
+        b.approve(Side.BUY, 1, intent_id=intent)
+    kept = b.paper.export_state()["client_order_ids"]
+    assert kept == [client_order_id("sc-1", "i-2"), client_order_id("sc-1", "i-3")]  # oldest first
+    b.approve(Side.BUY, 1, intent_id="i-3")  # still remembered: a duplicate
+    assert b.paper.duplicates == 1
+    restored = await bench()
+    restored.paper.restore_state({**b.paper.export_state(), "client_order_ids": ["a", "b", "c"]})
+    assert restored.paper.export_state()["client_order_ids"] == ["b", "c"]

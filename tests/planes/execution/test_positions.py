@@ -7,6 +7,7 @@ import json
 from decimal import Decimal
 
 import attrs
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -18,6 +19,7 @@ from contracts.rights import rights_for
 from contracts.system import Alert
 from contracts.topics import EXEC_ORDER_EVENT, OBSERVABILITY_ALERT
 from planes.bus import PlaneHandle
+from planes.execution import positions as positions_module
 from tests.planes.execution.harness import Bench, D
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -357,3 +359,25 @@ def test_every_update_agrees_with_the_ledger_and_the_venues_own_books(
         assert total == events[-1].filled_qty <= events[-1].qty
         if events[-1].status is OrderStatus.FILLED:
             assert total == events[-1].qty
+
+
+async def test_booked_quantities_are_kept_for_the_latest_orders_to_fill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Bounded, so the portfolio's snapshot does not grow with every order ever filled.
+    monkeypatch.setattr(positions_module, "BOOKED_KEPT", 2)
+    b = await bench()
+    venue = venue_of(b)
+    for order_id in ("o-1", "o-2", "o-3"):
+        venue.publish(
+            EXEC_ORDER_EVENT,
+            bybit_fill(venue, order_id, Side.BUY, "1", "100", fee="0", fee_asset=""),
+        )
+    assert list(b.positions.export_state()["booked"]) == ["o-2", "o-3"]
+    again = bybit_fill(venue, "o-2", Side.BUY, "1", "100", fee="0", fee_asset="")
+    venue.publish(EXEC_ORDER_EVENT, again)  # remembered: not booked twice
+    assert b.positions.ledger.position("BTCUSDT").qty == 3
+    state = b.positions.export_state()
+    restored = await bench()
+    restored.positions.restore_state({**state, "booked": {"a": "1", "b": "2", "c": "3"}})
+    assert restored.positions.export_state()["booked"] == {"b": "2", "c": "3"}
