@@ -55,7 +55,8 @@ logged.
 
 **Recovery** (``contracts.ports.Stateful``, key ``execution.bybit``): the state is every
 unfinished order (ids, symbol, side, type, quantity, price, status, cumulative fill figures),
-every ``client_order_id`` seen, and the last ``EXEC_IDS_KEPT`` execIds of the private stream.
+the last ``CLIENT_IDS_KEPT`` client order ids seen, and the last ``EXEC_IDS_KEPT`` execIds of
+the private stream.
 Apart from those ids it changes only where the venue publishes, so it is rebuilt from its own
 ``exec:order_event`` alone: ``submitted`` tracks an order and its id, ``accepted`` of an order
 never submitted here adopts it, fills advance the cumulative figures (skipped when not ahead of
@@ -148,6 +149,8 @@ ORDER_GONE_RET_CODES: Final = frozenset((110001, 110008, 170213))
 RATE_LIMIT_RESET_HEADER: Final = "X-Bapi-Limit-Reset-Timestamp"
 QUERY_PAGE: Final = 50
 MAX_PAGES: Final = 20
+CLIENT_IDS_KEPT: Final = 10_000
+"""How many of the latest client order ids the duplicate check remembers (and snapshots)."""
 EXEC_IDS_KEPT: Final = 2000
 """How many recent execIds are remembered (and exported) to drop a trade delivered twice."""
 FOREIGN_IDS_KEPT: Final = 1000
@@ -358,7 +361,8 @@ class BybitExecution:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self._orders_by_id: dict[str, _Order] = {}
         self._orders_by_link: dict[str, _Order] = {}
-        self._client_ids: set[str] = set()
+        self._client_ids: dict[str, None] = {}
+        """Client order ids seen, oldest first (an ordered set), at most ``CLIENT_IDS_KEPT``."""
         self._portfolio: dict[str, Decimal] = {}
         """The portfolio's quantity per symbol, as ``portfolio:position_update`` last said."""
         self._groups: dict[str, _Group] = {}
@@ -486,6 +490,13 @@ class BybitExecution:
         if event.ok:
             self.drift.books_recovered()
 
+    def _remember(self, client_order_id: str) -> None:
+        """Add a client order id to the duplicate check's memory; the oldest goes past the bound."""
+        seen = self._client_ids
+        seen[client_order_id] = None
+        if len(seen) > CLIENT_IDS_KEPT:
+            del seen[next(iter(seen))]  # the snapshot does not grow with every order ever placed
+
     async def submit(self, order: OrderRequest) -> None:
         """Place ``order`` and report it: submitted, then accepted or rejected (never raises)."""
         req = order
@@ -493,7 +504,7 @@ class BybitExecution:
             self.duplicates += 1
             log.warning("bybit.duplicate_order", order_id=req.order_id, client=req.client_order_id)
             return
-        self._client_ids.add(req.client_order_id)
+        self._remember(req.client_order_id)
         self.submitted += 1
         state = _Order(req, self._template(req))
         self._track(state)
@@ -1224,7 +1235,7 @@ class BybitExecution:
         """
         state: dict[str, Any] = {
             "open_orders": [_export(state) for state in self._orders_by_id.values()],
-            "client_order_ids": sorted(self._client_ids),
+            "client_order_ids": list(self._client_ids),  # oldest first
         }
         if self._exec_ids:
             state["exec_ids"] = list(self._exec_ids)
@@ -1233,7 +1244,8 @@ class BybitExecution:
     def restore_state(self, state: Mapping[str, Any]) -> None:
         """Replace the orders and seen ids with exported ones."""
         orders = [self._restored(item) for item in state["open_orders"]]
-        self._client_ids = {str(c) for c in state["client_order_ids"]}
+        kept = [str(c) for c in state["client_order_ids"]][-CLIENT_IDS_KEPT:]
+        self._client_ids = dict.fromkeys(kept)
         exec_ids = [str(e) for e in state.get("exec_ids", ())]
         self._exec_ids = dict.fromkeys(exec_ids[-EXEC_IDS_KEPT:])
         self._orders_by_id, self._orders_by_link = {}, {}
@@ -1261,7 +1273,7 @@ class BybitExecution:
             state = self._restored(_export_event(event))
             self._track(state)
             if event.client_order_id:
-                self._client_ids.add(event.client_order_id)
+                self._remember(event.client_order_id)
         if event.fee_asset and event.fee_asset != state.template.fee_asset:
             state.template = attrs.evolve(state.template, fee_asset=event.fee_asset)
         qty, price = event.last_fill_qty, event.last_fill_price
@@ -1352,7 +1364,7 @@ class BybitExecution:
             if not link:
                 return f"{what}: no orderLinkId to follow it by, left alone"
             state = self._foreign(record)
-            self._client_ids.add(link)
+            self._remember(link)
             self._track(state)
             self._apply(state, record, f"{BybitReason.ADOPTED}: open on Bybit at recovery")
             return f"{what}: adopted, {_progress(state)}"

@@ -31,6 +31,7 @@ from contracts.market import KlineEvent
 from contracts.meta import Payload
 from contracts.ports import Reconciling, Stateful, ViewReplaying
 from contracts.topics import MARKET_KLINE, BotEventMap, Topic
+from planes.execution import bybit as bybit_module
 from planes.execution.bybit import BybitExecution
 from planes.execution.ledger import Ledger
 from planes.execution.paper import BarView
@@ -799,3 +800,14 @@ async def test_an_idle_bybit_venue_reconciles_nothing_and_a_bad_policy_is_refuse
     with pytest.raises(ValueError, match="'forget' is not a valid ReconcilePolicy"):
         await venue.reconcile("forget")
     assert venue.export_state() == {"open_orders": [], "client_order_ids": []}
+
+
+def test_the_bybit_venue_remembers_the_latest_client_ids_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bybit_module, "CLIENT_IDS_KEPT", 2)
+    venue = BybitExecution(Bench().ctx("execution"), environ={})
+    venue.restore_state({"open_orders": [], "client_order_ids": ["a", "b", "c"]})
+    assert venue.export_state()["client_order_ids"] == ["b", "c"]  # the latest, oldest first
+    venue._remember("d")  # what submit, the replay and adoption add through
+    assert venue.export_state()["client_order_ids"] == ["c", "d"]
