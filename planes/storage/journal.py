@@ -609,23 +609,9 @@ class EventJournal:
         for a long time (an event loop that keeps releasing and retaking the GIL around its
         polls is never made to hand it over). A frame other than READY raises.
         """
-        deadline = time.monotonic() + timeout_s
-        while not self._ready:
-            if self._read_lock.acquire(blocking=False):
-                try:
-                    if not self._ready:
-                        kind, body = self._next_frame(0)
-                        if kind == journal_writer.READY:
-                            self._ready = True
-                            self._started.set()
-                        elif kind >= 0:
-                            raise JournalError(_frame_text(kind, body))
-                finally:
-                    self._read_lock.release()
-            remaining = deadline - time.monotonic()
-            if self._ready or remaining <= 0:
-                break
-            select.select([self._stdout_fd], [], [], remaining)
+        return self._read_frames(self._is_ready, wait=timeout_s > 0, timeout_s=timeout_s)
+
+    def _is_ready(self) -> bool:
         return self._ready
 
     def _next_frame(self, timeout_s: float | None) -> tuple[int, tuple[Any, ...]]:
@@ -975,24 +961,35 @@ class EventJournal:
 
         Without ``wait`` only what has arrived, and nothing if another thread is reading. With
         it, until the round is answered or ``timeout_s`` is up. A dead process raises.
+        """
+        return self._read_frames(self._answered, wait=wait, timeout_s=timeout_s)
 
-        The read lock is held only while arrived frames are read, never while waiting for
-        one: a thread that waits (the writer thread, for a flush) needs the GIL back before it
-        can read, which a busy bus thread gives up only every switch interval (5 ms by
-        default), so meanwhile the appenders read the answer and hand the next round over.
+    def _answered(self) -> bool:
+        return self._shipped_seq <= self._durable_seq
+
+    def _read_frames(
+        self, done: Callable[[], bool], *, wait: bool, timeout_s: float | None
+    ) -> bool:
+        """Act on the writer process's frames until ``done()``; return ``done()``.
+
+        Without ``wait`` only what has arrived, and nothing if another thread is reading. With
+        it, until ``done()`` or ``timeout_s`` is up. The read lock is held only while arrived
+        frames are read, never while waiting for one: a thread that waits (the writer thread,
+        for a flush) needs the GIL back before it can read, which a busy bus thread may not
+        give up for long, so meanwhile the appenders read the frames and go on.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self._shipped_seq > self._durable_seq:
+        while not done():
             if self._read_lock.acquire(blocking=False):
                 try:
-                    while self._shipped_seq > self._durable_seq:
+                    while not done():
                         kind, body = self._next_frame(0)
                         if kind < 0:
                             break
                         self._answer(kind, body)
                 finally:
                     self._read_lock.release()
-            if not wait or self._shipped_seq <= self._durable_seq:
+            if not wait or done():
                 break
             if self._failure is not None:  # another reader found the process gone
                 raise JournalError(self._refusal)
@@ -1000,11 +997,14 @@ class EventJournal:
             if remaining is not None and remaining <= 0:
                 break
             select.select([self._stdout_fd], [], [], remaining)
-        return self._shipped_seq <= self._durable_seq
+        return done()
 
     def _answer(self, kind: int, body: tuple[Any, ...]) -> None:
-        """Act on one frame of the writer process."""
-        if kind == journal_writer.COMMITTED:
+        """Act on one frame of the writer process (READY only as its first)."""
+        if kind == journal_writer.READY and not self._ready:
+            self._ready = True
+            self._started.set()
+        elif kind == journal_writer.COMMITTED and self._ready:
             last, batches = body
             with self._lock:
                 self.metrics.committed += last - self._durable_seq
