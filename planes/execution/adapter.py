@@ -16,13 +16,28 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import attrs
 
 from contracts.enums import OrderType, Side
 from contracts.execution import OrderEvent
 from contracts.risk import ApprovedIntent
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def remember(recent: dict[K, V], key: K, value: V, kept: int) -> None:
+    """Put ``key`` last in ``recent`` (oldest first), dropping the oldest past ``kept`` entries.
+
+    The venues' and the portfolio's duplicate checks remember this way (an ordered dict, or an
+    ordered set with ``None`` values), so their snapshots do not grow with the whole history.
+    """
+    recent.pop(key, None)
+    recent[key] = value
+    if len(recent) > kept:
+        del recent[next(iter(recent))]
 
 
 class OrderReason:

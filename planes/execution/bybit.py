@@ -107,7 +107,7 @@ from contracts.topics import (
     STATE_RECOVERY,
 )
 from planes.config import BybitCategory, BybitExecutionSection, Config, ReconcilePolicy
-from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet
+from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet, remember
 from planes.execution.bybit_private import (
     BadRecordError,
     BybitPrivateStream,
@@ -490,13 +490,6 @@ class BybitExecution:
         if event.ok:
             self.drift.books_recovered()
 
-    def _remember(self, client_order_id: str) -> None:
-        """Add a client order id to the duplicate check's memory; the oldest goes past the bound."""
-        seen = self._client_ids
-        seen[client_order_id] = None
-        if len(seen) > CLIENT_IDS_KEPT:
-            del seen[next(iter(seen))]  # the snapshot does not grow with every order ever placed
-
     async def submit(self, order: OrderRequest) -> None:
         """Place ``order`` and report it: submitted, then accepted or rejected (never raises)."""
         req = order
@@ -504,7 +497,7 @@ class BybitExecution:
             self.duplicates += 1
             log.warning("bybit.duplicate_order", order_id=req.order_id, client=req.client_order_id)
             return
-        self._remember(req.client_order_id)
+        remember(self._client_ids, req.client_order_id, None, CLIENT_IDS_KEPT)
         self.submitted += 1
         state = _Order(req, self._template(req))
         self._track(state)
@@ -814,10 +807,7 @@ class BybitExecution:
         self._alert(severity, f"{VENUE}_{code}", message, "stream", labels)
 
     def _remember_exec(self, exec_id: str) -> None:
-        ids = self._exec_ids
-        ids[exec_id] = None
-        if len(ids) > EXEC_IDS_KEPT:
-            del ids[next(iter(ids))]
+        remember(self._exec_ids, exec_id, None, EXEC_IDS_KEPT)
 
     def _not_followed(self, link: str, order_id: str, topic: str) -> None:
         """Log a stream record of an order this venue does not follow (once per foreign one)."""
@@ -1273,7 +1263,7 @@ class BybitExecution:
             state = self._restored(_export_event(event))
             self._track(state)
             if event.client_order_id:
-                self._remember(event.client_order_id)
+                remember(self._client_ids, event.client_order_id, None, CLIENT_IDS_KEPT)
         if event.fee_asset and event.fee_asset != state.template.fee_asset:
             state.template = attrs.evolve(state.template, fee_asset=event.fee_asset)
         qty, price = event.last_fill_qty, event.last_fill_price
@@ -1364,7 +1354,7 @@ class BybitExecution:
             if not link:
                 return f"{what}: no orderLinkId to follow it by, left alone"
             state = self._foreign(record)
-            self._remember(link)
+            remember(self._client_ids, link, None, CLIENT_IDS_KEPT)
             self._track(state)
             self._apply(state, record, f"{BybitReason.ADOPTED}: open on Bybit at recovery")
             return f"{what}: adopted, {_progress(state)}"

@@ -80,7 +80,7 @@ from contracts.ports import ComponentContext
 from contracts.risk import ApprovedIntent
 from contracts.topics import EXEC_ORDER_EVENT, MARKET_KLINE, MARKET_TICKER, RISK_APPROVED
 from planes.config import Config, FillModel, SlippageModel
-from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet
+from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet, remember
 from planes.execution.ledger import ZERO, Ledger, base_asset
 
 log = structlog.get_logger("planes.execution.paper")
@@ -297,10 +297,7 @@ class PaperExecution:
             self.duplicates += 1
             log.warning("paper.duplicate_order", order_id=req.order_id, client=req.client_order_id)
             return None
-        seen = self._client_ids
-        seen[req.client_order_id] = None
-        if len(seen) > CLIENT_IDS_KEPT:
-            del seen[next(iter(seen))]  # the oldest: the snapshot does not grow for ever
+        remember(self._client_ids, req.client_order_id, None, CLIENT_IDS_KEPT)
         self.submitted += 1
         order = _Order(req)
         held = self._held.get(req.symbol) if self._held else None

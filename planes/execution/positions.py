@@ -57,6 +57,7 @@ from contracts.topics import (
     PORTFOLIO_POSITION,
 )
 from planes.config import Config
+from planes.execution.adapter import remember
 from planes.execution.ledger import ZERO, FeeKind, Ledger
 
 log = structlog.get_logger("planes.execution.positions")
@@ -127,11 +128,7 @@ class PositionManager:
             ts=ts,
             ref=order_id,
         )
-        booked = self._booked
-        booked.pop(order_id, None)  # the latest fill last: the oldest order goes first
-        booked[order_id] = event.filled_qty  # only once the ledger took the fill
-        if len(booked) > BOOKED_KEPT:
-            del booked[next(iter(booked))]
+        remember(self._booked, order_id, event.filled_qty, BOOKED_KEPT)  # once the ledger took it
         self.fills += 1
         if ledger.position(symbol).qty:
             self._open.add(symbol)

@@ -32,6 +32,7 @@ from contracts.meta import Payload
 from contracts.ports import Reconciling, Stateful, ViewReplaying
 from contracts.topics import MARKET_KLINE, BotEventMap, Topic
 from planes.execution import bybit as bybit_module
+from planes.execution.adapter import remember
 from planes.execution.bybit import BybitExecution
 from planes.execution.ledger import Ledger
 from planes.execution.paper import BarView
@@ -809,5 +810,6 @@ def test_the_bybit_venue_remembers_the_latest_client_ids_only(
     venue = BybitExecution(Bench().ctx("execution"), environ={})
     venue.restore_state({"open_orders": [], "client_order_ids": ["a", "b", "c"]})
     assert venue.export_state()["client_order_ids"] == ["b", "c"]  # the latest, oldest first
-    venue._remember("d")  # what submit, the replay and adoption add through
+    # what submit, the replay and adoption add through
+    remember(venue._client_ids, "d", None, bybit_module.CLIENT_IDS_KEPT)
     assert venue.export_state()["client_order_ids"] == ["c", "d"]
