@@ -136,38 +136,38 @@ _Build = Callable[[Any], Any]
 _Match = Callable[[str], "re.Match[str] | None"]
 
 
-class _NotFastError(Exception):
+class NotFastError(Exception):
     """A value the fast path does not take as it is; the converter decides (and explains)."""
 
 
 def _decimal(v: Any) -> Decimal:
     if type(v) is not str:
-        raise _NotFastError
+        raise NotFastError
     try:
         d = Decimal(v)
     except InvalidOperation:
-        raise _NotFastError from None
+        raise NotFastError from None
     if not d.is_finite():
-        raise _NotFastError
+        raise NotFastError
     return d
 
 
 def _real(v: Any) -> float:
     if type(v) is not float or not math.isfinite(v):
-        raise _NotFastError
+        raise NotFastError
     return float(v)
 
 
 def _strings(v: Any) -> tuple[str, ...]:
     if type(v) is not list or any(type(x) is not str for x in v):
-        raise _NotFastError
+        raise NotFastError
     return tuple(v)
 
 
 def _exactly(kind: type) -> _Build:
     def scalar(v: Any) -> Any:
         if type(v) is not kind:
-            raise _NotFastError
+            raise NotFastError
         return v
 
     return scalar
@@ -180,7 +180,7 @@ def _member_of(cl: type[enum.Enum]) -> _Build:
         try:
             return members[v]
         except (KeyError, TypeError):
-            raise _NotFastError from None
+            raise NotFastError from None
 
     return member
 
@@ -221,7 +221,7 @@ def _check_code(tp: Any, var: str, env: dict[str, Any]) -> list[str] | None:  # 
     Scalars are checked inline (no call per field); Decimals, enums, nested classes, optionals
     and containers call a builder of their own, kept in ``env``.
     """
-    bad = "raise _NotFastError"
+    bad = "raise NotFastError"
     if tp in (str, int, bool):
         kind = f"_t{len(env)}"
         env[kind] = tp
@@ -254,14 +254,14 @@ def _fast_class(cls: type) -> _Build | None:
     """The builder of an attrs class from its JSON object, if every field is covered.
 
     Generated code, one function per class: every key is read and checked in line, then the
-    class is called once; anything unusual raises ``_NotFastError`` for the converter to decide.
+    class is called once; anything unusual raises ``NotFastError`` for the converter to decide.
     """
     if cls in _FAST:
         return _FAST[cls]
     _FAST[cls] = None  # recursion guard
     hints = typing.get_type_hints(cls)
     env: dict[str, Any] = {
-        "_NotFastError": _NotFastError,
+        "NotFastError": NotFastError,
         "_InvalidOperation": InvalidOperation,
         "_Decimal": Decimal,
         "_cls": cls,
@@ -271,7 +271,7 @@ def _fast_class(cls: type) -> _Build | None:
     if any(not f.init for f in fields):
         return None
     env["_names"] = frozenset(f.name for f in fields)
-    body = ["if type(v) is not dict or v.keys() != _names: raise _NotFastError"]
+    body = ["if type(v) is not dict or v.keys() != _names: raise NotFastError"]
     for i, field in enumerate(fields):
         var = f"a{i}"
         lines = _check_code(hints[field.name], var, env)
@@ -316,14 +316,14 @@ def fast_loads(text: str | bytes, payload_type: type[T]) -> T:
         if found is not None:
             try:
                 return cast(T, own[1](found.groups()))
-            except _NotFastError:
+            except NotFastError:
                 pass
     document = json.loads(text)
     build = _fast_class(payload_type)
     if build is not None:
         try:
             return cast(T, build(document))
-        except _NotFastError:
+        except NotFastError:
             pass
     return CONVERTER.structure(document, payload_type)
 
@@ -377,7 +377,7 @@ def _scalar_json(v: Any) -> str:
         return _float_json(v)
     if v is None:
         return "null"
-    raise _NotFastError
+    raise NotFastError
 
 
 def _value_json(tp: Any) -> _Frag | None:
@@ -506,20 +506,20 @@ def _class_json(cls: type) -> _Frag | None:
 
     The writer is generated code, one f-string per class (nested classes in line): no dispatch
     per field, one string built at the end. A value of another type than its field's, which the
-    guards or the f-string trip over, makes it raise ``_NotFastError``.
+    guards or the f-string trip over, makes it raise ``NotFastError``.
     """
     if cls in _WRITERS:
         return _WRITERS[cls]
     _WRITERS[cls] = None  # recursion guard
-    env: dict[str, Any] = {"_NotFastError": _NotFastError, "_bool": _bool_json}
+    env: dict[str, Any] = {"NotFastError": NotFastError, "_bool": _bool_json}
     guards: list[str] = []
     body = _object_piece(cls, "v", env, guards)
     if body is None:
         return None
-    check = f"    if {' or '.join(guards)}:\n        raise _NotFastError\n" if guards else ""
+    check = f"    if {' or '.join(guards)}:\n        raise NotFastError\n" if guards else ""
     source = (
         f"def write(v):\n{check}    try:\n        return f'''{body}'''\n"
-        "    except (AttributeError, KeyError, TypeError):\n        raise _NotFastError from None\n"
+        "    except (AttributeError, KeyError, TypeError):\n        raise NotFastError from None\n"
     )
     exec(compile(source, f"<json writer of {cls.__qualname__}>", "exec"), env)  # noqa: S102 - our own generated code
     write = cast(_Frag, env["write"])
@@ -533,7 +533,7 @@ def fast_dumps(payload: Payload) -> str:
     if write is not None:
         try:
             return write(payload)
-        except _NotFastError:
+        except NotFastError:
             pass
     return CONVERTER.dumps(payload)
 
@@ -595,11 +595,11 @@ def _capture(tp: Any, var: str, env: dict[str, Any], at: int) -> _Capture | None
 
     The lines read the field's groups from ``g``, starting at ``g[at]`` (a group's text, or None
     for a JSON null), and set ``var`` to the value the converter would structure from that JSON,
-    or raise ``_NotFastError``. A scalar is one group, read into ``var`` by the first line; a
+    or raise ``NotFastError``. A scalar is one group, read into ``var`` by the first line; a
     nested attrs class (the meta) is one group per field, in its field order, and is called
     once its fields are built.
     """
-    bad = "raise _NotFastError"
+    bad = "raise NotFastError"
     read = f"{var} = g[{at}]"
     inner = _optional_arg(tp)
     if inner is not None:
@@ -699,7 +699,7 @@ def _view_reader(
     order = [f.name for f in attrs.fields(payload_type) if f.name in wanted]
     own = typing.get_type_hints(view_type)
     env: dict[str, Any] = {
-        "_NotFastError": _NotFastError,
+        "NotFastError": NotFastError,
         "_InvalidOperation": InvalidOperation,
         "_Decimal": Decimal,
         "_cls": view_type,
@@ -742,20 +742,20 @@ def _call(callee: str, fields: Any, variables: list[str]) -> str:
 def _compile_build(arg: str, body: list[str], env: dict[str, Any], name: str) -> _Build:
     """``def build(arg)`` running ``body``; a bad Decimal or a ``ValueError`` in it: not fast.
 
-    Either raises ``_NotFastError``. A ``ValueError`` is an int of more digits than Python
+    Either raises ``NotFastError``. A ``ValueError`` is an int of more digits than Python
     converts, or a class's validator: the slow path then raises what the converter raises.
     """
     source = (
         f"def build({arg}):\n    try:\n"
         + "".join(f"        {line}\n" for line in body)
-        + "    except (_InvalidOperation, ValueError):\n        raise _NotFastError from None\n"
+        + "    except (_InvalidOperation, ValueError):\n        raise NotFastError from None\n"
     )
     exec(compile(source, name, "exec"), env)  # noqa: S102 - our own generated code
     return cast(_Build, env["build"])
 
 
 def _no_build(_: Any) -> Any:
-    raise _NotFastError
+    raise NotFastError
 
 
 def view_reader(payload_type: type, view_type: type[T]) -> Callable[[str], T]:
@@ -767,7 +767,7 @@ def view_reader(payload_type: type, view_type: type[T]) -> Callable[[str], T]:
         if found is not None:
             try:
                 return cast(T, build(found.groups()))
-            except _NotFastError:
+            except NotFastError:
                 pass
         document = json.loads(text)
         if type(document) is not dict:
@@ -780,6 +780,26 @@ def view_reader(payload_type: type, view_type: type[T]) -> Callable[[str], T]:
         return CONVERTER.structure({name: document[name] for name in names}, view_type)
 
     return read
+
+
+def view_groups(
+    payload_type: type, view_type: type[T]
+) -> tuple[str, Callable[[tuple[str | None, ...]], T]] | None:
+    """The regex ``view_reader`` tries first, as text, and the builder of the view from its groups.
+
+    For matching somewhere else (the journal's reader process matches a whole journal while
+    recovery builds the views): ``build(re.fullmatch(pattern, text).groups())`` is the view
+    ``view_reader`` reads from ``text``, or raises ``NotFastError`` when the groups do not
+    convert as they are; read that text with ``view_reader`` then, which decides. A text the
+    regex does not match goes to ``view_reader`` too. None when no single regex covers the
+    view (``view_reader`` reads every text through the converter). ``view_type`` may be
+    ``payload_type`` itself: the payload read whole, as ``fast_loads`` does.
+    """
+    match, build, _ = _view_reader(payload_type, view_type)
+    if match is None:
+        return None
+    pattern = cast("re.Pattern[str]", getattr(match, "__self__"))  # noqa: B009 - a bound fullmatch
+    return pattern.pattern, cast(Callable[[tuple[str | None, ...]], T], build)
 
 
 def load_view(text: str, payload_type: type, view_type: type[T]) -> T:

@@ -129,6 +129,21 @@ class StateHub:
                 msg = f"state {part.state_key!r}: replay of {topic} failed: {what}"
                 raise StateError(msg) from exc
 
+    def view_replayers(
+        self, topic: str
+    ) -> tuple[tuple[str, Callable[[str, Any, Callable[[], Any]], None]], ...]:
+        """``(state_key, replay_view)`` of each component replaying ``topic`` from views.
+
+        For a caller that dispatches a whole journal itself (one call per component and event,
+        not two); it must wrap a failure as ``replay_view`` does, naming the state key.
+        """
+        if topic not in self._views:
+            return ()
+        return tuple(
+            (part.state_key, cast(ViewReplaying, part).replay_view)
+            for part in self._routes.get(topic, ())
+        )
+
     def recovered(self) -> None:
         """Tell every component that recovery is complete."""
         for key, part in self._parts.items():

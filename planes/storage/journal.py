@@ -57,6 +57,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
+import itertools
 import json
 import marshal
 import os
@@ -67,7 +68,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -111,6 +112,8 @@ _MAX_STATEMENT_ROWS = 1_024
 """Most rows one INSERT statement carries; a bigger batch is split, in one transaction."""
 _READ_PAGE = 1_000
 """Rows a reader fetches per query; each page is its own short read transaction."""
+_PARSED_PAGE = 2_000
+"""Rows the reader process fetches per query (``JournalReader.parsed``), one frame each."""
 _BUSY_TIMEOUT_S = 5.0
 """How long a connection waits for a lock another connection holds before it fails."""
 _RETRY_INITIAL_S = 0.05
@@ -325,6 +328,42 @@ class JournalReader:
         """
         return self._select("seq, topic, payload", since_seq, until_seq=until_seq, topics=topics)
 
+    def parsed(
+        self,
+        since_seq: int = 0,
+        until_seq: int | None = None,
+        topics: Collection[str] | None = None,
+        patterns: Mapping[str, str] | None = None,
+    ) -> ParsedRows:
+        """The rows ``payloads`` yields, read and matched by a reader process, for recovery.
+
+        Each row is ``(seq, topic, body)``: ``body`` is the groups of ``patterns[topic]`` (a
+        regex, matched whole) when the payload matches it, its JSON text otherwise. The
+        reader process (``journal_writer`` in read mode) runs SQLite and the regexes while
+        this one consumes what came before, a page at a time. ``ParsedRows.text`` reads one
+        payload again by seq. A reader that fails raises ``JournalError`` from the iteration.
+        """
+        found = self._query("seq, topic, payload", since_seq, until_seq, topics)
+        if found is None:
+            return ParsedRows(self, None, [], {})
+        sql, params = found
+        return ParsedRows(self, sql, params, dict(patterns or {}))
+
+    def text(self, seq: int) -> str:
+        """The payload JSON of the event at ``seq``; ``JournalError`` if there is none."""
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT payload FROM events WHERE seq = ?", (seq,)).fetchone()
+        except sqlite3.Error as exc:
+            msg = f"cannot read the event journal {self.path}: {exc}"
+            raise JournalError(msg) from exc
+        finally:
+            conn.close()
+        if row is None:
+            msg = f"the event journal {self.path} has no event at seq {seq}"
+            raise JournalError(msg)
+        return str(row[0])
+
     def _select(
         self,
         columns: str,
@@ -335,14 +374,31 @@ class JournalReader:
         correlation_id: str | None = None,
         limit: int | None = None,
     ) -> Iterator[Any]:
-        if isinstance(topics, str):
-            msg = f"topics must be a collection of topic names, not the string {topics!r}"
-            raise TypeError(msg)
         if limit is not None and limit < 0:
             msg = f"limit must be >= 0, got {limit}"
             raise ValueError(msg)
-        if limit == 0 or (topics is not None and not topics):
+        found = self._query(columns, since_seq, until_seq, topics, correlation_id)
+        if found is None or limit == 0:
             return iter(())
+        return self._pages(*found, limit)
+
+    @staticmethod
+    def _query(
+        columns: str,
+        since_seq: int,
+        until_seq: int | None,
+        topics: Collection[str] | None,
+        correlation_id: str | None = None,
+    ) -> tuple[str, list[object]] | None:
+        """The paged SELECT and its parameters, or None when nothing can match.
+
+        The seq to start after is its first parameter; the page size, its last, is not given.
+        """
+        if isinstance(topics, str):
+            msg = f"topics must be a collection of topic names, not the string {topics!r}"
+            raise TypeError(msg)
+        if topics is not None and not topics:
+            return None
         names = sorted(set(topics)) if topics is not None else []
         clauses = ["seq > ?"]
         params: list[object] = [since_seq]
@@ -363,7 +419,7 @@ class JournalReader:
         where = " AND ".join(clauses)
         # Only the fixed clauses above are joined in: every value is a bound parameter.
         sql = f"SELECT {columns} FROM events WHERE {where} ORDER BY seq LIMIT ?"  # noqa: S608
-        return self._pages(sql, params, limit)
+        return sql, params
 
     def _pages(self, sql: str, params: list[object], limit: int | None) -> Iterator[Any]:
         conn = self._connect()
@@ -384,6 +440,113 @@ class JournalReader:
                     left -= len(rows)
         finally:
             conn.close()
+
+
+ParsedRow = tuple[int, str, "tuple[str | None, ...] | str"]
+"""``(seq, topic, body)`` of ``JournalReader.parsed``: body the regex's groups or the JSON."""
+
+
+class ParsedRows:
+    """The rows of one ``JournalReader.parsed`` call; iterate once, ``close()`` when done.
+
+    The reader process starts at the first ``next`` and runs ahead of the consumer as far as
+    the pipe holds (about a megabyte of rows). ``close()`` (also at the end, after an error,
+    and by ``with``) ends it; an iteration goes on after it only with the rest of the page
+    already received.
+    """
+
+    def __init__(
+        self, reader: JournalReader, sql: str | None, params: list[object], patterns: dict[str, str]
+    ) -> None:
+        self._reader = reader
+        self._sql, self._params, self._patterns = sql, params, patterns
+        self._process: subprocess.Popen[bytes] | None = None
+        self._frames = self._read()
+        # Row by row in C: no generator frame resumed per row.
+        self._rows: Iterator[ParsedRow] = itertools.chain.from_iterable(self._frames)
+
+    def __iter__(self) -> Iterator[ParsedRow]:
+        return self._rows
+
+    def __enter__(self) -> ParsedRows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def text(self, seq: int) -> str:
+        """The payload JSON at ``seq`` (``JournalReader.text``): for a body of groups."""
+        return self._reader.text(seq)
+
+    def close(self) -> None:
+        """Stop the reader process (if it runs): no page comes after the one being read."""
+        self._frames.close()
+        self._stop()
+
+    def _read(self) -> Generator[list[ParsedRow], None, None]:
+        if self._sql is None:
+            return
+        reader = self._reader
+        config = {
+            "mode": "read",
+            "uri": reader.path.resolve().as_uri() + "?mode=ro",
+            "sql": self._sql,
+            "params": self._params,
+            "page": _PARSED_PAGE,
+            "patterns": self._patterns,
+            "busy_timeout_s": _BUSY_TIMEOUT_S,
+            "parent": os.getpid(),
+        }
+        try:
+            process = self._process = subprocess.Popen(  # noqa: S603 - our own script, by absolute path
+                [sys.executable, "-I", "-S", journal_writer.__file__, marshal.dumps(config).hex()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                start_new_session=True,  # a Ctrl-C to the terminal is the parent's to handle
+            )
+        except OSError as exc:
+            msg = f"cannot read the event journal {reader.path}: the reader process: {exc}"
+            raise JournalError(msg) from exc
+        assert process.stdout is not None  # noqa: S101 - started with a PIPE
+        fd = process.stdout.fileno()
+        with contextlib.suppress(OSError, AttributeError):  # Linux only; 64 KiB elsewhere
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        buffer, head, frame = bytearray(), journal_writer.FRAME.size, journal_writer.FRAME
+        try:
+            while True:
+                while len(buffer) < head or len(buffer) < head + frame.unpack_from(buffer)[1]:
+                    chunk = os.read(fd, _PIPE_BYTES)
+                    if not chunk:
+                        code = process.wait(_WRITER_EXIT_S)
+                        msg = (
+                            f"cannot read the event journal {reader.path}: the reader process "
+                            f"exited (status {code}) before the end"
+                        )
+                        raise JournalError(msg)
+                    buffer += chunk
+                kind, length = frame.unpack_from(buffer)
+                body = marshal.loads(memoryview(buffer)[head : head + length])  # noqa: S302 - our own child's frames
+                del buffer[: head + length]
+                if kind == journal_writer.ROWS:
+                    yield body
+                elif kind == journal_writer.DONE:
+                    return
+                else:  # FATAL (what SQLite said), or a frame it never sends
+                    what = ": ".join(map(str, body)) if kind == journal_writer.FATAL else kind
+                    msg = f"cannot read the event journal {reader.path}: {what}"
+                    raise JournalError(msg)
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait(_WRITER_EXIT_S)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def open_reader(path: Path) -> JournalReader:
@@ -1164,6 +1327,16 @@ class EventJournal:
     ) -> Iterator[tuple[int, str, str]]:
         """``(seq, topic, payload JSON)`` of committed events; see ``JournalReader.payloads``."""
         return self._open_reader().payloads(since_seq, until_seq, topics)
+
+    def parsed(
+        self,
+        since_seq: int = 0,
+        until_seq: int | None = None,
+        topics: Collection[str] | None = None,
+        patterns: Mapping[str, str] | None = None,
+    ) -> ParsedRows:
+        """Committed events read and matched by a reader process; see ``JournalReader.parsed``."""
+        return self._open_reader().parsed(since_seq, until_seq, topics, patterns)
 
     def _open_reader(self) -> JournalReader:
         if self._reader is None:

@@ -1,5 +1,10 @@
 """The journal's writer process: commits the batches an ``EventJournal`` sends it, nothing else.
 
+The same script is also the journal's **reader process** for recovery (``"mode": "read"`` in
+its configuration): it reads a journal's tail page by page and matches each payload against the
+regex of its topic, so that SQLite's work and the matching run beside the process that rebuilds
+the state from the groups (see ``read`` below and ``JournalReader.parsed``).
+
 ``EventJournal`` starts this file as a script (``python -I -S journal_writer.py CONFIG``) so
 that SQLite's work — binding the rows, the B-tree inserts, the WAL writes — runs on its own
 interpreter and its own lock, not under the trading process's GIL. It uses the standard library
@@ -53,8 +58,8 @@ TYPE_CHECKING = False  # not typing's: importing typing (and re with it) costs m
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
-READY, COMMITTED, FAILED, RECOVERED, FATAL = range(5)
-"""Kinds of the frames the child sends."""
+READY, COMMITTED, FAILED, RECOVERED, FATAL, ROWS, DONE = range(7)
+"""Kinds of the frames the child sends (ROWS and DONE: the reader's)."""
 HEADER = struct.Struct("<I")
 """The length before each batch the parent sends."""
 FRAME = struct.Struct("<BI")
@@ -183,9 +188,70 @@ def _receive(stream: BinaryIO, inbox: SimpleQueue[bytes | BaseException | None])
         inbox.put(exc)
 
 
+def _fatal(out: BinaryIO, exc: Exception) -> int:
+    """Send ``FATAL`` for ``exc`` (if the parent still listens); the exit status."""
+    body = marshal.dumps((type(exc).__name__, str(exc)))
+    try:
+        out.write(FRAME.pack(FATAL, len(body)) + body)
+        out.flush()
+    except OSError:
+        pass  # the parent is gone too
+    return 1
+
+
+def read(config: dict[str, Any], out: BinaryIO) -> int:
+    """The reader: send the rows of ``config["sql"]``, page by page, matched; then DONE.
+
+    The parent sends nothing; it reads frames on stdout: ``ROWS [(seq, topic, body), ...]``
+    per page, where ``body`` is the groups of the topic's regex (``config["patterns"]``,
+    ``re.fullmatch``) when it matched and the payload JSON otherwise; then ``DONE (rows,)``;
+    ``FATAL (error_type, error)`` if SQLite fails. The statement takes the seq to start after
+    as its first parameter and the page size as its last, as ``JournalReader``'s pages do.
+    A full pipe holds it back: it reads no faster than the parent consumes.
+    """
+    import re  # noqa: PLC0415 - only the reader needs it: the writer starts without
+
+    matchers = {topic: re.compile(p).fullmatch for topic, p in config["patterns"].items()}
+    names: dict[str, str] = {}  # one object per topic name: marshal writes the others as refs
+    sql, params, page = config["sql"], list(config["params"]), int(config["page"])
+    conn = sqlite3.connect(config["uri"], uri=True, timeout=float(config["busy_timeout_s"]))
+    count = 0
+    try:
+        while True:
+            rows = conn.execute(sql, [*params, page]).fetchall()
+            sent = []
+            for seq, topic, text in rows:
+                topic = names.setdefault(topic, topic)  # noqa: PLW2901 - the shared object
+                match = matchers.get(topic)
+                found = None if match is None else match(text)
+                sent.append((seq, topic, text if found is None else found.groups()))
+            data = marshal.dumps(sent)
+            out.write(FRAME.pack(ROWS, len(data)) + data)
+            out.flush()
+            count += len(rows)
+            if len(rows) < page:
+                break
+            params[0] = rows[-1][0]
+    finally:
+        conn.close()
+    data = marshal.dumps((count,))
+    out.write(FRAME.pack(DONE, len(data)) + data)
+    out.flush()
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    """Run the writer on ``argv[1]`` (its JSON configuration); see the module docstring."""
+    """Run the writer (or the reader) on ``argv[1]``, its configuration (module docstring)."""
     config = marshal.loads(bytes.fromhex(argv[1]))  # noqa: S302 - our parent's config
+    if config.get("mode") == "read":
+        _die_with_parent(int(config["parent"]))
+        out = sys.stdout.buffer
+        try:
+            return read(config, out)
+        except BrokenPipeError:
+            return 0  # the parent stopped reading: nobody to answer
+        except Exception as exc:  # noqa: BLE001 - everything is reported to the parent
+            return _fatal(out, exc)
     # Stopping is the parent's to decide (EOF on stdin), and its death ends this process: a
     # SIGTERM or SIGINT meant for the whole group must not cut the parent's last flush short.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -219,13 +285,7 @@ def main(argv: list[str]) -> int:
     except BrokenPipeError:
         return 0  # the parent is gone: nobody to answer
     except Exception as exc:  # noqa: BLE001 - everything is reported to the parent
-        body = marshal.dumps((type(exc).__name__, str(exc)))
-        try:
-            out.write(FRAME.pack(FATAL, len(body)) + body)
-            out.flush()
-        except OSError:
-            pass  # the parent is gone too
-        return 1
+        return _fatal(out, exc)
     finally:
         if writer is not None:
             writer.conn.close()

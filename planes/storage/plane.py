@@ -13,9 +13,10 @@
 * **Recovery** runs when the Orchestrator asks (``control:command recover``, at boot, before
   the market connects): the newest valid snapshot (a corrupted or truncated newer one is
   skipped with an alert), then every journaled event after it up to the previous run's last
-  one, on the topics the components rebuild state from (``replay_rows``: a topic whose
-  components name a view, the paper venue's ``market:kline``, is read as views and decoded
-  whole only for the events they keep), then ``recovered()`` (positions are announced, flat
+  one, on the topics the components rebuild state from (``planes.storage.rebuild``: a
+  reader process reads the rows and matches each payload's regex beside this one; a topic
+  whose components name a view, the paper venue's ``market:kline``, is read as views and
+  decoded whole only for the events they keep), then ``recovered()`` (positions are announced, flat
   ones too, never filled), the registry's scenarios (``state:registry`` ``restored``),
   reconciliation with the venue, the outbox's interrupted sends, and ``state:recovery``.
 * **Registry.** ``scenario.enable|disable|retire|rollback ID`` commands and
@@ -31,20 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from contracts.control import ControlCommand, RollbackRequested
-from contracts.converter import view_reader
 from contracts.enums import ScenarioState, Severity
 from contracts.execution import OrderEvent, PositionUpdate
-from contracts.meta import Payload
 from contracts.ports import ComponentContext, Notifier
 from contracts.state import RegistryChanged, StateRecovered, StateSnapshot
 from contracts.strategy import ScenarioDisabled
@@ -64,8 +61,9 @@ from contracts.topics import (
 from planes.collector import collector_paused
 from planes.config import Config
 from planes.state import StateError, StateHub
-from planes.storage.journal import EventJournal, JournalError, decode_payload, decode_view
+from planes.storage.journal import EventJournal, JournalError
 from planes.storage.outbox import Outbox, OutboxError
+from planes.storage.rebuild import ReplayPlan
 from planes.storage.registry import Registry, RegistryError, ScenarioRecord
 from planes.storage.snapshots import SnapshotError, StateStore
 
@@ -83,6 +81,9 @@ _SCENARIO_COMMANDS = {
     "scenario.disable": ScenarioState.DISABLED,
     "scenario.retire": ScenarioState.RETIRED,
 }
+READER_PROCESS_FROM = 10_000
+"""A journal tail of at least this many seqs is read by the journal's reader process; a
+shorter one here (the process's start, some tens of milliseconds, would cost more than it saves)."""
 _OUTBOX_POLL_S = 0.5
 _CHANGE_POLL_S = 0.05
 
@@ -412,11 +413,15 @@ class StoragePlane:
             return 0
         types = {name: topic.payload for name, topic in BotEventMap.items()}
         types[STATE_REGISTRY.name] = STATE_REGISTRY.payload
-        rows = self.journal.payloads(since, self.boot_seq, topics)
+        plan = ReplayPlan(self._hub, types)
         # The rebuilt state (ledger entries, order records) lives on: collections during the
         # replay would walk it again and again and free nothing.
         with collector_paused():
-            return replay_rows(self._hub, rows, types)
+            if self.boot_seq - since < READER_PROCESS_FROM:
+                return plan.replay(self.journal.payloads(since, self.boot_seq, topics))
+            # A reader process reads the rows and matches their regexes while this one rebuilds.
+            with self.journal.parsed(since, self.boot_seq, topics, plan.patterns) as rows:
+                return plan.replay(rows, rows.text)
 
     def _announce(self) -> int:
         """``recovered()`` on every component; return how many open positions they announced.
@@ -599,37 +604,6 @@ class StoragePlane:
     def _wall_ms(self) -> int:
         """Wall-clock ms for file metadata (snapshots, audit, outbox), whatever the bus clock."""
         return int(time.time() * 1000)
-
-
-def replay_rows(
-    hub: StateHub, rows: Iterable[tuple[int, str, str]], types: Mapping[str, type[Payload]]
-) -> int:
-    """Replay journal rows ``(seq, topic, payload JSON)`` into ``hub``; return how many.
-
-    A topic the hub replays through views (``StateHub.views``) has only its view read from each
-    row (``contracts.converter.view_reader``), with a ``load`` that decodes the whole payload if
-    a component keeps the event; every other row is decoded whole for ``StateHub.replay``.
-    """
-    readers: dict[str, Callable[[str], Any]] = {}
-    for name, view in hub.views.items():
-        payload_type = types.get(name)
-        if payload_type is None:
-            continue  # decoding it whole fails, naming the topic
-        try:
-            readers[name] = view_reader(payload_type, view)
-        except TypeError as exc:
-            raise StateError(f"the replay view of {name}: {exc}") from exc
-    replayed = 0
-    replay, replay_view = hub.replay, hub.replay_view
-    for seq, topic, text in rows:
-        read = readers.get(topic)
-        if read is None:
-            replay(topic, decode_payload(seq, topic, text, types))
-        else:
-            load = functools.partial(decode_payload, seq, topic, text, types)
-            replay_view(topic, decode_view(seq, topic, text, read), load)
-        replayed += 1
-    return replayed
 
 
 def _open_orders(sections: dict[str, Any]) -> int:

@@ -10,7 +10,7 @@ from contracts.meta import Payload
 from contracts.ports import Stateful
 from contracts.topics import PORTFOLIO_POSITION, STATE_REGISTRY, BotEventMap
 from planes.state import StateHub
-from planes.storage.plane import replay_rows
+from planes.storage.rebuild import replay_rows
 
 TYPES = {name: topic.payload for name, topic in BotEventMap.items()}
 TYPES[STATE_REGISTRY.name] = STATE_REGISTRY.payload  # the storage plugin's topic, as at boot

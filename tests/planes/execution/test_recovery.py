@@ -37,7 +37,7 @@ from planes.execution.bybit import BybitExecution
 from planes.execution.ledger import Ledger
 from planes.execution.paper import BarView
 from planes.state import StateHub
-from planes.storage.plane import replay_rows
+from planes.storage.rebuild import replay_rows
 from tests.fakes.bybit_http import CANCEL, CREATE, FakeBybitHTTP
 from tests.planes.execution.harness import BAR_MS, Bench, D
 from tests.planes.execution.test_bybit import Bench as BybitBench

@@ -26,6 +26,7 @@ from contracts.topics import CONTROL_COMMAND, MARKET_KLINE, STATE_RECOVERY, Topi
 from planes.config import load_config
 from planes.runtime import Runtime, RuntimeStartError
 from planes.state import StateHub
+from planes.storage import plane as storage_plane
 from planes.storage.journal import EventJournal, open_reader
 from planes.storage.plane import StoragePlane, data_paths
 from planes.storage.registry import Registry
@@ -130,7 +131,12 @@ async def test_a_restart_recovers_the_state_the_first_run_ended_with(tmp_path: P
     assert len({r.run_id for r in records}) == 2
 
 
-async def test_without_snapshots_the_journal_alone_rebuilds_the_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader_process", [False, True])
+async def test_without_snapshots_the_journal_alone_rebuilds_the_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader_process: bool
+) -> None:
+    if reader_process:  # the journal's reader process reads even this short tail
+        monkeypatch.setattr(storage_plane, "READER_PROCESS_FROM", 0)
     first = make_runtime(tmp_path / "var")
     await run(first)
     ended = first.state.export()
@@ -224,12 +230,17 @@ def test_replaying_bars_from_their_views_restores_what_decoding_every_payload_do
         return at_recovery, tap.of(StateRecovered)[0]
 
     fast, fast_recovery = recover(tmp_path / "views")
+    with monkeypatch.context() as patch:  # the rows read and matched by the reader process
+        patch.setattr(storage_plane, "READER_PROCESS_FROM", 0)
+        parsed, parsed_recovery = recover(tmp_path / "parsed")
     with monkeypatch.context() as patch:  # recovery as it was: every payload decoded whole
         patch.setattr(StateHub, "views", property(lambda _: {}))
         whole, whole_recovery = recover(tmp_path / "whole")
     assert fast_recovery.ok
     assert fast_recovery.journal_events_replayed == whole_recovery.journal_events_replayed
     assert fast == whole
+    assert parsed == whole
+    assert parsed_recovery.journal_events_replayed == whole_recovery.journal_events_replayed
     for key in ("execution.paper", "execution.portfolio"):
         assert fast[key] == live[key]
 
