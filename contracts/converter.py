@@ -721,11 +721,34 @@ def _view_reader(
         fields = attrs.fields(view_type)
         variables = [f"a{order.index(field.name)}" for field in fields]
         body.append(f"return {_call('_cls', fields, variables)}")
-        build = _compile_build("g", body, env, f"<view reader of {view_type.__qualname__}>")
+        name = f"<view reader of {view_type.__qualname__}>"
+        build = _compile_build("g", _unpacked(body), env, name)
         match = re.compile(pattern).fullmatch
     reader = (match, build, names)
     _VIEWS[key] = reader
     return reader
+
+
+_READ_GROUP = re.compile(r"(\w+) = g\[(\d+)\]")
+
+
+def _unpacked(body: list[str]) -> list[str]:
+    """``body`` reading every group in one unpacking of ``g`` instead of a subscript each.
+
+    Each group is read by one ``var = g[i]`` line of ``_capture``; those lines go, and one
+    ``var0, var1, ... = g`` comes first (groups of another count raise ``ValueError``: not fast).
+    """
+    reads: dict[int, str] = {}
+    rest = []
+    for line in body:
+        found = _READ_GROUP.fullmatch(line)
+        if found is None:
+            rest.append(line)
+        else:
+            reads[int(found[2])] = found[1]
+    if sorted(reads) != list(range(len(reads))):
+        return body  # not every group read once, in line: keep the subscripts
+    return [f"{', '.join(reads[i] for i in range(len(reads)))}, = g", *rest]
 
 
 def _call(callee: str, fields: Any, variables: list[str]) -> str:
