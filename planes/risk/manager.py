@@ -49,7 +49,6 @@ restart nothing adds risk before fresh market data arrives.
 
 from __future__ import annotations
 
-from array import array
 from collections import deque
 from collections.abc import Callable, Mapping
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
@@ -88,30 +87,11 @@ RATE_WINDOW_MS = 60_000
 APPROVED_IDS_KEPT = 10_000
 """How many of the latest approved order ids the duplicate check remembers."""
 STATE_FORMAT = 1
-_NEVER = -RATE_WINDOW_MS  # an empty slot of the rate ring: outside every window
 _ZERO = Decimal(0)
 _DONE = frozenset((OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED))
 _FILLS = frozenset((OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED))
 
 
-def _newest(ring: array[int], at: int, filled: int) -> list[int]:
-    """The ``filled`` entries written last into ``ring`` (next slot ``at``), oldest first.
-
-    A ring sized by the order-rate limit can hold a million slots; this copies only those in use.
-    """
-    if filled <= at:
-        return ring[at - filled : at].tolist()
-    return (ring[len(ring) - (filled - at) :] + ring[:at]).tolist()
-
-
-def _ring(times: list[int]) -> array[int]:
-    """Approval times as an array of machine integers, the order-rate ring's storage.
-
-    A backtest sizes the ring at a million slots; an ``array`` holds no Python objects for the
-    garbage collector to walk at every collection that reaches it (a list of a million ints cost
-    a backtest about 10 % of its instructions).
-    """
-    return array("q", times)
 
 
 def _num(value: Decimal) -> str:
@@ -210,11 +190,11 @@ class RiskManager:
         self._max_drawdown = Decimal(str(risk.max_drawdown))
         self._cooldown_ms = round(risk.cooldown_after_loss_s * 1000)
         self._stale_ms = round(risk.stale_data_s * 1000)
-        # The approval times of the last max_orders_per_minute approvals, oldest at _rate_next:
-        # the limit is reached when that one is still inside the window.
-        self._rate_ring = _ring([_NEVER]) * risk.max_orders_per_minute
-        self._rate_next = 0
-        self._rate_filled = 0  # slots holding a real approval time (the newest ones)
+        # The approval times of the last max_orders_per_minute approvals, oldest first, less
+        # those already out of the window (they can never count again): the limit is reached
+        # when that many are held and the oldest is still inside the window.
+        self._rate_limit = risk.max_orders_per_minute
+        self._rate_times: deque[int] = deque()
         self._books: dict[str, _Book] = {}
         self._pending: dict[str, _Pending] = {}
         self._approved_ids: set[str] = set()
@@ -447,7 +427,6 @@ class RiskManager:
             }
             for order_id, record in sorted(self._pending.items())
         }
-        ring, at = self._rate_ring, self._rate_next
         return {
             "format": STATE_FORMAT,
             "equity": _num(self.equity),
@@ -459,7 +438,7 @@ class RiskManager:
             "books": books,
             "pending": pending,
             "approved_ids": list(self._approved_order),
-            "approval_times_ms": _newest(ring, at, self._rate_filled),
+            "approval_times_ms": list(self._rate_times),
         }
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
@@ -494,11 +473,8 @@ class RiskManager:
         kept = list(state["approved_ids"])[-APPROVED_IDS_KEPT:]
         self._approved_order = deque(kept)
         self._approved_ids = set(kept)
-        size = len(self._rate_ring)
-        times = [int(t) for t in state["approval_times_ms"]][-size:]
-        self._rate_ring = _ring([_NEVER]) * (size - len(times)) + _ring(times)
-        self._rate_next = 0
-        self._rate_filled = len(times)
+        times = [int(t) for t in state["approval_times_ms"]]
+        self._rate_times = deque(times[-self._rate_limit :])
 
     def replay_event(self, topic: str, payload: Any) -> None:
         """Apply a journaled position, order event or approval; publish nothing."""
@@ -592,8 +568,9 @@ class RiskManager:
                     return self._reject(intent, RejectReason.STALE_DATA, detail)
                 only_reduce = True
 
-        if self._rate_ring[self._rate_next] > now - RATE_WINDOW_MS:
-            limit = len(self._rate_ring)
+        times = self._rate_times
+        if len(times) >= self._rate_limit and times[0] > now - RATE_WINDOW_MS:
+            limit = self._rate_limit
             detail = f"{limit} orders approved in the last 60 s (risk.max_orders_per_minute)"
             return self._reject(intent, RejectReason.RATE_LIMIT, detail)
 
@@ -706,10 +683,11 @@ class RiskManager:
             self._approved_ids.discard(remembered.popleft())
         remembered.append(order_id)
         self._approved_ids.add(order_id)
-        ring = self._rate_ring
-        ring[self._rate_next] = approval.meta.ts
-        self._rate_next = (self._rate_next + 1) % len(ring)
-        self._rate_filled = min(self._rate_filled + 1, len(ring))
+        times, ts = self._rate_times, approval.meta.ts
+        times.append(ts)
+        edge = ts - RATE_WINDOW_MS
+        while len(times) > self._rate_limit or times[0] <= edge:
+            times.popleft()
         intent = approval.intent
         book = self._books.get(intent.symbol) or self._book(intent.symbol)
         buy = intent.side is Side.BUY

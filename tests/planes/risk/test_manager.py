@@ -163,6 +163,16 @@ def test_rate_limit_counts_approvals_over_a_sliding_minute() -> None:
     approved(rig.buy("0.1"))
 
 
+def test_the_rate_window_holds_only_the_approvals_that_can_still_count() -> None:
+    rig = fresh("risk.max_orders_per_minute=1000000", "risk.stale_data_s=0")  # a backtest's
+    for _ in range(3):
+        approved(rig.buy("0.1"))
+        rig.advance(40)
+    approved(rig.buy("0.1"))
+    # T0 + 0, 40, 80, 120 s: the first two are out of the last approval's minute, for good.
+    assert rig.risk.export_state()["approval_times_ms"] == [T0 + 80_000, T0 + 120_000]
+
+
 # -- 7: daily loss kill switch ---------------------------------------------------------------
 
 
