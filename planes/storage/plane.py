@@ -287,7 +287,13 @@ class StoragePlane:
             reason = "periodic"
             if self._dirty.is_set():
                 reason = "change"
-                await asyncio.sleep(settle)
+                # Settle, but not past snapshot_every_events: a busy bus (a backtest) journals
+                # that many events well within the settle time, and they bound a crash's replay.
+                end = loop.time() + settle
+                while (left := end - loop.time()) > 0:
+                    await asyncio.sleep(min(_CHANGE_POLL_S, left))
+                    if self._count_due():
+                        break
             self._dirty.clear()
             if self._recovering or self.recovered is None:
                 continue  # nothing to snapshot before the state is whole

@@ -326,13 +326,14 @@ async def test_a_journal_that_cannot_be_opened_fails_the_boot_naming_it(tmp_path
         await runtime.start()
 
 
+@pytest.mark.parametrize("settle_s", [0, 600])  # a fill's settle time does not delay them
 async def test_snapshots_come_every_so_many_events_so_a_crash_replays_only_the_tail(
-    tmp_path: Path,
+    tmp_path: Path, settle_s: int
 ) -> None:
     runtime = make_runtime(
         tmp_path / "var",
         "storage.snapshot_every_events=200",
-        "storage.snapshot_after_change_s=0",
+        f"storage.snapshot_after_change_s={settle_s}",
         "runtime.clock=realtime",
         "market.replay.speed=3600000",  # 1000 hourly bars a second: the loop gets its turns
     )
