@@ -92,8 +92,6 @@ _DONE = frozenset((OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECT
 _FILLS = frozenset((OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED))
 
 
-
-
 def _num(value: Decimal) -> str:
     """``value`` as a canonical string: equal numbers export equal ("1.50" and "1.5": "1.5")."""
     return format(value.normalize(), "f") if value else "0"
