@@ -746,8 +746,8 @@ def _unpacked(body: list[str]) -> list[str]:
             rest.append(line)
         else:
             reads[int(found[2])] = found[1]
-    if sorted(reads) != list(range(len(reads))):
-        return body  # not every group read once, in line: keep the subscripts
+    if not reads or sorted(reads) != list(range(len(reads))):
+        return body  # no group, or not every group read once, in line: keep the subscripts
     return [f"{', '.join(reads[i] for i in range(len(reads)))}, = g", *rest]
 
 

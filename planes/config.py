@@ -502,7 +502,8 @@ class StorageSection:
     """Snapshot after this many journaled events (0: never by count): bounds the journal tail a
     recovery after a crash replays, and so the recovery time."""
     snapshot_after_change_s: float = attrs.field(default=1.0, validator=_non_negative)
-    """A fill or a registry change is followed by a snapshot this many seconds later."""
+    """A fill or a registry change is followed by a snapshot this many seconds later (or sooner,
+    once ``snapshot_every_events`` more events are journaled meanwhile)."""
     snapshot_keep: int = attrs.field(default=5, validator=_positive)
     stale_snapshot_s: float = attrs.field(default=86400.0, validator=_non_negative)
     """Warn at recovery when the last snapshot is older than this (0: never)."""

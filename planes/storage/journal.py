@@ -362,7 +362,10 @@ class JournalReader:
         if row is None:
             msg = f"the event journal {self.path} has no event at seq {seq}"
             raise JournalError(msg)
-        return str(row[0])
+        text = row[0]
+        if isinstance(text, bytes):  # a foreign or damaged row: decoding it names the problem
+            return text.decode("utf-8", "replace")
+        return str(text)
 
     def _select(
         self,
@@ -451,19 +454,23 @@ class ParsedRows:
 
     The reader process starts at the first ``next`` and runs ahead of the consumer as far as
     the pipe holds (about a megabyte of rows). ``close()`` (also at the end, after an error,
-    and by ``with``) ends it; an iteration goes on after it only with the rest of the page
-    already received.
+    by ``with``, and when the rows are dropped: the process belongs to the iteration, which
+    holds no reference back) ends it; an iteration goes on after it only with the rest of the
+    page already received.
     """
 
     def __init__(
         self, reader: JournalReader, sql: str | None, params: list[object], patterns: dict[str, str]
     ) -> None:
         self._reader = reader
-        self._sql, self._params, self._patterns = sql, params, patterns
-        self._process: subprocess.Popen[bytes] | None = None
-        self._frames = self._read()
+        self._running: list[subprocess.Popen[bytes]] = []  # the process, while it runs
+        self._frames = _read_frames(reader.path, sql, params, patterns, self._running)
         # Row by row in C: no generator frame resumed per row.
         self._rows: Iterator[ParsedRow] = itertools.chain.from_iterable(self._frames)
+
+    @property
+    def _process(self) -> subprocess.Popen[bytes] | None:
+        return self._running[0] if self._running else None
 
     def __iter__(self) -> Iterator[ParsedRow]:
         return self._rows
@@ -481,67 +488,69 @@ class ParsedRows:
     def close(self) -> None:
         """Stop the reader process (if it runs): no page comes after the one being read."""
         self._frames.close()
-        self._stop()
 
-    def _read(self) -> Generator[list[ParsedRow], None, None]:
-        if self._sql is None:
-            return
-        reader = self._reader
-        config = {
-            "mode": "read",
-            "uri": reader.path.resolve().as_uri() + "?mode=ro",
-            "sql": self._sql,
-            "params": self._params,
-            "page": _PARSED_PAGE,
-            "patterns": self._patterns,
-            "busy_timeout_s": _BUSY_TIMEOUT_S,
-            "parent": os.getpid(),
-        }
-        try:
-            process = self._process = subprocess.Popen(  # noqa: S603 - our own script, by absolute path
-                [sys.executable, "-I", "-S", journal_writer.__file__, marshal.dumps(config).hex()],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                start_new_session=True,  # a Ctrl-C to the terminal is the parent's to handle
-            )
-        except OSError as exc:
-            msg = f"cannot read the event journal {reader.path}: the reader process: {exc}"
-            raise JournalError(msg) from exc
+
+def _read_frames(
+    path: Path,
+    sql: str | None,
+    params: list[object],
+    patterns: dict[str, str],
+    running: list[subprocess.Popen[bytes]],
+) -> Generator[list[ParsedRow], None, None]:
+    """The reader process's pages of rows; ``running`` holds the process while it runs."""
+    if sql is None:
+        return
+    config = {
+        "mode": "read",
+        "uri": path.resolve().as_uri() + "?mode=ro",
+        "sql": sql,
+        "params": params,
+        "page": _PARSED_PAGE,
+        "patterns": patterns,
+        "busy_timeout_s": _BUSY_TIMEOUT_S,
+        "parent": os.getpid(),
+    }
+    try:
+        process = subprocess.Popen(  # noqa: S603 - our own script, by absolute path
+            [sys.executable, "-I", "-S", journal_writer.__file__, marshal.dumps(config).hex()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C to the terminal is the parent's to handle
+        )
+    except OSError as exc:
+        msg = f"cannot read the event journal {path}: the reader process: {exc}"
+        raise JournalError(msg) from exc
+    running.append(process)
+    try:
         assert process.stdout is not None  # noqa: S101 - started with a PIPE
         fd = process.stdout.fileno()
         with contextlib.suppress(OSError, AttributeError):  # Linux only; 64 KiB elsewhere
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         buffer, head, frame = bytearray(), journal_writer.FRAME.size, journal_writer.FRAME
-        try:
-            while True:
-                while len(buffer) < head or len(buffer) < head + frame.unpack_from(buffer)[1]:
-                    chunk = os.read(fd, _PIPE_BYTES)
-                    if not chunk:
-                        code = process.wait(_WRITER_EXIT_S)
-                        msg = (
-                            f"cannot read the event journal {reader.path}: the reader process "
-                            f"exited (status {code}) before the end"
-                        )
-                        raise JournalError(msg)
-                    buffer += chunk
-                kind, length = frame.unpack_from(buffer)
-                body = marshal.loads(memoryview(buffer)[head : head + length])  # noqa: S302 - our own child's frames
-                del buffer[: head + length]
-                if kind == journal_writer.ROWS:
-                    yield body
-                elif kind == journal_writer.DONE:
-                    return
-                else:  # FATAL (what SQLite said), or a frame it never sends
-                    what = ": ".join(map(str, body)) if kind == journal_writer.FATAL else kind
-                    msg = f"cannot read the event journal {reader.path}: {what}"
+        while True:
+            while len(buffer) < head or len(buffer) < head + frame.unpack_from(buffer)[1]:
+                chunk = os.read(fd, _PIPE_BYTES)
+                if not chunk:
+                    code = process.wait(_WRITER_EXIT_S)
+                    msg = (
+                        f"cannot read the event journal {path}: the reader process "
+                        f"exited (status {code}) before the end"
+                    )
                     raise JournalError(msg)
-        finally:
-            self._stop()
-
-    def _stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
+                buffer += chunk
+            kind, length = frame.unpack_from(buffer)
+            body = marshal.loads(memoryview(buffer)[head : head + length])  # noqa: S302 - our own child's frames
+            del buffer[: head + length]
+            if kind == journal_writer.ROWS:
+                yield body
+            elif kind == journal_writer.DONE:
+                return
+            else:  # FATAL (what SQLite said), or a frame it never sends
+                what = ": ".join(map(str, body)) if kind == journal_writer.FATAL else kind
+                msg = f"cannot read the event journal {path}: {what}"
+                raise JournalError(msg)
+    finally:
+        running.clear()
         if process.poll() is None:
             process.kill()
         process.wait(_WRITER_EXIT_S)

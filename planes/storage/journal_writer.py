@@ -3,7 +3,9 @@
 The same script is also the journal's **reader process** for recovery (``"mode": "read"`` in
 its configuration): it reads a journal's tail page by page and matches each payload against the
 regex of its topic, so that SQLite's work and the matching run beside the process that rebuilds
-the state from the groups (see ``read`` below and ``JournalReader.parsed``).
+the state from the groups (see ``read`` below and ``JournalReader.parsed``). What follows about
+stdin, signals and the writer lock is the writer's: the reader reads nothing from stdin, holds
+no lock, and dies with its parent like the writer.
 
 ``EventJournal`` starts this file as a script (``python -I -S journal_writer.py CONFIG``) so
 that SQLite's work — binding the rows, the B-tree inserts, the WAL writes — runs on its own
@@ -223,7 +225,7 @@ def read(config: dict[str, Any], out: BinaryIO) -> int:
             for seq, topic, text in rows:
                 topic = names.setdefault(topic, topic)  # noqa: PLW2901 - the shared object
                 match = matchers.get(topic)
-                found = None if match is None else match(text)
+                found = None if match is None or type(text) is not str else match(text)
                 sent.append((seq, topic, text if found is None else found.groups()))
             data = marshal.dumps(sent)
             out.write(FRAME.pack(ROWS, len(data)) + data)

@@ -13,8 +13,9 @@
 * **Recovery** runs when the Orchestrator asks (``control:command recover``, at boot, before
   the market connects): the newest valid snapshot (a corrupted or truncated newer one is
   skipped with an alert), then every journaled event after it up to the previous run's last
-  one, on the topics the components rebuild state from (``planes.storage.rebuild``: a
-  reader process reads the rows and matches each payload's regex beside this one; a topic
+  one, on the topics the components rebuild state from (``planes.storage.rebuild``: for a
+  tail of ``READER_PROCESS_FROM`` events or more, a reader process reads the rows and matches
+  each payload's regex beside this one; a topic
   whose components name a view, the paper venue's ``market:kline``, is read as views and
   decoded whole only for the events they keep), then ``recovered()`` (positions are announced, flat
   ones too, never filled), the registry's scenarios (``state:registry`` ``restored``),

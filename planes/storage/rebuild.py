@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
-
-import attrs
+from typing import Any, NamedTuple, cast
 
 from contracts.converter import view_groups, view_reader
 from contracts.meta import Payload
@@ -35,9 +33,8 @@ Row = tuple[int, str, "tuple[str | None, ...] | str"]
 _Replayer = Callable[[str, Any, Callable[[], Any]], None]
 
 
-@attrs.frozen
-class _Route:
-    """How the rows of one topic are replayed."""
+class _Route(NamedTuple):
+    """How the rows of one topic are replayed (a tuple: unpacked once per row)."""
 
     build: Callable[[tuple[str | None, ...]], Any] | None
     """The view (or the payload) from the groups of the topic's regex; None without one."""
@@ -45,6 +42,10 @@ class _Route:
     """A view topic's view from the text; None for a topic decoded whole."""
     replayers: tuple[tuple[str, _Replayer], ...]
     """A view topic's ``(state key, replay_view)``; empty for a topic decoded whole."""
+
+
+_UNKNOWN = _Route(None, None, ())
+"""The route of a topic no component replays from: decoded whole (which names it if unknown)."""
 
 
 def _no_text(seq: int) -> str:
@@ -81,35 +82,37 @@ class ReplayPlan:
     def replay(self, rows: Iterable[Row], text_of: Callable[[int], str] = _no_text) -> int:
         """Replay ``rows`` in order; return how many. ``text_of(seq)``: a row's JSON again."""
         routes, types, replay = self._routes, self._types, self._hub.replay
+        # The loader of a row that came as groups: its text read again, then decoded whole.
+        loaders = {topic: functools.partial(_load, topic, text_of, types) for topic in routes}
+        partial = functools.partial
         replayed = 0
         for seq, topic, body in rows:
-            route = routes.get(topic)
-            if route is None or not route.replayers:  # decoded whole
-                if body.__class__ is str or route is None or route.build is None:
+            build, read, replayers = routes.get(topic) or _UNKNOWN
+            if not replayers:  # decoded whole
+                if body.__class__ is not tuple or build is None:
                     payload = decode_payload(seq, topic, _text(seq, body, text_of), types)
                 else:
                     try:
-                        payload = route.build(body)  # type: ignore[arg-type]
+                        payload = build(body)
                     except Exception:  # noqa: BLE001 - the text decides, and explains
                         payload = decode_payload(seq, topic, text_of(seq), types)
                 replay(topic, payload)
                 replayed += 1
                 continue
-            read = route.read
             assert read is not None  # noqa: S101 - every view topic has its text reader
-            if body.__class__ is str:
-                text = body
+            if body.__class__ is not tuple:  # the text (str; bytes from a foreign row)
+                text = cast(str, body)
                 view = decode_view(seq, topic, text, read)
                 load = functools.partial(decode_payload, seq, topic, text, types)
             else:
                 try:
-                    view = route.build(body)  # type: ignore[arg-type, misc]
+                    view = build(body)  # type: ignore[misc]
                 except Exception:  # noqa: BLE001 - the text decides, and explains
                     view = decode_view(seq, topic, text_of(seq), read)
-                load = functools.partial(self._load, seq, topic, text_of)
+                load = partial(loaders[topic], seq)
             key = ""
             try:
-                for key, replay_view in route.replayers:  # noqa: B007 - named in the error
+                for key, replay_view in replayers:  # noqa: B007 - named in the error
                     replay_view(topic, view, load)
             except Exception as exc:
                 what = f"{type(exc).__name__}: {exc}"
@@ -118,12 +121,15 @@ class ReplayPlan:
             replayed += 1
         return replayed
 
-    def _load(self, seq: int, topic: str, text_of: Callable[[int], str]) -> Any:
-        return decode_payload(seq, topic, text_of(seq), self._types)
+
+def _load(
+    topic: str, text_of: Callable[[int], str], types: Mapping[str, type[Payload]], seq: int
+) -> Any:
+    return decode_payload(seq, topic, text_of(seq), types)
 
 
 def _text(seq: int, body: tuple[str | None, ...] | str, text_of: Callable[[int], str]) -> str:
-    return body if isinstance(body, str) else text_of(seq)
+    return text_of(seq) if isinstance(body, tuple) else body
 
 
 def replay_rows(hub: StateHub, rows: Iterable[Row], types: Mapping[str, type[Payload]]) -> int:

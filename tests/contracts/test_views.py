@@ -295,3 +295,13 @@ def test_a_view_must_hold_fields_of_the_payload_of_the_same_types() -> None:
             load_view("{}", KlineEvent, view)
     with pytest.raises(TypeError, match="must be attrs classes"):
         check_view(OrderEvent, dict)
+
+
+@attrs.frozen
+class _Empty:
+    """A class without fields: its regex has no group, its builder nothing to unpack."""
+
+
+def test_a_class_without_fields_is_read_as_itself() -> None:
+    assert fast_loads("{}", _Empty) == _Empty()
+    assert view_reader(_Empty, _Empty)("{}") == _Empty()

@@ -7,6 +7,7 @@ and must end with exactly what it builds from the JSON text.
 
 from __future__ import annotations
 
+import gc
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
@@ -120,6 +121,19 @@ def test_closing_the_rows_midway_ends_the_reader_process(path: Path) -> None:
     assert len(list(rows)) < journal_module._PARSED_PAGE  # the rest of the page already read
 
 
+def test_rows_dropped_unclosed_end_the_reader_process_without_the_collector(path: Path) -> None:
+    write(path, mixed(10_000))
+    parsed = open_reader(path).parsed()
+    rows = iter(parsed)
+    gc.disable()  # recovery runs with the collector paused: no cycle may keep the child alive
+    try:
+        process = started(rows, parsed)
+        del parsed, rows
+        assert process.wait(5) is not None
+    finally:
+        gc.enable()
+
+
 def test_a_reader_process_that_dies_midway_fails_the_iteration(path: Path) -> None:
     write(path, mixed(10_000))
     parsed = open_reader(path).parsed()
@@ -206,6 +220,14 @@ def test_groups_that_do_not_convert_are_read_from_the_text() -> None:
     assert by_groups.got == by_text.got
     with pytest.raises(JournalError, match="no way to read its text again"):
         plan_of(Recorder()).replay([(1, KLINE, bad)])
+
+
+def test_a_payload_stored_as_bytes_is_read_as_its_text() -> None:
+    event = order(3)
+    by_text, by_bytes = Recorder(), Recorder()
+    plan_of(by_text).replay([(1, ORDER, fast_dumps(event))])
+    plan_of(by_bytes).replay([(1, ORDER, fast_dumps(event).encode())])  # type: ignore[list-item]
+    assert by_bytes.got == by_text.got == [(ORDER, event)]
 
 
 def test_a_component_that_fails_on_a_view_is_named() -> None:
