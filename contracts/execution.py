@@ -53,13 +53,15 @@ class PositionUpdate(Payload):
     cash: Decimal
 
 
-@attrs.frozen
+@attrs.define
 class PositionView:
     """What recovery reads of a ``portfolio:position_update``: the fields its replayers need.
 
     A view (``contracts.ports.ViewReplaying``): the PositionManager takes the mark, the
     StrategyManager the quantity, the RiskManager the rest (its equity path is stamped with
-    ``meta.ts``). The payload's other fields are never decoded at boot.
+    ``meta.ts``). The payload's other fields are never decoded at boot. Not frozen, as views
+    are not (a frozen class's ``__init__`` costs about three times as much, once per journaled
+    update); nothing writes to a view once it is built.
     """
 
     meta: EventMeta

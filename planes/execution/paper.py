@@ -93,9 +93,14 @@ _ROUND = decimal.Context(prec=28)
 _WORKING = (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
 
 
-@attrs.frozen
+@attrs.define
 class BarView:
-    """What the venue's replay reads of a ``market:kline``: the bar filter's fields and the end."""
+    """What the venue's replay reads of a ``market:kline``: the bar filter's fields and the end.
+
+    Not frozen: recovery builds one per journaled kline, and a frozen class's ``__init__`` sets
+    each field through ``object.__setattr__`` (about three times the cost); nothing writes to a
+    view once it is built.
+    """
 
     symbol: str
     interval: str

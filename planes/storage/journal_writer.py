@@ -222,11 +222,18 @@ def read(config: dict[str, Any], out: BinaryIO) -> int:
         while True:
             rows = conn.execute(sql, [*params, page]).fetchall()
             sent = []
+            # A value repeated within a page (a symbol, a quantity) goes as one object: marshal
+            # writes the others as references, and the parent builds it once, not per row.
+            shared: dict[str | None, str | None] = {}
+            share = shared.setdefault
             for seq, topic, text in rows:
                 topic = names.setdefault(topic, topic)  # noqa: PLW2901 - the shared object
                 match = matchers.get(topic)
                 found = None if match is None or type(text) is not str else match(text)
-                sent.append((seq, topic, text if found is None else found.groups()))
+                if found is None:
+                    sent.append((seq, topic, text))
+                else:
+                    sent.append((seq, topic, tuple([share(g, g) for g in found.groups()])))
             data = marshal.dumps(sent)
             out.write(FRAME.pack(ROWS, len(data)) + data)
             out.flush()
