@@ -233,7 +233,8 @@ def read(config: dict[str, Any], out: BinaryIO) -> int:
                 if found is None:
                     sent.append((seq, topic, text))
                 else:
-                    sent.append((seq, topic, tuple([share(g, g) for g in found.groups()])))
+                    groups = found.groups()
+                    sent.append((seq, topic, tuple(map(share, groups, groups))))
             data = marshal.dumps(sent)
             out.write(FRAME.pack(ROWS, len(data)) + data)
             out.flush()
