@@ -39,6 +39,7 @@ from planes.execution.paper import BarView
 from planes.state import StateHub
 from planes.storage.rebuild import replay_rows
 from tests.fakes.bybit_http import CANCEL, CREATE, FakeBybitHTTP
+from tests.fakes.recovery import Views, replay_as_the_reader_sends
 from tests.planes.execution.harness import BAR_MS, Bench, D
 from tests.planes.execution.test_bybit import Bench as BybitBench
 
@@ -79,10 +80,11 @@ def hub_of(*components: object) -> StateHub:
     return hub
 
 
-def replay(hub: StateHub, events: Sequence[Event], *, views: bool = True) -> None:
+def replay(hub: StateHub, events: Sequence[Event], *, views: Views = True) -> None:
     """Replay ``events`` as recovery does: their journal text, views where the hub has them.
 
-    ``views=False``: every payload whole to ``replay_event`` (what recovery did before views).
+    ``views=False``: every payload whole to ``replay_event`` (what recovery did before views);
+    ``"groups"``: the rows as the journal's reader process sends them (a long tail at boot).
     """
     if not views:
         for topic, payload in events:
@@ -94,7 +96,10 @@ def replay(hub: StateHub, events: Sequence[Event], *, views: bool = True) -> Non
         for seq, (topic, payload) in enumerate(events, 1)
         if topic in hub.topics
     ]
-    assert replay_rows(hub, rows, TYPES) == len(rows)
+    if views == "groups":
+        assert replay_as_the_reader_sends(hub, rows) == len(rows)
+    else:
+        assert replay_rows(hub, rows, TYPES) == len(rows)
 
 
 def test_the_components_are_stateful_under_distinct_keys() -> None:
@@ -316,7 +321,7 @@ def check_replay(
     boundaries: Sequence[int],
     states: Sequence[dict[str, Any]],
     *,
-    views: bool = True,
+    views: Views = True,
 ) -> None:
     """Replay ``events[start:]`` into ``hub``; at every boundary its state is the live one."""
     done = start
@@ -355,7 +360,10 @@ def test_replaying_any_journal_prefix_rebuilds_the_live_state(
         boundaries.append(len(journal.events))
         states.append(snapshot(hub))
     events = journal.events
-    for views in (True, False):  # bars and updates from their views, as at boot; all whole
+    views: Views
+    # Bars and updates from their views, as at boot: from the text and from the reader
+    # process's groups; then every payload whole.
+    for views in (True, "groups", False):
         # From nothing: the journal alone, prefix by prefix.
         fresh = Bench(*sets)
         hub = hub_of(fresh.paper, fresh.positions)

@@ -29,6 +29,7 @@ from contracts.risk import ApprovedIntent, RejectedIntent, RejectReason
 from contracts.topics import EXEC_ORDER_EVENT
 from planes.config import Config, load_config
 from planes.risk import manager as risk_manager
+from tests.fakes.recovery import Views
 from tests.fakes.recovery import replay as replay_like_boot
 from tests.planes.risk.rig import BASE, DAY_MS, T0, Rig, Verdict
 
@@ -344,15 +345,15 @@ def replica(live: Rig, start_ms: int) -> tuple[Rig, list[str]]:
     return other, published
 
 
-def replay(rig: Rig, events: list[tuple[str, Payload]], *, views: bool) -> None:
+def replay(rig: Rig, events: list[tuple[str, Payload]], *, views: Views) -> None:
     """Replay ``events`` into the RiskManager as recovery does (``tests.fakes.recovery``)."""
     replay_like_boot(rig.risk, "risk", events, views=views)
 
 
-@pytest.mark.parametrize("views", [True, False], ids=["views", "payloads"])
+@pytest.mark.parametrize("views", [True, "groups", False], ids=["views", "groups", "payloads"])
 @given(ops=operations)
 def test_replay_and_restore_rebuild_the_live_state_after_every_event(
-    views: bool, ops: list[tuple[Any, ...]]
+    views: Views, ops: list[tuple[Any, ...]]
 ) -> None:
     live = Rig(config=limits_config())
     journal: list[tuple[str, Payload]] = []

@@ -46,6 +46,7 @@ from planes.config import Config, load_config
 from planes.runtime import PlaneContext
 from planes.strategy.builtin import BUILTIN_STRATEGIES
 from planes.strategy.manager import StrategyManager
+from tests.fakes.recovery import Views
 from tests.fakes.recovery import replay as replay_like_boot
 
 T0 = 1_704_067_200_000
@@ -167,7 +168,9 @@ def replica(*, storage: bool) -> tuple[StrategyManager, list[Any]]:
     return desk.manager, desk.journal
 
 
-def replay(manager: StrategyManager, events: Sequence[tuple[str, Payload]], *, views: bool) -> None:
+def replay(
+    manager: StrategyManager, events: Sequence[tuple[str, Payload]], *, views: Views
+) -> None:
     """Replay ``events`` into the manager as recovery does (``tests.fakes.recovery``)."""
     replay_like_boot(manager, "strategy", events, views=views)
 
@@ -400,11 +403,11 @@ def play(desk: Desk, event: tuple[Any, ...]) -> None:
         desk.manager.recovered()
 
 
-@pytest.mark.parametrize("views", [True, False], ids=["views", "payloads"])
+@pytest.mark.parametrize("views", [True, "groups", False], ids=["views", "groups", "payloads"])
 @pytest.mark.parametrize("storage", [True, False], ids=["registry", "commands"])
 @given(script=events)
 def test_replay_and_restore_rebuild_the_live_state_after_every_event(
-    storage: bool, views: bool, script: list[tuple[Any, ...]]
+    storage: bool, views: Views, script: list[tuple[Any, ...]]
 ) -> None:
     live = Desk(storage=storage)
     states = [live.manager.export_state()]
