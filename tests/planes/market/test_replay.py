@@ -6,6 +6,7 @@ import asyncio
 import gc
 import itertools
 import json
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -722,8 +723,11 @@ async def test_scaled_real_time_spaces_bars_by_data_time_over_speed(tmp_path: Pa
     want = expected(bars)
     assert [attrs.evolve(k, meta=e.meta) for (_, k), e in zip(seen, want, strict=True)] == want
     gaps = [b - a for (a, _), (b, _) in itertools.pairwise(seen)]
-    assert all(0.06 <= gap <= 0.25 for gap in gaps), gaps
-    assert 0.25 <= seen[-1][0] - seen[0][0] <= 0.6
+    # 0.1 s apart. One hiccup of a loaded machine may delay a bar (the next one then comes
+    # sooner: the pace is anchored at the first bar), so the middle gap is what is checked.
+    assert 0.06 <= statistics.median(gaps) <= 0.25, gaps
+    assert max(gaps) <= 0.8, gaps
+    assert 0.15 <= seen[-1][0] - seen[0][0] <= 1.2
     for _, kline in seen:
         assert abs(kline.meta.ts - time.time() * 1000) < 5_000  # wall time, not data time
     assert runtime.lifecycle is Lifecycle.STOPPED
