@@ -281,20 +281,22 @@ class StoragePlane:
             # Poll the change flag rather than wait_for(Event.wait()): nothing to cancel but a
             # sleep, and a change is noticed within _CHANGE_POLL_S.
             deadline = loop.time() + interval if interval else None
+            counted = False  # snapshot_every_events reached: no settling, the count is the bound
             while not self._dirty.is_set() and (deadline is None or loop.time() < deadline):
                 await asyncio.sleep(_CHANGE_POLL_S)
                 if self._count_due():
+                    counted = True
                     self._dirty.set()
             reason = "periodic"
             if self._dirty.is_set():
                 reason = "change"
-                # Settle, but not past snapshot_every_events: a busy bus (a backtest) journals
-                # that many events well within the settle time, and they bound a crash's replay.
+                # A change settles, but not past snapshot_every_events: a busy bus (a backtest)
+                # journals that many events well within the settle time, and they bound what a
+                # crash replays.
                 end = loop.time() + settle
-                while (left := end - loop.time()) > 0:
+                while not counted and (left := end - loop.time()) > 0:
                     await asyncio.sleep(min(_CHANGE_POLL_S, left))
-                    if self._count_due():
-                        break
+                    counted = self._count_due()
             self._dirty.clear()
             if self._recovering or self.recovered is None:
                 continue  # nothing to snapshot before the state is whole
