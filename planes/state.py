@@ -28,6 +28,11 @@ class StateError(RuntimeError):
     """A component failed to export, restore, replay or finish its state; the message names it."""
 
 
+def replay_failed(key: str, topic: str, exc: Exception) -> StateError:
+    """The error of a component (``key``) that failed to replay an event of ``topic``."""
+    return StateError(f"state {key!r}: replay of {topic} failed: {type(exc).__name__}: {exc}")
+
+
 class StateHub:
     """The ``Stateful`` components of a runtime, by ``state_key``."""
 
@@ -115,9 +120,7 @@ class StateHub:
             try:
                 part.replay_event(topic, payload)
             except Exception as exc:
-                what = f"{type(exc).__name__}: {exc}"
-                msg = f"state {part.state_key!r}: replay of {topic} failed: {what}"
-                raise StateError(msg) from exc
+                raise replay_failed(part.state_key, topic, exc) from exc
 
     def replay_view(self, topic: str, view: Any, load: Callable[[], Any]) -> None:
         """Give one journaled event's view (a ``views[topic]``) and its loader to its components."""
@@ -125,9 +128,7 @@ class StateHub:
             try:
                 cast(ViewReplaying, part).replay_view(topic, view, load)
             except Exception as exc:
-                what = f"{type(exc).__name__}: {exc}"
-                msg = f"state {part.state_key!r}: replay of {topic} failed: {what}"
-                raise StateError(msg) from exc
+                raise replay_failed(part.state_key, topic, exc) from exc
 
     def view_replayers(
         self, topic: str

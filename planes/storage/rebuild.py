@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, cast
 
 from contracts.converter import view_groups, view_reader
 from contracts.meta import Payload
-from planes.state import StateError, StateHub
+from planes.state import StateError, StateHub, replay_failed
 from planes.storage.journal import JournalError, decode_payload, decode_view
 
 Row = tuple[int, str, "tuple[str | None, ...] | str"]
@@ -115,9 +115,7 @@ class ReplayPlan:
                 for key, replay_view in replayers:  # noqa: B007 - named in the error
                     replay_view(topic, view, load)
             except Exception as exc:
-                what = f"{type(exc).__name__}: {exc}"
-                msg = f"state {key!r}: replay of {topic} failed: {what}"
-                raise StateError(msg) from exc
+                raise replay_failed(key, topic, exc) from exc
             replayed += 1
         return replayed
 
