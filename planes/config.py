@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 import cattrs
@@ -731,17 +731,51 @@ def default_config_path(cwd: Path | None = None) -> Path | None:
     return None
 
 
+_PARSED: dict[str, tuple[bytes, dict[str, Any]]] = {}
+"""The last files ``read_toml`` parsed, by path: their bytes and what they parsed to."""
+_PARSED_KEPT = 8
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; a missing file or bad syntax is a ``ConfigError`` naming the file."""
+    """Parse a TOML file; a missing file or bad syntax is a ``ConfigError`` naming the file.
+
+    The file is read every time; a file whose bytes are the ones parsed before is not parsed
+    again (``tomllib`` takes milliseconds for the default file, and a parameter sweep builds a
+    config per run): the caller gets a copy of the parse of its own.
+    """
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        data = path.read_bytes()
     except FileNotFoundError:
         msg = f"config file {path} does not exist"
         raise ConfigError(msg) from None
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"config file {path} is not valid TOML: {exc}"
+    except OSError as exc:
+        msg = f"config file {path} cannot be read: {exc.strerror or exc}"
         raise ConfigError(msg) from None
+    key = os.fspath(path)
+    parsed = _PARSED.get(key)
+    if parsed is None or parsed[0] != data:
+        try:
+            tree = tomllib.loads(data.decode())
+        except UnicodeDecodeError as exc:
+            msg = f"config file {path} is not UTF-8 text: {exc}"
+            raise ConfigError(msg) from None
+        except tomllib.TOMLDecodeError as exc:
+            msg = f"config file {path} is not valid TOML: {exc}"
+            raise ConfigError(msg) from None
+        _PARSED.pop(key, None)
+        while len(_PARSED) >= _PARSED_KEPT:
+            del _PARSED[next(iter(_PARSED))]
+        parsed = _PARSED[key] = (data, tree)
+    return cast(dict[str, Any], _copy_tree(parsed[1]))
+
+
+def _copy_tree(value: Any) -> Any:
+    """A copy of parsed TOML: new tables and arrays, the same (immutable) scalars."""
+    if type(value) is dict:
+        return {key: _copy_tree(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_copy_tree(item) for item in value]
+    return value
 
 
 def load_config(

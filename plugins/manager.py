@@ -15,8 +15,11 @@ import functools
 import importlib
 import importlib.metadata
 import inspect
+import os
+import sys
+import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import attrs
 import pluggy
@@ -91,6 +94,56 @@ def _distribution_version() -> str:
         return "0+unknown"
 
 
+def _version_of(ep: importlib.metadata.EntryPoint) -> str:
+    return ep.dist.version if ep.dist is not None else "?"
+
+
+_Stamp = tuple[tuple[str, int], ...]
+
+
+class Installed(NamedTuple):
+    """What the installed distributions say: this project's version, the ``planes`` plugins."""
+
+    version: str
+    entry_points: tuple[tuple[importlib.metadata.EntryPoint, str], ...]
+    """``(entry point, its distribution's version)`` of the ``planes`` group."""
+
+
+_installed: tuple[_Stamp, Installed] | None = None
+
+
+def _path_stamp() -> _Stamp:
+    """Each ``sys.path`` entry with its modification time (-1: not there).
+
+    Installing, upgrading or removing a distribution adds or removes its ``*.dist-info``
+    directory in a ``sys.path`` directory, and so changes that directory's time.
+    """
+    stamp = []
+    for entry in sys.path:
+        try:
+            stamp.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            stamp.append((entry, -1))
+    return tuple(stamp)
+
+
+def installed() -> Installed:
+    """The project's version and the installed ``planes`` entry points, read once per change.
+
+    Reading every distribution's metadata takes milliseconds (a file per distribution), which a
+    process that assembles many runtimes (a parameter sweep of backtests) paid every time; the
+    answer is kept until ``sys.path`` or a directory on it changes. An ``entry_points.txt``
+    edited in place, without a reinstall, is seen by the next process.
+    """
+    global _installed  # noqa: PLW0603 - the one cache of this module
+    stamp = _path_stamp()
+    if _installed is None or _installed[0] != stamp:
+        found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        pairs = tuple((ep, _version_of(ep)) for ep in found)
+        _installed = stamp, Installed(_distribution_version(), pairs)
+    return _installed[1]
+
+
 def _import_target(target: str) -> object:
     module_name, _, attr = target.partition(":")
     obj: object = importlib.import_module(module_name)
@@ -112,6 +165,28 @@ def _as_plugin(obj: object) -> object:
     return obj() if inspect.isclass(obj) else obj
 
 
+_IMPL_MARK = f"{hookspecs.PROJECT}_impl"
+"""The attribute pluggy's ``HookimplMarker`` puts on a hook implementation."""
+
+
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager, quicker to register a module: most of a module's names are imports.
+
+    pluggy looks at every name of a plugin with ``inspect.getattr_static``; a module attribute
+    that is not a function or method carrying the hook mark cannot be a hook implementation, so
+    it is passed over at once. Everything else gets pluggy's own look.
+    """
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        if type(plugin) is types.ModuleType:
+            value = plugin.__dict__.get(name)
+            if not isinstance(value, types.FunctionType | types.MethodType) or not hasattr(
+                value, _IMPL_MARK
+            ):
+                return None
+        return super().parse_hookimpl_opts(plugin, name)
+
+
 class PluginHost:
     """Loads plugins into a pluggy ``PluginManager`` and collects what they provide."""
 
@@ -125,7 +200,7 @@ class PluginHost:
         optional: Iterable[str] = (),
         entry_point_source: Callable[[], Iterable[importlib.metadata.EntryPoint]] | None = None,
     ) -> None:
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm = _PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.records: list[PluginRecord] = []
         self._builtin = builtin
@@ -133,9 +208,7 @@ class PluginHost:
         self._modules = modules
         self._disabled = set(disabled)
         self._optional = set(optional)
-        self._entry_point_source = entry_point_source or (
-            lambda: importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-        )
+        self._entry_point_source = entry_point_source
 
     def record(self, name: str) -> PluginRecord:
         """The record of the plugin called ``name``."""
@@ -146,14 +219,17 @@ class PluginHost:
 
     def load(self) -> None:
         """Import and register every plugin; see the module docstring for order and failures."""
-        own_version = _distribution_version()
+        found = installed()
         for name, target in self._builtin:
             self._load(
-                name, BUILTIN, own_version, target, functools.partial(_import_target, target)
+                name, BUILTIN, found.version, target, functools.partial(_import_target, target)
             )
         if self._entry_points:
-            for ep in sorted(self._entry_point_source(), key=lambda e: e.name):
-                dist_version = ep.dist.version if ep.dist is not None else "?"
+            source = self._entry_point_source
+            pairs = found.entry_points
+            if source is not None:
+                pairs = tuple((ep, _version_of(ep)) for ep in source())
+            for ep, dist_version in sorted(pairs, key=lambda pair: pair[0].name):
                 self._load(ep.name, ENTRY_POINT, dist_version, ep.value, ep.load)
         for entry in self._modules:
             name, target = _config_entry(entry)

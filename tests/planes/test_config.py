@@ -524,6 +524,39 @@ def test_invalid_toml_file(tmp_path: Path) -> None:
     assert "is not valid TOML" in message
 
 
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[runtime]\nmode = "pap\xe9r"\n')
+
+    message = error_of(path=path)
+
+    assert str(path) in message
+    assert "is not UTF-8 text" in message
+
+
+def test_a_directory_as_config_file_is_a_config_error(tmp_path: Path) -> None:
+    message = error_of(path=tmp_path)
+
+    assert str(tmp_path) in message
+    assert "cannot be read" in message
+
+
+def test_a_file_read_again_is_parsed_again_only_when_its_bytes_changed(tmp_path: Path) -> None:
+    path = write(tmp_path, '[runtime]\nmode = "paper"\n[market]\nsymbols = ["BTCUSDT"]\n')
+    first = read_toml(path)
+    first["runtime"]["mode"] = "live"  # the caller's copy: the next read does not see this
+    first["market"]["symbols"].append("ETHUSDT")
+
+    second = read_toml(path)
+
+    assert second == {"runtime": {"mode": "paper"}, "market": {"symbols": ["BTCUSDT"]}}
+    assert load(path=path).runtime.mode is Mode.PAPER
+    path.write_text('[runtime]\nmode = "live"\n')  # same size or not, new bytes are parsed
+    assert read_toml(path) == {"runtime": {"mode": "live"}}
+    path.write_text("[runtime\n")
+    assert "is not valid TOML" in error_of(path=path)
+
+
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
 

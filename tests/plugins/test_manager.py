@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import itertools
+import shutil
 import sys
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,7 +47,7 @@ from planes.config import Config, PluginsSection
 from planes.runtime import Runtime
 from plugins.builtin import BUILTIN_PLUGINS
 from plugins.hookspecs import hookimpl
-from plugins.manager import BUILTIN, CONFIG, ENTRY_POINT, PluginError, PluginHost
+from plugins.manager import BUILTIN, CONFIG, ENTRY_POINT, PluginError, PluginHost, installed
 from plugins.template import plugin as template
 
 OWN_VERSION = importlib.metadata.version("planes-bot")
@@ -170,6 +171,53 @@ def test_entry_point_plugin_records_its_distribution_version(
         "loaded",
     )
     assert catalog.exchanges["fakeex"].owner == "fake"
+
+
+def _dist_info(folder: Path, name: str, version: str, entry_points: str) -> None:
+    info = folder / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(entry_points)
+
+
+def test_installed_entry_points_are_read_again_once_a_distribution_comes_or_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_plugin: Callable[..., str]
+) -> None:
+    module = make_plugin(planes_register_exchanges=exchanges("sweptex"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = installed()
+    assert installed() is before  # nothing changed: not read again
+    assert "swept" not in {ep.name for ep, _ in before.entry_points}
+
+    _dist_info(tmp_path, "planes_swept", "2.0.1", f"[planes]\nswept = {module}\n")
+    h = PluginHost()
+    h.load()
+
+    assert (h.record("swept").origin, h.record("swept").version) == (ENTRY_POINT, "2.0.1")
+    assert h.collect().exchanges["sweptex"].owner == "swept"
+    assert installed().version == OWN_VERSION
+    shutil.rmtree(tmp_path / "planes_swept-2.0.1.dist-info")
+    assert "swept" not in {ep.name for ep, _ in installed().entry_points}
+
+
+def test_a_module_registers_its_marked_hooks_only(make_plugin: Callable[..., str]) -> None:
+    name = make_plugin(planes_register_exchanges=exchanges("markedex"))
+    module = sys.modules[name]
+    module.planes_register_strategies = lambda: [StrategySpec("unmarked", _no_strategy)]  # type: ignore[attr-defined]
+    marked = hookimpl(lambda self: [DEMO_PING])
+    module.planes_register_topics = types.MethodType(marked, object())  # type: ignore[attr-defined]
+    module.helper = hookimpl(exchanges("renamed"))  # type: ignore[attr-defined]
+
+    with pytest.raises(PluginError, match="unknown hook 'helper'"):
+        host(modules=[name]).load()  # a marked function of no hook's name fails, as in pluggy
+
+    del module.helper
+    h = host(modules=[name])
+    h.load()
+    catalog = h.collect()
+    assert set(catalog.exchanges) == {"markedex"}
+    assert [owned.item for owned in catalog.topics] == [DEMO_PING]  # a bound method counts
+    assert "unmarked" not in catalog.strategies
 
 
 def test_config_module_records_origin_and_the_version_of_its_distribution() -> None:
