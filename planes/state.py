@@ -41,6 +41,8 @@ class StateHub:
         self._venues: list[tuple[str, Reconciling]] = []
         self._routes: dict[str, tuple[Stateful, ...]] = {}
         self._views: dict[str, type] = {}
+        self._named: dict[str, Mapping[str, type]] = {}
+        """The views each component (by state key) names for its topics: ``replay_views``."""
 
     def add(self, component: object, name: str) -> None:
         """Register ``component`` if it is ``Stateful`` and/or ``Reconciling``."""
@@ -50,6 +52,10 @@ class StateHub:
                 msg = f"two components share the state key {key!r} ({name} and another)"
                 raise StateError(msg)
             self._parts[key] = component
+            # Asked once: a runtime-checkable protocol's isinstance is slow (it lists the
+            # protocol's members every time), and a runtime adds a dozen components.
+            named = component.replay_views if isinstance(component, ViewReplaying) else {}
+            self._named[key] = named
             for topic in component.state_topics:
                 self._routes[topic] = (*self._routes.get(topic, ()), component)
             self._views = self._find_views()
@@ -78,10 +84,7 @@ class StateHub:
     def _find_views(self) -> dict[str, type]:
         views: dict[str, type] = {}
         for topic, parts in self._routes.items():
-            named = {
-                part.replay_views.get(topic) if isinstance(part, ViewReplaying) else None
-                for part in parts
-            }
+            named = {self._named[part.state_key].get(topic) for part in parts}
             view = named.pop()
             if view is not None and not named:
                 views[topic] = view
