@@ -44,12 +44,13 @@ from __future__ import annotations
 
 # The imports are few and light on purpose: this process starts with every journal that opens,
 # and its start-up (the interpreter and these imports, about 30 ms here) delays the first commit.
+# Hence the C modules of signal and sqlite3: their packages import enum and datetime, 3 to 5 ms
+# each here.
+import _sqlite3 as sqlite3
 import ctypes
 import itertools
 import marshal
 import os
-import signal
-import sqlite3
 import struct
 import sys
 import threading
@@ -58,7 +59,10 @@ from _queue import SimpleQueue
 
 TYPE_CHECKING = False  # not typing's: importing typing (and re with it) costs milliseconds
 if TYPE_CHECKING:
+    import signal
     from typing import Any, BinaryIO
+else:
+    import _signal as signal  # no stub of its own: checked as signal, which it backs
 
 READY, COMMITTED, FAILED, RECOVERED, FATAL, ROWS, DONE = range(7)
 """Kinds of the frames the child sends (ROWS and DONE: the reader's)."""
