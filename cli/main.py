@@ -15,7 +15,6 @@ import structlog
 from cli.backtest import backtest_config, plot, run_backtest, unvalued_note
 from cli.journal import cmd_journal, parse_seq
 from cli.replay import cmd_replay
-from cli.shell import Shell
 from cli.topics import render_markdown, render_text
 from contracts.topics import TopicClashError, TopicRegistry
 from planes.config import Config, ConfigError, load_config
@@ -157,6 +156,8 @@ async def _run(config: Config, duration: float | None, *, interactive: bool = Fa
     shell_task: asyncio.Task[None] | None = None
     if interactive:
         runtime.assemble()
+        from cli.shell import Shell  # noqa: PLC0415 - prompt_toolkit: 0.1 s of every other command
+
         shell = Shell(runtime.attach("cli"))
         shell.attach()
         shell_task = asyncio.get_running_loop().create_task(shell.run(), name="shell")

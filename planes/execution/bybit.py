@@ -90,8 +90,6 @@ from typing import Any, Final
 
 import attrs
 import structlog
-from pybit.exceptions import FailedRequestError, InvalidRequestError
-from pybit.unified_trading import HTTP
 
 from contracts.enums import OrderStatus, OrderType, Severity, Side
 from contracts.execution import OrderEvent, PositionUpdate
@@ -410,6 +408,10 @@ class BybitExecution:
         if not base_url.startswith(("https://", "http://")):
             msg = f"execution.bybit.base_url must be an http(s) URL, got {cfg.base_url!r}"
             raise BybitConfigError(msg)
+        # Imported here: pybit (with requests) takes about 0.2 s to import, which every `planes`
+        # command paid, a backtest or a paper run included, for a venue it does not use.
+        from pybit.unified_trading import HTTP  # noqa: PLC0415
+
         groups = {}
         for group in (ORDERS, ACCOUNT):
             http = HTTP(
@@ -1470,6 +1472,8 @@ def _required_env(environ: Mapping[str, str], name: str, key: str, what: str) ->
 
 def _classify(exc: Exception, group: str, method: str) -> BybitError | None:
     """What a failed pybit call means; None for a bug (not a venue problem)."""
+    from pybit.exceptions import FailedRequestError, InvalidRequestError  # noqa: PLC0415 - see _connect
+
     where = f"bybit {group} {method}"
     if isinstance(exc, InvalidRequestError):  # Bybit answered with a retCode
         code = int(exc.status_code)

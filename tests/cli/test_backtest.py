@@ -57,6 +57,31 @@ def test_report_has_the_pinned_shape(tmp_path: Path) -> None:
     assert abs(data["stats"]["final_equity"] - equity) < 1e-6 * equity
 
 
+def test_a_backtest_imports_neither_the_bybit_client_nor_the_shell() -> None:
+    """pybit (with requests) and prompt_toolkit take about 0.3 s to import: a backtest, which
+    uses neither, does not pay for them (they are imported where a live venue or the shell
+    starts)."""
+    script = (
+        "import sys\n"
+        "from cli.main import main\n"
+        f"code = main(['backtest', '--data', {str(DATA / 'btcusdt_1h_500.csv')!r}, "
+        "'--strategy', 'sma_cross', '--symbol', 'BTCUSDT'])\n"
+        "loaded = sorted(m for m in ('pybit', 'requests', 'prompt_toolkit') if m in sys.modules)\n"
+        "print('LOADED', loaded)\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout
+
+
 def test_bybit_json_names_its_symbol(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     result = backtest(
