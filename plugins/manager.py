@@ -17,6 +17,7 @@ import importlib.metadata
 import inspect
 import os
 import sys
+import time
 import types
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -127,6 +128,11 @@ def _path_stamp() -> _Stamp:
     return tuple(stamp)
 
 
+_SETTLED_NS = 1_000_000_000
+"""A directory changed less than this long ago may change again within the same tick of the file
+system's clock (a few milliseconds) and keep its time: an answer read then is not kept."""
+
+
 def installed() -> Installed:
     """The project's version and the installed ``planes`` entry points, read once per change.
 
@@ -137,11 +143,14 @@ def installed() -> Installed:
     """
     global _installed  # noqa: PLW0603 - the one cache of this module
     stamp = _path_stamp()
-    if _installed is None or _installed[0] != stamp:
-        found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-        pairs = tuple((ep, _version_of(ep)) for ep in found)
-        _installed = stamp, Installed(_distribution_version(), pairs)
-    return _installed[1]
+    if _installed is not None and _installed[0] == stamp:
+        return _installed[1]
+    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    pairs = tuple((ep, _version_of(ep)) for ep in found)
+    answer = Installed(_distribution_version(), pairs)
+    settled = time.time_ns() - _SETTLED_NS
+    _installed = (stamp, answer) if all(mtime < settled for _, mtime in stamp) else None
+    return answer
 
 
 def _import_target(target: str) -> object:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import itertools
+import os
 import shutil
 import sys
+import time
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
@@ -185,6 +187,9 @@ def test_installed_entry_points_are_read_again_once_a_distribution_comes_or_goes
 ) -> None:
     module = make_plugin(planes_register_exchanges=exchanges("sweptex"))
     monkeypatch.syspath_prepend(str(tmp_path))
+    assert installed() is not installed()  # tmp_path changed just now: not kept yet
+    past = time.time_ns() - 60 * 10**9
+    os.utime(tmp_path, ns=(past, past))  # settled, as site-packages is between installs
     before = installed()
     assert installed() is before  # nothing changed: not read again
     assert "swept" not in {ep.name for ep, _ in before.entry_points}
