@@ -138,8 +138,9 @@ def installed() -> Installed:
 
     Reading every distribution's metadata takes milliseconds (a file per distribution), which a
     process that assembles many runtimes (a parameter sweep of backtests) paid every time; the
-    answer is kept until ``sys.path`` or a directory on it changes. An ``entry_points.txt``
-    edited in place, without a reinstall, is seen by the next process.
+    answer is kept until ``sys.path`` or a directory on it changes, and only once each of those
+    directories is ``_SETTLED_NS`` old. An ``entry_points.txt`` edited in place, without a
+    reinstall, is seen by the next process.
     """
     global _installed  # noqa: PLW0603 - the one cache of this module
     stamp = _path_stamp()
