@@ -187,7 +187,8 @@ def test_installed_entry_points_are_read_again_once_a_distribution_comes_or_goes
 ) -> None:
     module = make_plugin(planes_register_exchanges=exchanges("sweptex"))
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert installed() is not installed()  # tmp_path changed just now: not kept yet
+    os.utime(tmp_path)  # changed just now: what is read now is not kept yet
+    assert installed() is not installed()
     past = time.time_ns() - 60 * 10**9
     os.utime(tmp_path, ns=(past, past))  # settled, as site-packages is between installs
     before = installed()
