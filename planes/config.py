@@ -15,6 +15,7 @@ import enum
 import os
 import re
 import tomllib
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -110,13 +111,70 @@ def _non_negative_decimal(_: object, attribute: attrs.Attribute[Any], value: Dec
         raise _BadValueError(attribute.name, f"must be a finite number >= 0, got {value}")
 
 
+def _positive_decimal(_: object, attribute: attrs.Attribute[Any], value: Decimal) -> None:
+    if not (value.is_finite() and value > 0):
+        raise _BadValueError(attribute.name, f"must be a finite number > 0, got {value}")
+
+
+def _off_or_positive_decimal(_: object, attribute: attrs.Attribute[Any], value: Decimal) -> None:
+    # A negative limit would read as "off" (0) to the check that skips it: refused instead.
+    if not (value.is_finite() and value >= 0):
+        reason = f"must be a finite number >= 0 (0 turns the check off), got {value}"
+        raise _BadValueError(attribute.name, reason)
+
+
+def _fraction(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 <= value <= 1:
+        reason = f"must be a fraction from 0 (off) to 1, got {value}: 0.25 is a 25 % drop"
+        raise _BadValueError(attribute.name, reason)
+
+
+_SYMBOL = re.compile(r"[A-Z0-9]{2,30}")
+
+
+def _not_a_symbol(symbol: str) -> str:
+    return f"{symbol!r} is not a symbol like 'BTCUSDT' (upper-case letters and digits)"
+
+
+def _per_symbol(*, positive: bool) -> Any:
+    """A validator of a ``{symbol: Decimal}`` table: symbol keys, finite values > 0 or >= 0."""
+    bound = "> 0" if positive else ">= 0"
+
+    def check(_: object, attribute: attrs.Attribute[Any], value: Mapping[str, Decimal]) -> None:
+        for symbol, amount in value.items():
+            key = f"{attribute.name}[{symbol}]"
+            if not _SYMBOL.fullmatch(symbol):
+                raise _BadValueError(key, _not_a_symbol(symbol))
+            if not (amount.is_finite() and (amount > 0 if positive else amount >= 0)):
+                raise _BadValueError(key, f"must be a finite number {bound}, got {amount}")
+
+    return check
+
+
+def _bps(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 <= value < MAX_FEE_BPS:
+        # 10 000 bps of slippage would move a sell's price to zero or below.
+        reason = f"must be >= 0 and below {MAX_FEE_BPS:g} bps, got {value}"
+        raise _BadValueError(attribute.name, reason)
+
+
+def _asset(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not re.fullmatch(r"[A-Z0-9]{2,10}", value):
+        reason = f"{value!r} is not an asset like 'USDT' (2 to 10 upper-case letters and digits)"
+        raise _BadValueError(attribute.name, reason)
+
+
 def _symbols(_: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
     if not value:
         raise _BadValueError(attribute.name, "needs at least one symbol")
+    _symbol_list(_, attribute, value)
+
+
+def _symbol_list(_: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    """Symbols, possibly none (``risk.allowlist``: empty means ``market.symbols``)."""
     for symbol in value:
-        if not re.fullmatch(r"[A-Z0-9]{2,30}", symbol):
-            reason = f"{symbol!r} is not a symbol like 'BTCUSDT' (upper-case letters and digits)"
-            raise _BadValueError(attribute.name, reason)
+        if not _SYMBOL.fullmatch(symbol):
+            raise _BadValueError(attribute.name, _not_a_symbol(symbol))
     if len(set(value)) != len(value):
         raise _BadValueError(attribute.name, f"lists a symbol twice: {list(value)}")
 
@@ -158,7 +216,8 @@ class SyntheticSection:
     regime_mean_bars: int = attrs.field(default=240, validator=_positive)
     spread_bps: float = attrs.field(default=2.0, validator=_non_negative)
     start_prices: dict[str, Decimal] = attrs.field(
-        factory=lambda: {"BTCUSDT": Decimal(60000), "ETHUSDT": Decimal(3000)}
+        factory=lambda: {"BTCUSDT": Decimal(60000), "ETHUSDT": Decimal(3000)},
+        validator=_per_symbol(positive=True),
     )
     """Start price per symbol; symbols not listed start at 100."""
 
@@ -339,21 +398,29 @@ class StrategySection:
 class RiskSection:
     """``[risk]``: every limit the RiskManager enforces (money in the quote currency)."""
 
-    allowlist: tuple[str, ...] = ()
+    allowlist: tuple[str, ...] = attrs.field(default=(), validator=_symbol_list)
     """Symbols that may be traded; empty: market.symbols."""
-    default_qty: Decimal = Decimal("0.01")
-    """Size of an intent that carries neither size_hint nor target_exposure."""
-    max_position: dict[str, Decimal] = attrs.field(factory=dict)
-    """Largest absolute position per symbol (quantity); others: default_max_position."""
-    default_max_position: Decimal = Decimal(1)
-    max_notional: Decimal = Decimal(100_000)
+    default_qty: Decimal = attrs.field(default=Decimal("0.01"), validator=_non_negative_decimal)
+    """Size of an intent that carries neither size_hint nor target_exposure (0: ``no_size``)."""
+    max_position: dict[str, Decimal] = attrs.field(
+        factory=dict, validator=_per_symbol(positive=False)
+    )
+    """Largest absolute position per symbol (quantity); others: default_max_position.
+
+    The limits are >= 0; a limit of 0 lets nothing be opened (reducing still passes)."""
+    default_max_position: Decimal = attrs.field(default=Decimal(1), validator=_non_negative_decimal)
+    max_notional: Decimal = attrs.field(default=Decimal(100_000), validator=_non_negative_decimal)
     """Largest absolute position value per symbol."""
-    max_gross_exposure: Decimal = Decimal(250_000)
+    max_gross_exposure: Decimal = attrs.field(
+        default=Decimal(250_000), validator=_non_negative_decimal
+    )
     """Largest sum of absolute position values."""
-    daily_loss_limit: Decimal = Decimal(5_000)
+    daily_loss_limit: Decimal = attrs.field(
+        default=Decimal(5_000), validator=_off_or_positive_decimal
+    )
     """Loss since the UTC day started that halts new entries (reducing is still allowed); 0: off."""
-    max_drawdown: float = attrs.field(default=0.25, validator=_non_negative)
-    """Drop from peak equity (fraction) that halts new entries; 0: off."""
+    max_drawdown: float = attrs.field(default=0.25, validator=_fraction)
+    """Drop from peak equity (fraction, at most 1) that halts new entries; 0: off."""
     cooldown_after_loss_s: float = attrs.field(default=0.0, validator=_non_negative)
     """No new entry on a symbol for this long after a losing exit on it."""
     stale_data_s: float = attrs.field(default=120.0, validator=_non_negative)
@@ -413,6 +480,9 @@ class BybitExecutionSection:
     """Quote amount the wallet's change may differ from the portfolio's without an alert."""
 
     def __attrs_post_init__(self) -> None:
+        if self.backoff_max_s < self.backoff_initial_s:
+            reason = f"{self.backoff_max_s} is below backoff_initial_s {self.backoff_initial_s}"
+            raise _BadValueError("backoff_max_s", reason)
         if self.reconnect_max_s < self.reconnect_initial_s:
             reason = (
                 f"{self.reconnect_max_s} is below reconnect_initial_s {self.reconnect_initial_s}"
@@ -434,10 +504,12 @@ class ExecutionSection:
     fee_bps_maker: float = attrs.field(default=2.0, validator=_maker_fee)
     """Limit fills; negative is a maker rebate (the fill's fee is negative)."""
     slippage: SlippageModel = SlippageModel.FIXED
-    slippage_bps: float = attrs.field(default=0.0, validator=_non_negative)
+    slippage_bps: float = attrs.field(default=0.0, validator=_bps)
     """Fixed model: bps against the trader. Volume model: bps per 1 % of the bar's volume."""
     max_volume_share: float = attrs.field(default=1.0, validator=_positive)
-    """Largest share of a bar's volume one order may fill in that bar (< 1: partial fills)."""
+    """Largest share of a bar's volume one order may fill in that bar (< 1: partial fills).
+
+    It may exceed 1 (fill more than the bar traded): ``planes backtest`` sets 1e12, no cap."""
     spot_buy_fee_in_base: bool = False
     """Paper: charge a buy's fee in the base coin (the position gets less), as Bybit spot does."""
     cancel_on_stop: bool = False
@@ -450,8 +522,9 @@ class ExecutionSection:
 class PortfolioSection:
     """``[portfolio]``: starting cash of the ledger."""
 
-    cash: Decimal = Decimal(10_000)
-    quote: str = "USDT"
+    cash: Decimal = attrs.field(default=Decimal(10_000), validator=_positive_decimal)
+    """Equity starts here: returns, the drawdown peak and exposure sizing are relative to it."""
+    quote: str = attrs.field(default="USDT", validator=_asset)
 
 
 @attrs.frozen
@@ -687,21 +760,23 @@ def _merge(
             origins[path] = origin
 
 
-_SYMBOL_KEYED = ("market", "synthetic", "start_prices")
+_SYMBOL_KEYED = (("market", "synthetic", "start_prices"), ("risk", "max_position"))
+"""Tables keyed by symbol: the environment layer keeps their keys upper-case."""
 
 
 def env_layer(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """The ``PLANES__SECTION__KEY`` variables as one layer per variable.
 
-    Key names are lower-cased, except the symbols under ``market.synthetic.start_prices``.
+    Key names are lower-cased, except the symbols under ``market.synthetic.start_prices`` and
+    ``risk.max_position``.
     """
     layers: dict[str, dict[str, Any]] = {}
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX):
             continue
         parts = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-        if len(parts) == 4 and parts[:3] == list(_SYMBOL_KEYED):
-            parts[3] = parts[3].upper()  # symbols are upper-case; names of keys are not
+        if tuple(parts[:-1]) in _SYMBOL_KEYED:
+            parts[-1] = parts[-1].upper()  # symbols are upper-case; names of keys are not
         key = ".".join(parts)
         origin = f"environment variable {name}"
         tree: dict[str, Any] = {}
@@ -805,11 +880,17 @@ def load_config(
 def structure_config(tree: Mapping[str, Any], origins: Mapping[str, str] | None = None) -> Config:
     """Turn a merged tree into ``Config``; errors name each key path, reason and origin."""
     try:
-        return _CONVERTER.structure(tree, Config)
+        config = _CONVERTER.structure(tree, Config)
     except (ClassValidationError, ForbiddenExtraKeysError, IterableValidationError) as exc:
         problems = list(_walk(exc, ()))
     except (TypeError, ValueError) as exc:
         problems = [((), str(exc))]
+    else:
+        if origins:
+            ident = id(config)
+            _ORIGINS[ident] = dict(origins)
+            weakref.finalize(config, _ORIGINS.pop, ident, None)
+        return config
     lines = []
     for path, reason in problems:
         key = ".".join(path) or "(top level)"
@@ -817,6 +898,22 @@ def structure_config(tree: Mapping[str, Any], origins: Mapping[str, str] | None 
         lines.append(f"  {key}: {reason}" + (f" (from {origin})" if origin else ""))
     noun = "problem" if len(lines) == 1 else "problems"
     raise ConfigError(f"invalid configuration, {len(lines)} {noun}:\n" + "\n".join(lines))
+
+
+_ORIGINS: dict[int, Mapping[str, str]] = {}
+"""Where each live ``Config`` that ``structure_config`` built got its keys, by ``id(config)``
+(the entry goes with the config): checks made after loading, such as the runtime's check of
+``execution.venue`` against the registered venues, can name the layer too."""
+
+
+def origin_of(config: Config, key: str) -> str | None:
+    """The layer ``key`` (a dotted path like ``execution.venue``) of ``config`` came from.
+
+    E.g. ``--set execution.venue=papr``. None for a built-in default, and for a config that
+    ``load_config`` or ``structure_config`` did not build (``attrs.evolve`` makes a new one).
+    """
+    origins = _ORIGINS.get(id(config))
+    return None if origins is None else _origin_of(key.split("."), origins)
 
 
 def _origin_of(path: Sequence[str], origins: Mapping[str, str]) -> str | None:

@@ -34,7 +34,7 @@ from contracts.rights import rights_for
 from contracts.topics import CONTROL_COMMAND, CONTROL_STATE, TopicRegistry
 from planes.bus import EventBus, PlaneHandle
 from planes.clock import HistoricalClock, RealtimeClock
-from planes.config import ClockKind, Config, Mode
+from planes.config import ClockKind, Config, Mode, origin_of
 from planes.state import StateError, StateHub
 from plugins.builtin import BUILTIN_PLUGINS
 from plugins.manager import Catalog, PluginError, PluginHost
@@ -229,7 +229,39 @@ class Runtime:
                 self.state.add(component, f"{spec.plane}/{spec.name}")
             except StateError as exc:
                 raise RuntimeStartError(f"plugin {owned.owner!r}: {exc}") from exc
+        self._check_venue()
         self._assembled = True
+
+    @property
+    def venues(self) -> dict[str, str]:
+        """The execution venues built: ``venue`` name -> ``plane/component`` that trades it.
+
+        A venue is an execution-plane component with a ``venue`` name (``ExecutionAdapter``):
+        the built-in ``paper`` and ``bybit``, and any a plugin registers the same way.
+        """
+        found: dict[str, str] = {}
+        for running in self._components:
+            venue = getattr(running.component, "venue", None)
+            if running.spec.plane == "execution" and isinstance(venue, str):
+                found.setdefault(venue, f"{running.spec.plane}/{running.spec.name}")
+        return found
+
+    def _check_venue(self) -> None:
+        """Fail when ``execution.venue`` names no venue built: else nothing would ever trade.
+
+        A runtime built without any venue (no execution plane: analytics or research rigs)
+        has nothing to check.
+        """
+        known = self.venues
+        venue = self.config.execution.venue
+        if not known or venue in known:
+            return
+        origin = origin_of(self.config, "execution.venue")
+        msg = (
+            f"execution.venue: {venue!r} is not a registered venue "
+            f"(known: {', '.join(sorted(known))})" + (f" (from {origin})" if origin else "")
+        )
+        raise RuntimeStartError(msg)
 
     def _own_settings(
         self, owner: str, factory: Callable[[ComponentContext], T] | None
