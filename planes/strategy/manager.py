@@ -9,9 +9,21 @@ causing event's correlation id, a deterministic ``intent_id`` and the scenario.
 
 * While a scenario's regime condition does not hold, its *entries* are dropped (exits pass),
   but the strategy still sees every bar so its indicators stay current.
-* A strategy that raises (or returns something that is not an ``IntentDraft``) is isolated:
-  its scenario is disabled on every symbol, with ``strategy:scenarioDisabled`` and an
-  ``observability:alert``; the other scenarios go on.
+* A strategy that raises, or returns anything but a sequence of valid ``IntentDraft``s, is
+  isolated: its scenario is disabled on every symbol, with ``strategy:scenarioDisabled`` and an
+  ``observability:alert`` naming the scenario and what was wrong; the other scenarios go on.
+  A return is read as drafts when it is a list, a tuple, another ordered iterable (a
+  generator); a falsy one (``[]``, ``None``) is nothing. A draft is valid when ``draft_problem``
+  says so (enum fields are the enums, numbers finite ``Decimal``s, a limit or stop order
+  carries its price); the drafts of one return are checked before any of them goes out.
+* The view is read-only: ``features()`` is a ``MappingProxyType`` over the vector's values, and
+  the ``analytics:features`` payload a strategy is handed carries that proxy too, so no strategy
+  can change what other subscribers of the vector see.
+* A scenario is checked before it runs (``check_scenario``): a non-empty id, symbols within
+  ``market.symbols`` (no repeats), a regime condition that is a label ``analytics:context``
+  publishes (``REGIMES``) while ``analytics.context`` is on. Config scenarios, enabled or not,
+  fail construction (so start-up) with a ``ScenarioError``; the registry, restore and command
+  paths refuse the scenario as they refuse an unknown strategy.
 
 Who switches scenarios at run time depends on storage:
 
@@ -45,8 +57,10 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, cast
 
 import attrs
@@ -54,7 +68,7 @@ import structlog
 
 from contracts.analytics import FeatureVector, MarketContext
 from contracts.control import ControlCommand
-from contracts.enums import ScenarioState, Severity
+from contracts.enums import OrderType, ScenarioState, Severity, Side, Trend, VolatilityBucket
 from contracts.execution import PositionUpdate, PositionView
 from contracts.market import KlineEvent
 from contracts.meta import Payload
@@ -81,11 +95,17 @@ from planes.strategy.builtin import bar_handler
 
 log = structlog.get_logger("planes.strategy")
 _ZERO = Decimal(0)
+_NO_FEATURES: Mapping[str, float] = MappingProxyType({})
 STATE_FORMAT = 1
+
+REGIMES: frozenset[str] = frozenset(f"{t.value}_{v.value}" for t in Trend for v in VolatilityBucket)
+"""Every regime label ``analytics:context`` publishes: ``"{trend}_{volatility}"``, as the
+MarketContextBuilder makes them (a plane does not import another: a test pins the two sets
+together). A regime condition outside it could never hold."""
 
 
 class ScenarioError(ValueError):
-    """A scenario cannot be built (unknown strategy, bad params); the message names it."""
+    """A scenario cannot be built or could never act; the message names it and the bad value."""
 
 
 class _View:
@@ -101,7 +121,7 @@ class _View:
         return self._manager.clock_ms()
 
     def features(self) -> Mapping[str, float]:
-        return self._manager.features.get(self.symbol, {})
+        return self._manager.features.get(self.symbol, _NO_FEATURES)
 
     def regime(self) -> str | None:
         return self._manager.regimes.get(self.symbol)
@@ -126,6 +146,101 @@ class _Slot:
     """What a closed bar of the symbol is handed to: ``on_event(MARKET_KLINE, bar, view)``,
     or the strategy's ``on_bar`` when that is all its ``on_event`` would do."""
     drafts: int = 0
+
+
+def check_scenario(scenario: ScenarioSpec, symbols: Sequence[str], *, context: bool) -> None:
+    """Refuse a scenario that could never act, naming it and the bad value.
+
+    ``symbols`` are ``market.symbols``; ``context`` is whether ``analytics:context`` is published.
+    """
+    if not scenario.id.strip():
+        raise ScenarioError(f"a scenario of strategy {scenario.strategy!r} has an empty id")
+    name = f"scenario {scenario.id!r}"
+    unknown = [s for s in scenario.symbols if s not in symbols]
+    if unknown:
+        raise ScenarioError(
+            f"{name} trades {unknown}, not in market.symbols {list(symbols)}: "
+            "no bars would ever reach it"
+        )
+    if len(set(scenario.symbols)) != len(scenario.symbols):
+        raise ScenarioError(f"{name} lists a symbol twice: {list(scenario.symbols)}")
+    regime = scenario.regime
+    if regime:
+        if regime not in REGIMES:
+            known = ", ".join(sorted(REGIMES))
+            raise ScenarioError(
+                f"{name} has regime {regime!r}, which analytics:context never publishes "
+                f"(known: {known})"
+            )
+        if not context:
+            raise ScenarioError(
+                f"{name} has regime {regime!r} but analytics.context is off: "
+                "the condition could never hold"
+            )
+
+
+def _short(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a plugin's __repr__ must not break its own isolation
+        return f"<{type(value).__name__} whose repr raises>"
+    return text if len(text) <= 120 else f"{text[:117]}..."
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, Decimal) and value.is_finite() and value > 0
+
+
+def draft_problem(draft: object) -> str | None:
+    """What keeps a strategy's returned draft from becoming an ``Intent``; None when nothing.
+
+    ``side`` and ``order_type`` must be the ``Side`` / ``OrderType`` enums (not their strings);
+    ``size_hint``, ``limit_price`` and ``stop_price`` are None or a finite ``Decimal`` > 0,
+    ``target_exposure`` None or a finite ``Decimal``; a limit order needs ``limit_price``, a
+    stop order ``stop_price``; ``reduce_only`` is a bool and ``reason`` a str.
+    """
+    if not isinstance(draft, IntentDraft):
+        return f"returned {_short(draft)} ({type(draft).__name__}) among its drafts"
+    # Typed fields, but nothing stops a plugin from filling them with anything: test as objects.
+    side, order_type = cast(object, draft.side), cast(object, draft.order_type)
+    if not isinstance(side, Side):
+        return _bad_field("side", side, "a contracts.enums.Side")
+    if not isinstance(order_type, OrderType):
+        return _bad_field("order_type", order_type, "a contracts.enums.OrderType")
+    if not isinstance(cast(object, draft.reduce_only), bool):
+        return _bad_field("reduce_only", draft.reduce_only, "a bool")
+    if not isinstance(cast(object, draft.reason), str):
+        return _bad_field("reason", draft.reason, "a str")
+    return _amounts_problem(draft, order_type)
+
+
+def _amounts_problem(draft: IntentDraft, order_type: OrderType) -> str | None:
+    size = draft.size_hint
+    if size is not None and not _positive(size):
+        return _bad_field("size_hint", size, "None or a finite Decimal > 0")
+    target = draft.target_exposure
+    if target is not None and not (isinstance(target, Decimal) and target.is_finite()):
+        return _bad_field("target_exposure", target, "None or a finite Decimal")
+    return _price_problem("limit_price", draft.limit_price, order_type, OrderType.LIMIT) or (
+        _price_problem("stop_price", draft.stop_price, order_type, OrderType.STOP)
+    )
+
+
+def _price_problem(
+    field: str, price: object, order_type: OrderType, needs_it: OrderType
+) -> str | None:
+    if price is None:
+        if order_type is needs_it:
+            return _bad_field(field, price, f"a finite Decimal > 0 on a {needs_it.value} order")
+        return None
+    return None if _positive(price) else _bad_field(field, price, "None or a finite Decimal > 0")
+
+
+def _bad_field(field: str, value: object, rule: str) -> str:
+    return (
+        f"returned an IntentDraft whose {field} is {_short(value)} "
+        f"({type(value).__name__}), not {rule}"
+    )
 
 
 def load_class_path(entry: str) -> StrategySpec:
@@ -161,6 +276,7 @@ class StrategyManager:
         self._bus = ctx.bus
         self.clock_ms: Callable[[], int] = ctx.clock.now_ms
         self._symbols = config.market.symbols
+        self._context = config.analytics.context
         self.registry_driven = config.storage_on
         """True when ``state:registry`` (not ``control:command``) switches scenarios."""
         topics = {
@@ -182,6 +298,7 @@ class StrategyManager:
         """Every scenario known by id (config, then registry and restore): the spec it runs or
         last ran with."""
         for scenario in config.strategy.scenarios:
+            check_scenario(scenario, self._symbols, context=self._context)
             if scenario.id in self.scenarios:
                 raise ScenarioError(f"scenario id {scenario.id!r} is used twice")
             self.scenarios[scenario.id] = scenario
@@ -201,6 +318,7 @@ class StrategyManager:
     # -- scenarios ---------------------------------------------------------------------------
 
     def _build(self, scenario: ScenarioSpec) -> list[_Slot]:
+        check_scenario(scenario, self._symbols, context=self._context)
         spec = self.catalog.get(scenario.strategy)
         if spec is None:
             known = ", ".join(sorted(self.catalog))
@@ -423,17 +541,29 @@ class StrategyManager:
         for slot in slots:  # _run, with each slot's bar call (one call less a bar)
             try:
                 drafts = slot.on_kline(bar, slot.view)
+                if not drafts:  # inside the try: a return's truth test is strategy code too
+                    continue
             except Exception as exc:  # noqa: BLE001 - a failing strategy is isolated
                 self._failed(slot, exc)
                 continue
-            if drafts:
-                self._emit(slot, drafts, bar, bar.end_ts)
+            self._emit(slot, drafts, bar, bar.end_ts)
 
     def _on_features(self, vector: FeatureVector) -> None:
-        self.features[vector.symbol] = vector.values
+        # One proxy per vector: strategies read the values but cannot change what the other
+        # subscribers of the published vector see.
+        values = MappingProxyType(vector.values)
+        self.features[vector.symbol] = values
         slots = self._slots.get(vector.symbol)
         if slots:
-            self._run(slots, ANALYTICS_FEATURES, vector, vector.ts)
+            sealed = FeatureVector(
+                meta=vector.meta,
+                symbol=vector.symbol,
+                timeframe=vector.timeframe,
+                ts=vector.ts,
+                values=values,
+                version=vector.version,
+            )
+            self._run(slots, ANALYTICS_FEATURES, sealed, vector.ts)
 
     def _on_context(self, context: MarketContext) -> None:
         self.regimes[context.symbol] = context.regime
@@ -445,20 +575,31 @@ class StrategyManager:
         for slot in slots:
             try:
                 drafts = slot.strategy.on_event(topic, payload, slot.view)
+                if not drafts:
+                    continue
             except Exception as exc:  # noqa: BLE001 - a failing strategy is isolated
                 self._failed(slot, exc)
                 continue
-            if drafts:
-                self._emit(slot, drafts, payload, ts)
+            self._emit(slot, drafts, payload, ts)
 
-    def _emit(self, slot: _Slot, drafts: Sequence[IntentDraft], cause: Payload, ts: int) -> None:
+    def _emit(self, slot: _Slot, returned: object, cause: Payload, ts: int) -> None:
+        """Publish the intents of a strategy's (truthy) return, or isolate it when it is bad."""
+        drafts: Sequence[Any] | None
+        if type(returned) is list or type(returned) is tuple:
+            drafts = returned
+        else:
+            drafts = self._collect(slot, returned)
+            if drafts is None:
+                return
+        for draft in drafts:  # all checked before any goes out: a bad return sends nothing
+            problem = draft_problem(draft)
+            if problem is not None:
+                self._isolate(slot, f"strategy {slot.scenario.strategy} {problem}")
+                return
         bus = self._bus
         scenario = slot.scenario
         regime_ok = not scenario.regime or self.regimes.get(slot.symbol) == scenario.regime
         for draft in drafts:
-            if not isinstance(cast(object, draft), IntentDraft):  # plugins return anything
-                self._failed(slot, TypeError(f"returned {draft!r}, not an IntentDraft"))
-                return
             if not regime_ok and not draft.reduce_only:
                 continue
             slot.drafts += 1
@@ -481,9 +622,32 @@ class StrategyManager:
                 ),
             )
 
+    def _collect(self, slot: _Slot, returned: object) -> list[Any] | None:
+        """The drafts of a return that is not a list or tuple; None once it is isolated."""
+        strategy = slot.scenario.strategy
+        if isinstance(returned, IntentDraft):
+            problem = f"returned a single IntentDraft, not a sequence of them: {_short(returned)}"
+        elif isinstance(returned, str | bytes | Mapping | AbstractSet) or not isinstance(
+            returned, Iterable
+        ):  # a set or a mapping has no order: the intent ids would not be deterministic
+            kind = type(returned).__name__
+            problem = f"returned {_short(returned)} ({kind}), not a sequence of IntentDrafts"
+        else:
+            try:
+                return list(returned)  # a generator runs the strategy's code here
+            except Exception as exc:  # noqa: BLE001 - a failing strategy is isolated
+                self._failed(slot, exc)
+                return None
+        self._isolate(slot, f"strategy {strategy} {problem}")
+        return None
+
     def _failed(self, slot: _Slot, exc: Exception) -> None:
+        reason = f"strategy {slot.scenario.strategy} raised {type(exc).__name__}: {exc}"
+        self._isolate(slot, reason)
+
+    def _isolate(self, slot: _Slot, reason: str) -> None:
+        """Disable the slot's scenario on every symbol, with an alert saying ``reason``."""
         scenario = slot.scenario
-        reason = f"strategy {scenario.strategy} raised {type(exc).__name__}: {exc}"
         log.error("strategy.failed", scenario=scenario.id, symbol=slot.symbol, error=reason)
         if self.disable(scenario.id, reason):
             bus = self._bus

@@ -238,9 +238,16 @@ def test_registry_events_switch_scenarios_and_raw_commands_are_ignored() -> None
     assert (disabled.scenario_id, disabled.reason) == ("a", "disabled by cli")
 
     # An id config never named: built from the event, on every market symbol.
-    desk.registry("fresh", "enabled", "enabled", "3", "rsi_reversion", {"window": 4}, regime="x")
+    desk.registry(
+        "fresh", "enabled", "enabled", "3", "rsi_reversion", {"window": 4}, regime="range_low"
+    )
     spec = manager.scenarios["fresh"]
-    assert (spec.strategy, spec.version, spec.regime, spec.symbols) == ("rsi_reversion", 3, "x", ())
+    assert (spec.strategy, spec.version, spec.regime, spec.symbols) == (
+        "rsi_reversion",
+        3,
+        "range_low",
+        (),
+    )
     desk.kline("ETHUSDT", Decimal(10))  # every symbol has an instance: no error
     assert "fresh" in manager.enabled
 
