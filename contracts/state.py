@@ -21,6 +21,18 @@ class StateSnapshot(Payload):
 
 
 @attrs.frozen
+class JournalFailed(Payload):
+    """The journal stopped storing events (its writer died, its disk failed): the run stops.
+
+    Every event up to ``durable_seq`` is stored; none after it is. The runtime stops trading at
+    once and the run ends as failed; a restart recovers from the journal as it stands.
+    """
+
+    reason: str
+    durable_seq: int
+
+
+@attrs.frozen
 class StateRecovered(Payload):
     """What boot-time recovery restored and what reconciliation with the venue did."""
 

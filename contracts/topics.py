@@ -37,7 +37,7 @@ from contracts.research import (
     ScenarioRejected,
 )
 from contracts.risk import ApprovedIntent, RejectedIntent
-from contracts.state import RegistryChanged, StateRecovered, StateSnapshot
+from contracts.state import JournalFailed, RegistryChanged, StateRecovered, StateSnapshot
 from contracts.strategy import Intent, ScenarioDisabled, ScenarioEnabled
 from contracts.system import Alert, ErrorEvent
 
@@ -108,6 +108,10 @@ STATE_REGISTRY = Topic(
     "state:registry", RegistryChanged, "the registry committed a scenario or model change"
 )
 """Not in the BotEventMap: the storage plugin registers it (it exists only with storage on)."""
+STATE_JOURNAL_FAILED = Topic(
+    "state:journal_failed", JournalFailed, "the journal stopped storing events: the run stops"
+)
+"""Not in the BotEventMap: the storage plugin registers it; the runtime stops on it."""
 ERROR_EVENT = Topic("error:event", ErrorEvent, "a handler or publish failed, isolated")
 OBSERVABILITY_ALERT = Topic("observability:alert", Alert, "something an operator should see")
 RESEARCH_FEATURE_RECORDED = Topic(

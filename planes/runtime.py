@@ -31,7 +31,8 @@ from contracts.ports import (
     StrategySpec,
 )
 from contracts.rights import rights_for
-from contracts.topics import CONTROL_COMMAND, CONTROL_STATE, TopicRegistry
+from contracts.state import JournalFailed
+from contracts.topics import CONTROL_COMMAND, CONTROL_STATE, STATE_JOURNAL_FAILED, TopicRegistry
 from planes.bus import EventBus, PlaneHandle
 from planes.clock import HistoricalClock, RealtimeClock
 from planes.config import ClockKind, Config, Mode, origin_of
@@ -64,6 +65,13 @@ an exit that reduces it.
 
 class RuntimeStartError(RuntimeError):
     """The runtime could not start; the message says which part failed and why."""
+
+
+class RuntimeFailedError(RuntimeError):
+    """The runtime started but had to stop: a part it cannot run without failed (the journal).
+
+    ``Runtime.run`` raises it once the shutdown is done; the message says what failed.
+    """
 
 
 @attrs.frozen
@@ -142,6 +150,8 @@ class Runtime:
         self._assembled = False
         self._stop_requested = False
         self.state = StateHub()
+        self.failure: str | None = None
+        """Why a run that started could not go on (the journal failed); ``run()`` raises it."""
 
     @property
     def data_dir(self) -> Path:
@@ -167,6 +177,8 @@ class Runtime:
         source, rights = rights_for("system", [CONTROL_COMMAND.name])
         self._system = self.bus.handle("system", source, rights)
         self._system.subscribe(CONTROL_STATE, self._on_state)
+        if self.bus.topics.get(STATE_JOURNAL_FAILED.name) is not None:  # storage is loaded
+            self._system.subscribe(STATE_JOURNAL_FAILED, self._on_journal_failed)
         exchanges = {
             name: attrs.evolve(
                 owned.item,
@@ -289,6 +301,16 @@ class Runtime:
         source, rights = rights_for(plane)
         return self.bus.handle(plane, source, rights)
 
+    def _on_journal_failed(self, event: JournalFailed) -> None:
+        """Nothing more can be stored: stop trading now, and end the run as failed."""
+        if self.failure is None:
+            self.failure = (
+                f"the journal failed: {event.reason}; the run was stopped "
+                f"(everything up to seq {event.durable_seq} is stored)"
+            )
+        log.critical("runtime.failed", reason=self.failure)
+        self.request_stop(self.failure)
+
     def _on_state(self, state: ControlState) -> None:
         self.lifecycle = state.lifecycle
         self.paused = state.paused
@@ -371,3 +393,5 @@ class Runtime:
                 self.request_stop(f"duration {duration_s:g}s elapsed")
         finally:
             await self.stop()
+        if self.failure is not None:
+            raise RuntimeFailedError(self.failure)

@@ -667,6 +667,9 @@ class EventJournal:
         self._blocked_appenders = 0
         self._sample_counts: dict[str, int] = {}
         self._failure: BaseException | None = None
+        self.on_failure: Callable[[str], object] | None = None
+        """Called once, with the refusal text, when the writer dies (from whichever thread
+        finds it: the bus thread or the writer thread)."""
         self._process: subprocess.Popen[bytes] | None = None
         self._ready = False
         """True once the writer process said READY (the writer thread starts it)."""
@@ -922,6 +925,12 @@ class EventJournal:
     def durable_seq(self) -> int:
         """The last seq committed to the file."""
         return self._durable_seq
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid while it runs (for an operator's tools, and the tests)."""
+        process = self._process
+        return None if process is None else process.pid
 
     @property
     def queue_depth(self) -> int:
@@ -1314,6 +1323,11 @@ class EventJournal:
         )
         with contextlib.suppress(Exception):
             self._stop_process()
+        if self.on_failure is not None:
+            try:
+                self.on_failure(self._refusal)
+            except Exception:
+                log.exception("journal.on_failure_failed", path=str(self.path))
 
     # -- reading ---------------------------------------------------------------------------
 

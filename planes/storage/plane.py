@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import secrets
 import time
 from pathlib import Path
@@ -43,8 +44,9 @@ import structlog
 from contracts.control import ControlCommand, RollbackRequested
 from contracts.enums import ScenarioState, Severity
 from contracts.execution import OrderEvent, PositionUpdate
-from contracts.ports import ComponentContext, Notifier
-from contracts.state import RegistryChanged, StateRecovered, StateSnapshot
+from contracts.meta import Payload
+from contracts.ports import ComponentContext, Notifier, Subscription
+from contracts.state import JournalFailed, RegistryChanged, StateRecovered, StateSnapshot
 from contracts.strategy import ScenarioDisabled
 from contracts.system import Alert
 from contracts.topics import (
@@ -53,11 +55,13 @@ from contracts.topics import (
     EXEC_ORDER_EVENT,
     OBSERVABILITY_ALERT,
     PORTFOLIO_POSITION,
+    STATE_JOURNAL_FAILED,
     STATE_RECOVERY,
     STATE_REGISTRY,
     STATE_SNAPSHOT,
     STRATEGY_SCENARIO_DISABLED,
     BotEventMap,
+    Topic,
 )
 from planes.collector import collector_paused
 from planes.config import Config
@@ -144,6 +148,13 @@ class StoragePlane:
         """A periodic snapshot in progress (``stop()`` lets it finish)."""
         self._dirty = asyncio.Event()
         self._recovering = False
+        self._resumed = 0
+        self._tap: Subscription | None = None
+        self.journal_failure: str | None = None
+        """Why the journal stopped storing events, once it has (the run then stops)."""
+        self.unstored: dict[str, int] = {}
+        """Events per topic published after the journal failed, which it did not store."""
+        """Outbox sends interrupted by an earlier run, put back to ``pending`` at start."""
         self.snapshots_written = 0
         self._snapshot_seq = 0
 
@@ -163,6 +174,9 @@ class StoragePlane:
             self.outbox = Outbox(
                 self._registry_path, max_attempts=self._settings.outbox_max_attempts
             )
+            # Sends a stopped process left in ``sending`` go back to ``pending`` now, before
+            # this run's dispatcher claims anything: at recovery it could be sending them.
+            self._resumed = self.outbox.resume(self._wall_ms())
         except (RegistryError, OutboxError) as exc:
             self.journal.close()
             raise RuntimeError(f"storage: {exc}") from exc
@@ -178,13 +192,19 @@ class StoragePlane:
                 now_ms=now,
             )
         bus = self._bus
-        bus.subscribe_all(self.journal.append)
+        self._tap = bus.subscribe_all(self.journal.append)
+        loop = asyncio.get_running_loop()
+
+        def on_failure(reason: str) -> None:  # any thread: the plane acts on the loop's
+            with contextlib.suppress(RuntimeError):  # a closed loop: the run is over anyway
+                loop.call_soon_threadsafe(self._journal_failed, reason)
+
+        self.journal.on_failure = on_failure
         bus.subscribe(CONTROL_COMMAND, self._on_command)
         bus.subscribe(CONTROL_ROLLBACK_MODEL, self._on_rollback_model)
         bus.subscribe(EXEC_ORDER_EVENT, self._on_order)
         bus.subscribe(OBSERVABILITY_ALERT, self._on_alert)
         bus.subscribe(STRATEGY_SCENARIO_DISABLED, self._on_scenario_disabled)
-        loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._snapshot_loop(), name="storage-snapshots"))
         if self._notifiers:
             self._tasks.append(loop.create_task(self._outbox_loop(), name="storage-outbox"))
@@ -207,7 +227,7 @@ class StoragePlane:
         if self._inflight is not None:  # a periodic snapshot waiting for the journal: finish it
             await asyncio.gather(self._inflight, return_exceptions=True)
             self._inflight = None
-        if self.journal.last_seq:
+        if self.journal.last_seq and self._state_whole():
             try:
                 self.snapshot("shutdown")
             except (SnapshotError, StateError, JournalError) as exc:
@@ -218,6 +238,13 @@ class StoragePlane:
             self.outbox.close()
         if self.registry is not None:
             self.registry.close()
+        if self.unstored:
+            log.error(
+                "storage.events_not_stored",
+                events=sum(self.unstored.values()),
+                by_topic=dict(self.unstored),
+                reason=self.journal_failure,
+            )
         m = self.journal.metrics
         log.info(
             "storage.stopped",
@@ -227,6 +254,18 @@ class StoragePlane:
             blocked=m.blocked,
             snapshots=self.snapshots_written,
         )
+
+    def _state_whole(self) -> bool:
+        """Whether the components hold the whole state: recovery ran and succeeded.
+
+        Before recovery (a boot that failed earlier) and after a failed one, the components
+        hold a part of the state at best. A snapshot of it would say "everything up to this
+        seq" and the next boot would trust it, replaying only what came after: no snapshot is
+        written then, and the next boot recovers from the last good snapshot and the journal.
+        """
+        recovered = self.recovered
+        whole = not self._recovering and recovered is not None and recovered.ok
+        return whole and self.journal_failure is None
 
     # -- the journal -----------------------------------------------------------------------
 
@@ -242,6 +281,34 @@ class StoragePlane:
             self._snapshot_seq = seq  # once per stretch
             return True
         return False
+
+    def _journal_failed(self, reason: str) -> None:
+        """The journal's writer died: say so, count what is not stored, let the runtime stop.
+
+        Events published from now on cannot be stored. They are counted per topic instead of
+        each failing in the journal's ``append`` (an ``error:event`` per event), and the
+        runtime, told by ``state:journal_failed``, stops trading at once and ends the run as
+        failed. A restart recovers from what the journal holds (``durable_seq``).
+        """
+        if self.journal_failure is not None:
+            return
+        self.journal_failure = reason
+        bus = self._bus
+        if self._tap is not None:
+            self._tap.cancel()
+        self._tap = bus.subscribe_all(self._count_unstored)
+        durable = self.journal.durable_seq
+        log.critical("storage.journal_failed", reason=reason, durable_seq=durable)
+        self._alert(
+            Severity.CRITICAL,
+            "journal_failed",
+            f"{reason}: trading stops and the run ends; a restart recovers up to seq {durable}",
+        )
+        bus.publish(STATE_JOURNAL_FAILED, JournalFailed(bus.meta(), reason, durable))
+
+    def _count_unstored(self, topic: Topic[Any], _payload: Payload) -> None:
+        name = topic.name
+        self.unstored[name] = self.unstored.get(name, 0) + 1
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -298,7 +365,7 @@ class StoragePlane:
                     await asyncio.sleep(min(_CHANGE_POLL_S, left))
                     counted = self._count_due()
             self._dirty.clear()
-            if self._recovering or self.recovered is None:
+            if not self._state_whole():
                 continue  # nothing to snapshot before the state is whole
             # Shielded: a stop that comes while the journal catches up lets this one finish.
             self._inflight = asyncio.ensure_future(self._periodic_snapshot(reason))
@@ -348,9 +415,8 @@ class StoragePlane:
             self._publish_registry()
             positions = self._announce()
             reconciled = await self._hub.reconcile(self._settings.reconcile.value)
-            resumed = self.outbox.resume(self._wall_ms()) if self.outbox is not None else 0
-            if resumed:
-                reconciled.append(f"outbox: {resumed} interrupted sends resumed")
+            if self._resumed:  # resumed at start, reported here
+                reconciled.append(f"outbox: {self._resumed} interrupted sends resumed")
         except (StateError, JournalError, SnapshotError, RegistryError) as exc:
             ok = False
             reconciled = []
@@ -575,7 +641,11 @@ class StoragePlane:
         if _SEVERITY_RANK[alert.severity] < self._min_rank:
             return
         text = f"[{alert.severity.value}] {alert.code}: {alert.message}"
-        key = f"{alert.code}:{alert.meta.correlation_id or alert.meta.ts}"
+        # The same alert twice is one message; two alerts of one code at one time (two bad
+        # snapshot files, one bar's alerts under the historical clock) are two.
+        labels = "".join(f"\n{k}={v}" for k, v in sorted(alert.labels.items()))
+        digest = hashlib.blake2b(f"{text}{labels}".encode(), digest_size=8).hexdigest()
+        key = f"{alert.code}:{alert.meta.correlation_id or alert.meta.ts}:{digest}"
         for name in self._notifiers:
             outbox.enqueue(name, text, dedupe_key=f"{name}:{key}", now_ms=self._wall_ms())
 
@@ -597,11 +667,27 @@ class StoragePlane:
                     after_ms = (
                         round(retry_after * 1000) if isinstance(retry_after, int | float) else None
                     )
-                    outbox.mark_failed(
-                        item.id, f"{type(exc).__name__}: {exc}", self._wall_ms(), after_ms
-                    )
+                    error = f"{type(exc).__name__}: {exc}"
+                    self._record_send(outbox, item.id, error, after_ms)
                 else:
-                    outbox.mark_sent(item.id, self._wall_ms())
+                    self._record_send(outbox, item.id)
+
+    def _record_send(
+        self, outbox: Outbox, item_id: int, error: str | None = None, after_ms: int | None = None
+    ) -> None:
+        """Mark a claimed item sent (or failed with ``error``); a failure to do so is logged.
+
+        Nothing else changes a claimed item, so this should not fail; if it does (the database
+        went away, say), the item stays ``sending``, the next run's start sends it again, and
+        this dispatcher goes on with the other items.
+        """
+        try:
+            if error is None:
+                outbox.mark_sent(item_id, self._wall_ms())
+            else:
+                outbox.mark_failed(item_id, error, self._wall_ms(), after_ms)
+        except OutboxError as exc:
+            log.error("storage.outbox_not_recorded", item=item_id, error=str(exc))  # noqa: TRY400 - the message is the point
 
     # -- helpers ---------------------------------------------------------------------------
 

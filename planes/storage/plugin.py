@@ -6,15 +6,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from contracts.ports import PlaneSpec
-from contracts.topics import STATE_REGISTRY, Topic
+from contracts.topics import STATE_JOURNAL_FAILED, STATE_REGISTRY, Topic
 from planes.storage.plane import StoragePlane
 from plugins.hookspecs import hookimpl
 
 
 @hookimpl
 def planes_register_topics() -> Sequence[Topic[Any]]:
-    """``state:registry``: exists only where the registry does."""
-    return [STATE_REGISTRY]
+    """``state:registry`` and ``state:journal_failed``: they exist only where storage does."""
+    return [STATE_REGISTRY, STATE_JOURNAL_FAILED]
 
 
 @hookimpl
