@@ -145,6 +145,18 @@ class JournalError(Exception):
     """A journal cannot be opened, read or written; the message names the file."""
 
 
+def _make_dir(folder: Path, what: str) -> None:
+    """``mkdir -p`` of ``folder``; a file in the way, or no permission, is a ``JournalError``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        msg = f"{what}: {folder} (runtime.data_dir) is not a directory: a file is in the way"
+        raise JournalError(msg) from None
+    except OSError as exc:
+        msg = f"{what}: cannot create the directory {folder}: {exc.strerror or exc}"
+        raise JournalError(msg) from None
+
+
 class JournalFullPolicy(enum.StrEnum):
     """What ``append`` does with an event while the queue is full."""
 
@@ -691,7 +703,7 @@ class EventJournal:
             if self._state is not _State.NEW:
                 msg = f"journal {self.path} was already opened (state {self._state.value})"
                 raise JournalError(msg)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dir(self.path.parent, f"journal {self.path}")
         lock_fd = _lock_writer(self.path)
         try:
             conn = self._connect_writer()

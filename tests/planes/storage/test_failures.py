@@ -36,6 +36,7 @@ from planes.storage.plane import data_paths
 from planes.storage.snapshots import StateStore
 from plugins.builtin import BUILTIN_PLUGINS
 from plugins.hookspecs import hookimpl
+from tests.planes.storage.harness import PlanesRun, journal_records
 from tests.planes.storage.test_graceful_restart import (
     LIMIT,
     QUIET,
@@ -45,6 +46,7 @@ from tests.planes.storage.test_graceful_restart import (
     run,
     write_bars,
 )
+from tests.planes.storage.test_kill import SETTINGS as KILL_SETTINGS
 from tests.planes.storage.test_plane import Tap as PlaneTap
 from tests.planes.storage.test_plane import make_runtime as plane_runtime
 from tests.planes.storage.test_plane import storage_of
@@ -255,4 +257,33 @@ async def test_when_the_journal_writer_dies_trading_stops_and_the_run_fails(
     (recovered,) = second_tap.of(StateRecovered)
     assert recovered.ok
     records = list(open_reader(data_paths(data_dir)[0]).read())
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+
+
+def writer_of(pid: int) -> int | None:
+    """The pid of ``pid``'s journal writer process, if it has one now."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"journal_writer" in cmdline:
+                return int(child)
+    return None
+
+
+@pytest.mark.subprocess
+def test_planes_run_whose_journal_writer_dies_stops_and_exits_1(
+    planes_run: PlanesRun, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "var"
+    process = planes_run(data_dir, *KILL_SETTINGS)
+    deadline = time.monotonic() + 60
+    while len(journal_records(data_dir)) < 20 or (writer := writer_of(process.pid)) is None:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "timed out waiting for the journal"
+        time.sleep(0.05)
+    os.kill(writer, signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err[-3000:]
+    assert "planes run: the journal failed: the writer of journal" in err
+    records = journal_records(data_dir)
     assert [r.seq for r in records] == list(range(1, len(records) + 1))
