@@ -8,15 +8,23 @@ Fills are read as the ledger books them (``planes.execution.ledger.fill_terms``)
 quote coin is a quote amount; a fee in the base coin changes the quantity the trade holds and is
 valued at the fill price; a fee in any other coin is not valued, but reported per coin in the
 trade's and the report's ``unvalued_fees`` (keys present only when there is one).
+
+The output paths (``--report``, ``--plot``) are checked before the run (``output_problem``,
+``plot_problem``), so a typo costs no run; a write that still fails afterwards loses nothing
+(``keep_report``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import math
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -403,15 +411,111 @@ async def _progress(recorder: Recorder) -> None:
         sys.stderr.flush()
 
 
+PLOT_EXTRA = "--plot needs matplotlib: pip install 'planes-bot[plot]'"
+
+
+def output_problem(path: Path, flag: str) -> str | None:
+    """Why ``path`` cannot be written (named after its ``flag``), or None when it can.
+
+    Checked before a run: the directory exists, is a directory and is writable, and ``path``
+    is not a directory nor a file that cannot be written.
+    """
+    try:
+        reason = _unwritable(path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    return None if reason is None else f"{flag} {path}: {reason}"
+
+
+def _unwritable(path: Path) -> str | None:
+    parent = path.parent
+    if path.is_dir():
+        return "it is a directory; name a file in it"
+    if not parent.exists():
+        return f"the directory {parent} does not exist"
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "the file is not writable"
+    return (
+        None if os.access(parent, os.W_OK | os.X_OK) else f"the directory {parent} is not writable"
+    )
+
+
+def plot_problem(path: Path) -> str | None:
+    """Why ``--plot path`` cannot be drawn, or None: matplotlib is missing or cannot write it.
+
+    The file's extension names the format (none: PNG). The formats are matplotlib's own, so
+    matplotlib is imported here, only when a plot is asked for (the plot imports it anyway).
+    """
+    try:
+        import matplotlib  # noqa: PLC0415 - optional
+        from matplotlib.backend_bases import FigureCanvasBase  # noqa: PLC0415
+    except ImportError:
+        return PLOT_EXTRA
+    formats = FigureCanvasBase.get_supported_filetypes()
+    kind = _plot_format(path)
+    if kind not in formats:
+        return (
+            f"--plot {path}: matplotlib cannot write {kind!r} files "
+            f"(it writes {', '.join(sorted(formats))})"
+        )
+    texsystem = str(matplotlib.rcParams["pgf.texsystem"])
+    if kind == "pgf" and shutil.which(texsystem) is None:
+        return (
+            f"--plot {path}: matplotlib writes 'pgf' files with {texsystem}, which is not installed"
+        )
+    return output_problem(path, "--plot")
+
+
+def _plot_format(path: Path) -> str:
+    return path.suffix[1:].lower() or "png"
+
+
+def write_report(text: str, out: Path) -> None:
+    """Write ``text`` to a temporary file beside ``out``, renamed over it once complete."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def keep_report(text: str, prefix: str = "planes-backtest-") -> Path | None:
+    """Save a report that could not be written where asked in a new temporary file.
+
+    Return its path, or None when that fails too (the caller prints the report instead).
+    """
+    try:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".json")
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        return None
+    return Path(name)
+
+
 def plot(report: dict[str, Any], equity: Sequence[float], out: Path) -> None:
-    """Draw equity and drawdown to ``out`` (needs the ``plot`` extra: matplotlib)."""
+    """Draw equity and drawdown to ``out`` (needs the ``plot`` extra: matplotlib).
+
+    The extension names the format (``plot_problem`` lists them); without one it is PNG. Raise
+    ``RuntimeError`` without matplotlib, ``OSError`` when the file cannot be written.
+    """
     try:
         import matplotlib  # noqa: PLC0415 - optional dependency
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError:
-        raise RuntimeError("--plot needs matplotlib: pip install 'planes-bot[plot]'") from None
+        raise RuntimeError(PLOT_EXTRA) from None
     peak, drawdown = [], []
     top = -math.inf
     for value in equity:
@@ -427,5 +531,7 @@ def plot(report: dict[str, Any], equity: Sequence[float], out: Path) -> None:
     ax2.fill_between(range(len(drawdown)), drawdown, 0, color="tab:red", alpha=0.4)
     ax2.set_ylabel("drawdown")
     fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        fig.savefig(out, format=_plot_format(out))
+    finally:
+        plt.close(fig)

@@ -7,19 +7,28 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import structlog
 
-from cli.backtest import backtest_config, plot, run_backtest, unvalued_note
-from cli.journal import cmd_journal, parse_seq
+from cli.backtest import (
+    backtest_config,
+    keep_report,
+    output_problem,
+    plot,
+    plot_problem,
+    run_backtest,
+    unvalued_note,
+    write_report,
+)
+from cli.journal import BUILTIN_TOPICS, cmd_journal, parse_seq
 from cli.replay import cmd_replay
 from cli.topics import render_markdown, render_text
 from contracts.topics import TopicClashError, TopicRegistry
 from planes.config import Config, ConfigError, load_config
 from planes.logs import configure_logging
-from planes.runtime import Runtime, RuntimeStartError
+from planes.runtime import Runtime, RuntimeFailedError, RuntimeStartError
 from plugins.builtin import BUILTIN_PLUGINS
 from plugins.manager import PluginError, PluginHost
 
@@ -129,6 +138,26 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.sets)
 
 
+def data_dir_problem(config: Config) -> str | None:
+    """Why the storage plane could not use ``runtime.data_dir``, or None (storage off: none).
+
+    The directory is created when missing; what cannot work is a path that is, or runs
+    through, a file.
+    """
+    if not config.storage.enabled:
+        return None
+    data_dir = Path(config.runtime.data_dir)
+    for path in (data_dir, *data_dir.parents):
+        if not path.exists():
+            continue
+        if path.is_dir():
+            return None
+        if path == data_dir:
+            return f"runtime.data_dir {data_dir} names a file, not a directory"
+        return f"runtime.data_dir {data_dir}: {path} is a file, not a directory"
+    return None
+
+
 def _host(config: Config) -> PluginHost:
     return PluginHost(
         builtin=BUILTIN_PLUGINS,
@@ -146,6 +175,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(lg.level, lg.format.value, enabled=lg.enabled)
     if args.duration is not None and args.duration <= 0:
         print(f"planes run: --duration must be > 0, got {args.duration}", file=sys.stderr)
+        return EXIT_USAGE
+    problem = data_dir_problem(config)
+    if problem is not None:
+        print(f"planes run: {problem}", file=sys.stderr)
         return EXIT_USAGE
     interactive = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
     return asyncio.run(_run(config, args.duration, interactive=interactive))
@@ -177,7 +210,7 @@ async def _run(config: Config, duration: float | None, *, interactive: bool = Fa
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         await runtime.run(duration)
-    except (RuntimeStartError, PluginError) as exc:
+    except (RuntimeStartError, RuntimeFailedError, PluginError) as exc:
         log.error("runtime.failed", error=str(exc))  # noqa: TRY400 - the message says it all
         print(f"planes run: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -219,6 +252,23 @@ def _topics(host: PluginHost) -> TopicRegistry:
     return registry
 
 
+def _topic_names(config: Config) -> tuple[Collection[str], str | None]:
+    """The topic map's names with the configured plugins' (for ``journal export --topic``).
+
+    A plugin that fails to load leaves the built-in names, and the reason, which the export
+    adds to its message should a topic be unknown.
+    """
+    try:
+        registry = _topics(_host(config))
+    except (PluginError, TopicClashError) as exc:
+        return BUILTIN_TOPICS, f"plugin topics are not known: {exc}"
+    return BUILTIN_TOPICS | frozenset(registry), None
+
+
+def _cmd_journal(args: argparse.Namespace) -> int:
+    return cmd_journal(args, _topic_names)
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     """``planes plugins``: what was loaded, from where, and what each plugin provides."""
     config = _config(args)
@@ -245,7 +295,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    """``planes backtest``: print the stats, write the report and the plot when asked."""
+    """``planes backtest``: print the stats, write the report and the plot when asked.
+
+    The output paths are checked before the run (exit 2). A write that fails after it is
+    named, exit 1: a report that could not be written goes to a temporary file (or, if that
+    fails too, to stdout), so the run is not lost; the summary line is printed either way.
+    """
     try:
         config = backtest_config(args)
     except ValueError as exc:
@@ -253,21 +308,45 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             raise
         print(f"planes backtest: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    problems = [
+        output_problem(args.report, "--report") if args.report else None,
+        plot_problem(args.plot) if args.plot else None,
+        data_dir_problem(config),
+    ]
+    for problem in problems:
+        if problem is not None:
+            print(f"planes backtest: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     configure_logging("warning", config.logging.format.value, enabled=config.logging.enabled)
     try:
         result = asyncio.run(run_backtest(config, progress=sys.stderr.isatty()))
-    except (RuntimeStartError, PluginError) as exc:
+    except (RuntimeStartError, RuntimeFailedError, PluginError) as exc:
         print(f"planes backtest: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     report = result.report
+    status = EXIT_OK
     if args.report:
-        args.report.write_text(json.dumps(report, indent=2) + "\n")
+        text = json.dumps(report, indent=2) + "\n"
+        try:
+            write_report(text, args.report)
+        except OSError as exc:
+            status = EXIT_FAILURE
+            print(
+                f"planes backtest: cannot write --report {args.report}: {_why(exc)}",
+                file=sys.stderr,
+            )
+            kept = keep_report(text)
+            if kept is not None:
+                print(f"planes backtest: the report is saved in {kept} instead", file=sys.stderr)
+            else:
+                print("planes backtest: the report follows on stdout", file=sys.stderr)
+                sys.stdout.write(text)
     if args.plot:
         try:
             plot(report, result.equity, args.plot)
-        except RuntimeError as exc:
-            print(f"planes backtest: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
+        except (OSError, RuntimeError, ValueError) as exc:
+            status = EXIT_FAILURE
+            print(f"planes backtest: cannot write --plot {args.plot}: {_why(exc)}", file=sys.stderr)
     stats = report["stats"]
     print(
         f"{report['bars']} bars in {report['elapsed_s']:.2f}s ({report['bars_per_s']:,.0f} bars/s)"
@@ -278,7 +357,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     note = unvalued_note(report, config.portfolio.quote)
     if note:
         print(f"planes backtest: {note}", file=sys.stderr)
-    return EXIT_OK
+    return status
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as a reason: an OSError's text without its errno and path."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
 
 
 COMMANDS = {
@@ -286,7 +372,7 @@ COMMANDS = {
     "backtest": cmd_backtest,
     "topics": cmd_topics,
     "plugins": cmd_plugins,
-    "journal": cmd_journal,
+    "journal": _cmd_journal,
     "replay": cmd_replay,
 }
 

@@ -39,7 +39,9 @@ ones.
   mismatches, with the entry on each side (``null`` where a sequence had ended).
 
 Exit status: 0 deterministic, 1 diverged, 2 bad input (no journal, no such run, a recorded
-scenario the runtime cannot build, an unwritable report).
+scenario the runtime cannot build, an unwritable report). ``--report``'s directory is checked
+before the replay runs; a report that still cannot be written afterwards is saved in a
+temporary file, named on stderr (the summary is printed all the same).
 
 * **A run that began from recovered state** (its ``state:recovery`` restored a snapshot or
   replayed journal events) is replayed from that same state: the replay's scratch data dir gets
@@ -73,6 +75,7 @@ from typing import Any, TypeVar
 import attrs
 import structlog
 
+from cli.backtest import keep_report, output_problem
 from contracts.control import ControlState
 from contracts.enums import Lifecycle
 from contracts.execution import OrderEvent, PositionUpdate
@@ -108,7 +111,7 @@ from planes.config import Config, ConfigError, load_config, structure_config, to
 from planes.execution.ledger import FeeKind, fee_kind, fill_terms
 from planes.logs import configure_logging
 from planes.market.gateway import MarketGateway
-from planes.runtime import Runtime, RuntimeStartError
+from planes.runtime import Runtime, RuntimeFailedError, RuntimeStartError
 from planes.storage.journal import JournalError, JournalReader, JournalRecord, decode, open_reader
 from planes.storage.plane import data_paths
 from planes.storage.snapshots import StateStore
@@ -801,6 +804,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """``planes replay``: see the module docstring."""
     base = load_config(args.config, args.sets)
     journal = Path(args.journal)
+    problem = None if args.report is None else output_problem(Path(args.report), "--report")
+    if problem is not None:
+        print(f"{_PROG}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         reader = open_reader(journal)
         span = select_run(find_runs(reader), args.run_id, journal)
@@ -823,18 +830,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
         try:
             config = replay_config(base, journal, recorded, data_dir, recover=recover)
             replayed = asyncio.run(run_replay(config))
-        except (ConfigError, RuntimeStartError, PluginError) as exc:
+        except (ConfigError, RuntimeStartError, RuntimeFailedError, PluginError) as exc:
             print(f"{_PROG}: run {span.run_id} cannot be replayed: {exc}", file=sys.stderr)
             return EXIT_USAGE
     if replayed.failure is not None:
         print(f"{_PROG}: run {span.run_id} cannot be replayed: {replayed.failure}", file=sys.stderr)
         return EXIT_USAGE
     report = build_report(recorded, replayed)
+    status = EXIT_OK if report["deterministic"] else EXIT_DIVERGED
     if args.report is not None:
+        text = json.dumps(report, indent=2) + "\n"
         try:
-            Path(args.report).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+            Path(args.report).write_text(text, encoding="utf-8")
         except OSError as exc:
+            status = EXIT_USAGE
             print(f"{_PROG}: cannot write --report {args.report}: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            kept = keep_report(text, prefix="planes-replay-")
+            if kept is not None:
+                print(f"{_PROG}: the report is saved in {kept} instead", file=sys.stderr)
     print(summary(report))
-    return EXIT_OK if report["deterministic"] else EXIT_DIVERGED
+    return status

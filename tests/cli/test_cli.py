@@ -164,6 +164,31 @@ def test_an_unknown_market_source_exits_1_naming_the_known_ones(tmp_path: Path) 
     assert "known: bybit, replay, synthetic" in result.stderr
 
 
+@pytest.mark.parametrize("under", [False, True])
+def test_a_data_dir_that_is_a_file_exits_2_naming_it(tmp_path: Path, under: bool) -> None:
+    path = tmp_path / "e.txt"
+    path.write_text("a file\n")
+    data_dir = path / "sub" if under else path
+    expected = (
+        f"runtime.data_dir {data_dir}: {path} is a file, not a directory"
+        if under
+        else f"runtime.data_dir {path} names a file, not a directory"
+    )
+    result = planes("run", "--headless", "--duration", "1", "--set", f"runtime.data_dir={data_dir}")
+    assert result.returncode == 2
+    assert f"planes run: {expected}" in result.stderr
+    assert "FileExistsError" not in result.stderr
+    assert "STARTING" not in result.stderr
+    # A backtest uses no data dir, unless storage is turned on.
+    csv = ROOT / "tests" / "data" / "ohlcv" / "btcusdt_1h_500.csv"
+    backtest = ["backtest", "--data", str(csv), "--strategy", "sma_cross"]
+    sets = ["--set", f"runtime.data_dir={data_dir}"]
+    assert planes(*backtest, *sets).returncode == 0
+    result = planes(*backtest, *sets, "--set", "storage.enabled=true")
+    assert result.returncode == 2
+    assert f"planes backtest: {expected}" in result.stderr
+
+
 def test_topics_lists_every_topic() -> None:
     result = planes("topics")
     assert result.returncode == 0, result.stderr

@@ -122,7 +122,8 @@ def test_every_event_is_one_json_line_in_seq_order(
         (["market:kline", "control:command"], [1, 3, 5, 6, 9, 10]),
         (["observability:*", "control:command"], [3, 4, 6, 8, 10]),
         (["*"], list(range(1, 11))),
-        (["market:klines"], []),
+        (["exec:order_event"], []),  # a known topic without events: a valid, empty export
+        (["exec:*"], []),
     ],
 )
 def test_topic_filter_takes_names_and_prefix_patterns(
@@ -212,12 +213,128 @@ def test_bad_arguments_are_named_and_exit_2(
     assert message in err
 
 
-@pytest.mark.parametrize("value", ["-1", "abc", "1.5"])
-def test_a_bad_seq_is_a_usage_error(capsys: pytest.CaptureFixture[str], value: str) -> None:
+@pytest.mark.parametrize("flag", ["--since", "--until"])
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5", str(2**63), str(10**30)])
+def test_a_bad_seq_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    # 2**63 is one past SQLite's INTEGER: it used to reach SQLite and fail with OverflowError.
     with pytest.raises(SystemExit) as exc:
-        main(["journal", "export", "--since", value])
+        main(["journal", "export", flag, value])
     assert exc.value.code == 2
-    assert f"argument --since: {value!r} is not a seq" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {value!r} is not a seq (an integer from 0 to {2**63 - 1})" in err
+
+
+def test_the_largest_seq_is_a_valid_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_journal(tmp_path / "d")
+    top = str(2**63 - 1)
+    code, lines, err = export(capsys, "--data-dir", str(tmp_path / "d"), "--since", top)
+    assert (code, lines, err) == (0, [], "")
+    code, lines, _ = export(capsys, "--data-dir", str(tmp_path / "d"), "--until", top)
+    assert (code, seqs(lines)) == (0, list(range(1, 11)))
+
+
+def test_select_refuses_a_seq_beyond_sqlite_too(tmp_path: Path) -> None:
+    from cli.journal import ExportError, select  # noqa: PLC0415
+
+    journal = write_journal(tmp_path / "d")
+    with pytest.raises(ExportError, match=r"--until must be a seq from 0 to \d+, got 9223"):
+        select(journal, until=2**63)
+
+
+@pytest.mark.parametrize(
+    ("topics", "message"),
+    [
+        (["exec:orderEvent"], "--topic 'exec:orderEvent' is not a known topic; did you mean "
+         "'exec:order_event'?"),
+        (["market:klines"], "did you mean 'market:kline'?"),
+        (["market:kline", "nope"], "--topic 'nope' is not a known topic (`planes topics`"),
+        (["exce:*"], "--topic 'exce:*' matches no known topic; did you mean 'exec:*'?"),
+    ],
+)  # fmt: skip
+def test_an_unknown_topic_is_named_with_the_closest_known_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], topics: list[str], message: str
+) -> None:
+    write_journal(tmp_path / "d")
+    args = [arg for topic in topics for arg in ("--topic", topic)]
+    code, lines, err = export(capsys, "--data-dir", str(tmp_path / "d"), *args)
+    assert (code, lines) == (2, [])
+    assert message in err
+    assert "Traceback" not in err
+
+
+_PLUGIN = """
+import attrs
+from contracts.meta import Payload
+from contracts.topics import Topic
+from plugins.hookspecs import hookimpl
+
+
+@attrs.frozen
+class Ping(Payload):
+    n: int
+
+
+PING = Topic("demo:ping", Ping, "a test topic")
+
+
+@hookimpl
+def planes_register_topics():
+    return [PING]
+"""
+
+
+def test_topics_of_configured_plugins_and_of_the_journal_are_known(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_journal(tmp_path / "d")
+    data_dir = ["--data-dir", str(tmp_path / "d")]
+    (tmp_path / "journal_cli_topics.py").write_text(_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with_plugin = ["--set", 'plugins.modules=["journal_cli_topics"]']
+    for topic in ("demo:ping", "demo:*"):
+        code, lines, err = export(capsys, *data_dir, *with_plugin, "--topic", topic)
+        assert (code, lines, err) == (0, [], "")
+        code, _, err = export(capsys, *data_dir, "--topic", topic)
+        assert code == 2
+        assert repr(topic) in err
+
+    # A plugin that cannot load leaves the built-in names, and says so when a topic is unknown.
+    broken = ["--set", 'plugins.modules=["journal_cli_no_such_module"]']
+    code, lines, _ = export(capsys, *data_dir, *broken, "--topic", "market:kline")
+    assert (code, seqs(lines)) == (0, [1, 5, 9])
+    code, _, err = export(capsys, *data_dir, *broken, "--topic", "demo:ping")
+    assert code == 2
+    assert "plugin topics are not known" in err
+    assert "journal_cli_no_such_module" in err
+
+    # A topic only the journal holds (its plugin since removed) is exported, by name or pattern.
+    import journal_cli_topics  # noqa: PLC0415
+
+    ping = journal_cli_topics.Ping(EventMeta(Source.SYSTEM, 5_000), 7)
+    write_journal(tmp_path / "old", [*EVENTS[:2], ("demo:ping", ping)])
+    old = ["--data-dir", str(tmp_path / "old")]
+    for topic in ("demo:ping", "demo:*"):
+        code, lines, err = export(capsys, *old, "--topic", topic)
+        assert (code, seqs(lines), err) == (0, [3], "")
+
+
+@pytest.mark.parametrize("given", ["--data-dir", "--set"])
+def test_a_data_dir_that_is_a_file_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    path = tmp_path / "e.txt"
+    path.write_text("not a directory\n")
+    if given == "--data-dir":
+        args, flag = ["--data-dir", str(path)], "--data-dir"
+    else:
+        args, flag = ["--set", f"runtime.data_dir={path}"], "runtime.data_dir"
+    code, lines, err = export(capsys, *args)
+    assert (code, lines) == (2, [])
+    assert f"{flag} {path} names a file, not a directory" in err
 
 
 def test_a_missing_or_foreign_journal_is_named(

@@ -312,6 +312,11 @@ def test_a_journal_that_cannot_be_read_is_named_and_exits_2(
     code, err = replay_here(garbage)
     assert (code, "is not an event journal" in err) == (2, True)
 
+    # An unwritable --report is refused before the replay runs.
+    code, err = replay_here(recorded / "journal.sqlite3", "--report", "/nonexistent/dir/r.json")
+    assert code == 2
+    assert "--report /nonexistent/dir/r.json: the directory /nonexistent/dir does not exist" in err
+
     code, err = replay_here(recorded / "journal.sqlite3", "--run-id", "nosuchrun")
     assert code == 2
     assert "run 'nosuchrun' has no market data" in err
