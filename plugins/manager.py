@@ -328,7 +328,10 @@ class PluginHost:
             for _, kind, _ in _HOOKS:
                 for item in provided.get(kind, []):
                     self._add(catalog, kind, name, item)
-                    record.provides.setdefault(kind, []).append(getattr(item, "name", str(item)))
+                    label = getattr(item, "name", None)  # str(item) only without one: a repr
+                    record.provides.setdefault(kind, []).append(
+                        str(item) if label is None else label
+                    )
         return catalog
 
     @staticmethod
