@@ -1,8 +1,10 @@
 """SIGKILL ``planes run`` mid-run, restart it on the same data dir: nothing lost, nothing doubled.
 
 Each test starts the real console script in paper mode on the synthetic source (1-second bars,
-two scenarios that trade often), kills it with SIGKILL at a chosen moment, starts it again on
-the same data dir for a few seconds, and then checks the journal both runs wrote:
+two scenarios that trade often), kills it with SIGKILL at a chosen moment (after a burst of
+fills; inside a snapshot write, between its temp file's fsync and the rename, where the
+``faults`` plugin holds the write), starts it again on the same data dir for a few seconds, and
+then checks the journal both runs wrote:
 
 * one contiguous seq history, no event written twice;
 * the positions and cash the restart announced equal what the journal's fills imply;
@@ -16,6 +18,7 @@ import json
 import signal
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,9 @@ from typing import Any
 import pytest
 
 from planes.storage.journal import JournalRecord
+from planes.storage.plane import data_paths
+from planes.storage.snapshots import StateStore
+from tests.planes.storage import faults
 from tests.planes.storage.harness import PlanesRun, journal_records
 
 pytestmark = [pytest.mark.subprocess]
@@ -79,32 +85,35 @@ def busy(recs: list[JournalRecord], at_least: int) -> bool:
 
 
 def kill_then_restart(
-    planes_run: PlanesRun, tmp_path: Path, moment: str, *extra: str
+    planes_run: PlanesRun,
+    tmp_path: Path,
+    moment: str,
+    *extra: str,
+    first_only: tuple[str, ...] = (),
+    after_kill: Callable[[Path], object] = lambda _: None,
 ) -> list[JournalRecord]:
+    """Start, SIGKILL at ``moment``, call ``after_kill(data_dir)``, restart; return the journal.
+
+    ``moment`` "fills": after a burst of fills with a position open; "snapshot": inside a
+    snapshot write, which ``faults`` (loaded through ``first_only``, settings of the killed run
+    alone) stalls before its rename.
+    """
     data_dir = tmp_path / "var"
-    first = planes_run(data_dir, *SETTINGS, *extra)
+    first = planes_run(data_dir, *SETTINGS, *extra, *first_only)
     try:
         if moment == "fills":
             wait_for(
                 lambda: busy(journal_records(data_dir), 6), 60, "a burst of fills, a position open"
             )
-        else:  # snapshots are written every 50 ms: kill while they keep coming
-            snapshots = data_dir / "snapshots"
-            wait_for(
-                lambda: (
-                    busy(journal_records(data_dir), 2)
-                    and snapshots.exists()
-                    and len(list(snapshots.glob("*.json"))) >= 3
-                ),
-                60,
-                "fills and snapshots",
-            )
-            time.sleep(0.137)
+        else:
+            stalled = data_dir / faults.STALLED
+            wait_for(stalled.exists, 60, "a snapshot write stalled before its rename")
         first.send_signal(signal.SIGKILL)
     finally:
         first.kill()
         first.communicate(timeout=10)
     assert first.returncode == -signal.SIGKILL
+    after_kill(data_dir)
     before = journal_records(data_dir)
     second = planes_run(data_dir, *SETTINGS, *extra, duration=4)
     _, err = second.communicate(timeout=60)
@@ -174,15 +183,59 @@ def test_killed_during_a_burst_of_fills_resumes_with_the_same_books(
     check(kill_then_restart(planes_run, tmp_path, "fills"))
 
 
-def test_killed_while_snapshots_are_written_resumes_with_the_same_books(
+REPLAYED = frozenset(
+    {
+        "exec:order_event",
+        "risk:approved_intent",
+        "portfolio:position_update",
+        "strategy:scenarioEnabled",
+        "strategy:scenarioDisabled",
+        "state:registry",
+        "market:kline",
+    }
+)
+"""The topics recovery replays (docs/operations.md, "What the replay reads")."""
+
+
+def test_killed_inside_a_snapshot_write_resumes_from_the_previous_snapshot_and_the_journal(
     planes_run: PlanesRun, tmp_path: Path
 ) -> None:
+    seen: dict[str, Any] = {}
+
+    def inspect(data_dir: Path) -> None:
+        # The kill landed between the temp file's fsync and its rename: the whole temp file is
+        # there, and no snapshot file of its id.
+        snapshots = data_paths(data_dir)[2]
+        leftover = sorted(snapshots.glob(".tmp-*"))
+        assert [p.name for p in leftover] == [(data_dir / faults.STALLED).read_text()]
+        store = StateStore(snapshots)
+        interrupted = store.load(leftover[0])
+        previous, problems = store.latest()
+        assert previous is not None
+        assert not problems
+        assert len(store.list()) >= faults.ARM_AFTER
+        assert interrupted.snapshot_id not in {p.name.split("-", 1)[1] for p in store.list()}
+        assert interrupted.journal_seq >= previous.journal_seq
+        seen.update(tmp=leftover[0], previous=previous)
+
     recs = kill_then_restart(
         planes_run,
         tmp_path,
-        "snapshots",
+        "snapshot",
         "storage.snapshot_interval_s=0.05",
         "storage.snapshot_after_change_s=0",
+        first_only=(f'plugins.modules=["{faults.__name__}"]',),
+        after_kill=inspect,
     )
     check(recs)
-    assert not list((tmp_path / "var" / "snapshots").glob(".tmp-*"))  # cleaned by the restart
+    assert not seen["tmp"].exists()  # deleted by the restart's first write
+    assert not list(seen["tmp"].parent.glob(".tmp-*"))
+    # the restart used the last whole snapshot and replayed the journal after it
+    first_run = recs[0].run_id
+    second = [r for r in recs if r.run_id != first_run]
+    report = json.loads(next(r for r in second if r.topic == "state:recovery").payload)
+    previous = seen["previous"]
+    assert report["snapshot_id"] == previous.snapshot_id
+    assert report["warnings"] == []
+    tail = [r for r in recs if r.run_id == first_run and r.seq > previous.journal_seq]
+    assert report["journal_events_replayed"] == sum(r.topic in REPLAYED for r in tail)
