@@ -325,7 +325,9 @@ class PlaneSpec:
 class ExchangeSpec:
     """A venue: its market-data source and (optionally) its execution adapter, by name.
 
-    ``market.source = "<name>"`` selects the source.
+    ``market.source = "<name>"`` selects the source; ``execution.venue = "<name>"`` the adapter,
+    which the runtime builds as the execution-plane component ``<name>_execution`` (a
+    ``Component`` whose ``venue`` is ``name``; docs/plugins.md).
     """
 
     name: str

@@ -25,6 +25,7 @@ from contracts.ports import (
     Clock,
     Component,
     ComponentContext,
+    ComponentFactory,
     ExchangeSpec,
     NotifierSpec,
     PlaneSpec,
@@ -38,7 +39,7 @@ from planes.clock import HistoricalClock, RealtimeClock
 from planes.config import ClockKind, Config, Mode, origin_of
 from planes.state import StateError, StateHub
 from plugins.builtin import BUILTIN_PLUGINS
-from plugins.manager import Catalog, PluginError, PluginHost
+from plugins.manager import Catalog, Owned, PluginError, PluginHost
 
 log = structlog.get_logger("planes.runtime")
 T = TypeVar("T")
@@ -194,8 +195,23 @@ class Runtime:
             )
             for name, owned in self.catalog.notifiers.items()
         }
+        # An exchange's execution adapter is an execution-plane component like the built-in
+        # venues (started with them, before the strategy plane): ``execution.venue = <name>``.
+        adapters = {
+            # What the factory returns is checked like any component's, below.
+            PlaneSpec(f"{name}_execution", "execution", cast(ComponentFactory, execution)): (
+                name,
+                owned.owner,
+            )
+            for name, owned in self.catalog.exchanges.items()
+            if (execution := exchanges[name].execution) is not None
+        }
+        planes = [
+            *self.catalog.planes,
+            *(Owned(owner, spec) for spec, (_, owner) in adapters.items()),
+        ]
         specs = sorted(
-            enumerate(self.catalog.planes),
+            enumerate(planes),
             key=lambda pair: (PLANE_ORDER.get(pair[1].item.plane, 500), pair[0]),
         )
         seen: dict[tuple[str, str], str] = {}
@@ -234,6 +250,14 @@ class Runtime:
                 msg = (
                     f"plugin {owned.owner!r}: factory of {spec.name!r} returned "
                     f"{type(component).__name__}, which lacks name/start()/stop()"
+                )
+                raise RuntimeStartError(msg)
+            exchange = adapters.get(spec, ("", ""))[0]
+            if exchange and getattr(component, "venue", None) != exchange:
+                msg = (
+                    f"plugin {owned.owner!r}: the execution adapter of exchange {exchange!r} "
+                    f"has venue {getattr(component, 'venue', None)!r}: it must be {exchange!r}, "
+                    "the name execution.venue selects it by"
                 )
                 raise RuntimeStartError(msg)
             self._components.append(_Running(spec, owned.owner, component, handle))

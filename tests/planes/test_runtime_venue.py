@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from contracts.ports import ComponentContext, PlaneSpec
+from contracts.ports import ComponentContext, ExchangeSpec, PlaneSpec
+from contracts.risk import ApprovedIntent
+from contracts.topics import EXEC_ORDER_EVENT, RISK_APPROVED
 from planes.config import Config, load_config
 from planes.runtime import Runtime, RuntimeStartError
 from plugins.builtin import BUILTIN_PLUGINS
@@ -150,3 +152,75 @@ def test_planes_run_with_an_unknown_venue_exits_1_before_trading(tmp_path: Path)
     )
     assert "(from --set execution.venue=papr)" in result.stderr
     assert "RUNNING" not in result.stderr
+
+
+class DemoAdapter:
+    """An exchange's execution adapter (``ExchangeSpec.execution``): records the approvals."""
+
+    name = "demoex_execution"
+
+    def __init__(self, ctx: ComponentContext, venue: str = "demoex") -> None:
+        self.venue = venue
+        self.bus = ctx.bus
+        self.approved: list[ApprovedIntent] = []
+
+    async def start(self) -> None:
+        if self.bus.may_publish(EXEC_ORDER_EVENT):  # an execution-plane component's rights
+            self.bus.subscribe(RISK_APPROVED, self.approved.append)
+
+    async def stop(self) -> None:
+        return None
+
+
+def exchange_plugin(monkeypatch: pytest.MonkeyPatch, venue: str = "demoex") -> tuple[str, str]:
+    name = f"{PLUGIN}_exchange"
+    module = types.ModuleType(name)
+
+    @hookimpl
+    def planes_register_exchanges() -> Sequence[ExchangeSpec]:
+        return [ExchangeSpec("demoex", execution=lambda ctx: DemoAdapter(ctx, venue))]
+
+    module.planes_register_exchanges = planes_register_exchanges  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, name, module)
+    return (name, name)
+
+
+async def test_an_exchanges_execution_adapter_is_a_venue_that_trades_when_selected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = ROOT / "tests" / "data" / "ohlcv" / "btcusdt_1h_500.csv"
+    runtime = Runtime(
+        config(
+            "execution.venue=demoex",
+            "runtime.clock=historical",
+            "runtime.start=2024-01-01T00:00:00Z",
+            "market.source=replay",
+            f"market.replay.path={data}",
+            'market.symbols=["BTCUSDT"]',
+            "analytics.features=[]",
+            "analytics.context=false",
+            "observability.status_interval_s=0",
+            "risk.stale_data_s=0",
+            'strategy.scenarios=[{id = "x", strategy = "sma_cross", '
+            'params = {fast = 3, slow = 8, qty = "0.1"}}]',
+        ),
+        builtin=[*BUILTIN_PLUGINS, exchange_plugin(monkeypatch)],
+    )
+    runtime.assemble()
+    assert runtime.venues["demoex"] == "execution/demoex_execution"
+    order = [f"{plane}/{type(c).__name__}" for plane, _, c in runtime.components]
+    assert order.index("execution/DemoAdapter") < order.index("strategy/StrategyManager")
+    await runtime.run()
+    (adapter,) = [c for _, _, c in runtime.components if isinstance(c, DemoAdapter)]
+    assert adapter.approved  # sma_cross entered; the paper venue stayed idle
+    assert {a.intent.symbol for a in adapter.approved} == {"BTCUSDT"}
+
+
+def test_an_adapter_whose_venue_is_not_its_exchanges_name_fails_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = Runtime(config(), builtin=[EXECUTION, exchange_plugin(monkeypatch, "other")])
+    assert start_error(runtime) == (
+        f"plugin '{PLUGIN}_exchange': the execution adapter of exchange 'demoex' has venue "
+        "'other': it must be 'demoex', the name execution.venue selects it by"
+    )
