@@ -1,12 +1,12 @@
 """Fault injection for the SIGKILL tests: a plugin that stalls one snapshot write half-way.
 
 Load it into ``planes run`` with ``plugins.modules=["tests.planes.storage.faults"]`` (the
-harness puts the repository on ``PYTHONPATH``). Importing it wraps
-``StateStore._write_atomically``: the first write that finds at least ``ARM_AFTER`` snapshots in
-its directory and writes a state with ``MIN_FILLS`` fills and a position open writes its
-``.tmp-*`` file whole and fsyncs it, as the store does, and then, before the rename, writes
-``STALLED`` in the data dir (holding the temp file's name) and sleeps, holding the event loop,
-until the test kills the process. Every other write is the store's own.
+harness puts the repository on ``PYTHONPATH``). Loaded as a plugin (its hook is called), it
+wraps ``StateStore._write_atomically``: the first write that finds at least ``ARM_AFTER``
+snapshots in its directory and writes a state with ``MIN_FILLS`` fills and a position open
+writes its ``.tmp-*`` file whole and fsyncs it, as the store does, and then, before the
+rename, writes ``STALLED`` in the data dir (holding the temp file's name) and sleeps, holding
+the event loop, until the test kills the process. Every other write is the store's own.
 """
 
 from __future__ import annotations
@@ -60,10 +60,12 @@ def _stalling_write(self: StateStore, path: Path, tmp: Path, data: bytes) -> Non
     _write_atomically(self, path, tmp, data)
 
 
-StateStore._write_atomically = _stalling_write  # type: ignore[method-assign]  # the fault itself
-
-
 @hookimpl
 def planes_register_topics() -> list[Topic[Any]]:
-    """Register no topic: the hook only makes this module a plugin like any other."""
+    """Arm the fault and register no topic: called only where the module is a plugin.
+
+    Importing the module (the tests read its constants) changes nothing: only a runtime that
+    loads it as a plugin (``planes run`` of the test) gets the stalling write.
+    """
+    StateStore._write_atomically = _stalling_write  # type: ignore[method-assign]  # the fault
     return []
