@@ -30,6 +30,12 @@ it stays idle and reads no keys. ``docs/execution.md`` has the full story; in sh
   after each resync. With storage on, the boot's first resync comes before recovery (the
   stream connects inside ``start()``): nothing is compared until ``state:recovery``, and the
   wallet comparison starts there, from the recovered books.
+* **Bad records are refused whole.** An order record (REST or stream) or a trade whose figures
+  cannot be booked (a fill with no price, more filled than the order's quantity, a missing
+  ``cumExecQty``) and a REST wallet balance that is not a number change nothing; they are
+  logged and alerted (``bybit_record_refused``) and the next good record is booked. An answer
+  that is not Bybit's envelope (no ``retCode`` 0, not an object, a listing without ``list``, a
+  placed order without ``orderId``) is unreadable: transient and ambiguous.
 * **Rebates.** A negative ``execFee`` (or a falling ``cumExecFee``) is a maker rebate: the fill
   event carries it as a negative ``fee`` and the ledger books it as one.
 * **Retries** with exponential backoff and full jitter, only on transient failures: timeouts and
@@ -112,6 +118,7 @@ from planes.execution.bybit_private import (
     Execution,
     VenuePositionRecord,
     WalletRecord,
+    check_order,
     parse_position,
     parse_wallet,
 )
@@ -260,15 +267,16 @@ class CircuitBreaker:
             return "half_open"
         return "open"
 
-    def acquire(self) -> None:
-        """Let a call through, or raise ``CircuitOpenError``."""
+    def acquire(self) -> bool:
+        """Let a call through, or raise ``CircuitOpenError``; True when it is the trial call."""
         opened = self._opened_at
         if opened is None:
-            return
+            return False
         left = opened + self.reset_s - self._clock()
         if left > 0 or self._probing:
             raise CircuitOpenError(self.group, max(left, 0.0))
         self._probing = True
+        return True
 
     def succeeded(self) -> None:
         """The venue answered: close the breaker."""
@@ -396,6 +404,8 @@ class BybitExecution:
         """Bybit's positions and wallet (from the stream) against the portfolio's."""
         self.snapshot_skipped = 0
         """Records of the resync's REST listing for the drift check that were not usable."""
+        self.records_refused = 0
+        """Order, trade and wallet records refused as unusable (``bybit.record_refused``)."""
         if self.active:
             self._groups = self._connect(os.environ if environ is None else environ)
 
@@ -562,7 +572,12 @@ class BybitExecution:
         for record in records:
             state = self._orders_by_link.get(str(record.get("orderLinkId") or ""))
             state = self._foreign(record) if state is None else _copy(state)
-            _absorb(state, record)
+            try:
+                check_order(record)
+                _absorb(state, record)
+            except BadRecordError as bad:
+                self._refused(state.req.order_id, "order", str(bad), record)
+                continue
             events.append(self._event(state, _status_of(record, state)))
         return events
 
@@ -590,19 +605,37 @@ class BybitExecution:
         return positions
 
     async def wallet(self) -> Wallet:
-        """The unified account's balance and equity in the quote coin."""
+        """The unified account's balance and equity in the quote coin.
+
+        Raises ``BadRecordError`` (logged and alerted) when Bybit's balance is not a number.
+        """
         return await self._wallet() or Wallet(self.quote, _ZERO, _ZERO)
 
     async def _wallet(self) -> Wallet | None:
         """``wallet()``, or None when Bybit lists no balance of the quote coin."""
         params = {"accountType": "UNIFIED", "coin": self.quote}
-        result = await self._call(self._groups[ACCOUNT], "get_wallet_balance", params)
-        for account in result.get("list") or ():
-            for coin in account.get("coin") or ():
-                if coin.get("coin") == self.quote:
-                    cash = _dec(coin.get("walletBalance")) or _ZERO
-                    return Wallet(self.quote, cash, _dec(coin.get("equity")) or cash)
+        group = self._groups[ACCOUNT]
+        result = await self._call(group, "get_wallet_balance", params, check=_has_list)
+        for account in result["list"]:
+            coins = account.get("coin")
+            for coin in coins if isinstance(coins, list) else ():
+                if isinstance(coin, Mapping) and coin.get("coin") == self.quote:
+                    return self._wallet_of(coin)
         return None
+
+    def _wallet_of(self, coin: Mapping[str, Any]) -> Wallet:
+        """The quote coin's record as a ``Wallet``; a balance that is not a number is refused."""
+        cash, equity = _dec(coin.get("walletBalance")), _dec(coin.get("equity"))
+        problem = ""
+        if cash is None:
+            problem = f"{self.quote} walletBalance is not a number: {coin.get('walletBalance')!r}"
+        elif equity is None and coin.get("equity") not in (None, ""):
+            problem = f"{self.quote} equity is not a number: {coin.get('equity')!r}"
+        if problem:
+            self._refused("", "wallet", problem, coin)
+            raise BadRecordError(problem)
+        assert cash is not None  # noqa: S101 - refused above
+        return Wallet(self.quote, cash, cash if equity is None else equity)
 
     # -- fills: the private WebSocket, and poll() ----------------------------------------
 
@@ -648,8 +681,8 @@ class BybitExecution:
         published = await self.poll()
         try:
             wallet = await self._wallet()
-        except BybitError as exc:
-            log.warning("bybit.wallet_baseline_failed", error=exc.message)
+        except (BybitError, BadRecordError) as exc:  # a bad balance is no baseline
+            log.warning("bybit.wallet_baseline_failed", error=str(exc))
         else:
             if wallet is not None:
                 self.drift.wallet_baseline(wallet.cash)
@@ -744,6 +777,15 @@ class BybitExecution:
         if state is None:
             self._not_followed(link, fill.order_id, "execution")
             return False
+        qty = state.req.qty
+        problem = ""
+        if fill.order_qty is not None and fill.order_qty != qty:
+            problem = f"orderQty {fill.order_qty} is not the order's qty {qty}"
+        elif fill.qty > qty:
+            problem = f"execQty {fill.qty} is more than the order's qty {qty}: an overfill"
+        if problem:
+            self._refused(state.req.order_id, "execution", f"{fill.exec_id}: {problem}", fill)
+            return False
         self._remember_exec(fill.exec_id)
         end = (fill.order_qty or state.req.qty) - fill.leaves_qty
         if end <= state.filled:
@@ -825,6 +867,25 @@ class BybitExecution:
         self._foreign_seen.add(key)
         log.info("bybit.foreign_order", order_id=order_id, order_link_id=link, topic=topic)
 
+    def _refused(self, order_id: str, kind: str, problem: str, record: object) -> None:
+        """Log and alert a record refused as unusable; nothing was changed or booked from it."""
+        self.records_refused += 1
+        log.warning(
+            "bybit.record_refused",
+            order_id=order_id,
+            topic=kind,
+            problem=problem,
+            record=str(record)[:120],
+        )
+        whose = f" of order {order_id}" if order_id else ""
+        message = (
+            f"a bybit {kind} record{whose} was refused: {problem}; nothing changed or booked "
+            "from it (the next good record is)"
+        )
+        group = ACCOUNT if kind == "wallet" else ORDERS
+        extra = {"order_id": order_id} if order_id else None
+        self._alert(Severity.WARNING, "bybit_record_refused", message, group, extra)
+
     # -- placing -------------------------------------------------------------------------
 
     def _order_params(self, req: OrderRequest) -> dict[str, object]:
@@ -866,6 +927,16 @@ class BybitExecution:
         orders = self._groups[ORDERS]
         maybe_placed = False
         last: BybitError | None = None
+        link = state.req.client_order_id
+
+        def placed(result: Mapping[str, Any]) -> str:
+            order_id, echoed = result.get("orderId"), result.get("orderLinkId")
+            if not (isinstance(order_id, str) and order_id):
+                return f"no orderId in the result: {str(result)[:80]}"
+            if echoed not in (None, "", link):
+                return f"orderLinkId {echoed!r} in the result is not ours ({link})"
+            return ""
+
         for attempt in range(self.config.max_retries + 1):
             if attempt:
                 assert last is not None  # noqa: S101 - set by the failed attempt before
@@ -874,7 +945,7 @@ class BybitExecution:
                 if last.ambiguous and await self._adopt(state, last):
                     return
             try:
-                result = await self._attempt(orders, "place_order", params)
+                result = await self._attempt(orders, "place_order", params, check=placed)
             except CircuitOpenError as error:
                 last = error
                 break
@@ -957,8 +1028,8 @@ class BybitExecution:
             "orderLinkId": state.req.client_order_id,
         }
         for method in ("get_open_orders", "get_order_history"):
-            result = await self._attempt(account, method, params)
-            for record in result.get("list") or ():
+            result = await self._attempt(account, method, params, check=_has_list)
+            for record in result["list"]:
                 if record.get("orderLinkId") == state.req.client_order_id:
                     return dict(record)
         return None
@@ -976,40 +1047,67 @@ class BybitExecution:
     # -- requests ------------------------------------------------------------------------
 
     async def _attempt(
-        self, group: _Group, method: str, params: Mapping[str, object]
+        self,
+        group: _Group,
+        method: str,
+        params: Mapping[str, object],
+        *,
+        check: Callable[[Mapping[str, Any]], str] | None = None,
     ) -> dict[str, Any]:
-        """One request through ``group``'s breaker, in a worker thread; its ``result``."""
+        """One request through ``group``'s breaker, in a worker thread; its ``result``.
+
+        Only an answer with ``retCode`` 0 (and a ``result`` that ``check`` finds nothing wrong
+        with) is a success: another one is an unreadable answer, transient and ambiguous.
+        """
         breaker = group.breaker
-        breaker.acquire()
+        trial = breaker.acquire()
         call = getattr(group.http, method)
         try:
-            # pybit edits the dict it is given (casts values): a fresh copy per attempt.
-            response = await asyncio.to_thread(call, **dict(params))
-        except asyncio.CancelledError:
-            breaker.abandoned()
-            raise
-        except Exception as exc:
-            error = _classify(exc, group.name, method)
-            if error is None:
+            try:
+                # pybit edits the dict it is given (casts values): a fresh copy per attempt.
+                response = await asyncio.to_thread(call, **dict(params))
+            except Exception as exc:
+                error = _classify(exc, group.name, method)
+                if error is None:
+                    raise
+                self._count(group, error)
+                raise error from exc
+            result, problem = _answer(response)
+            if not problem and check is not None:
+                problem = check(result)
+            if problem:
+                where = f"bybit {group.name} {method}"
+                error = BybitError(
+                    f"{where}: unreadable answer: {problem}", transient=True, ambiguous=True
+                )
+                self._count(group, error)
+                raise error
+            breaker.succeeded()
+            return result
+        finally:
+            if trial:  # no-op once counted; frees the trial after a cancel or a bug
                 breaker.abandoned()
-                raise
-            if not error.venue_fault:
-                breaker.succeeded()
-            elif breaker.failed():
-                self._breaker_opened(group, error)
-            raise error from exc
-        breaker.succeeded()
-        result = response.get("result") if isinstance(response, dict) else None
-        return result if isinstance(result, dict) else {}
+
+    def _count(self, group: _Group, error: BybitError) -> None:
+        """Tell ``group``'s breaker how a request ended (a business answer is a success)."""
+        if not error.venue_fault:
+            group.breaker.succeeded()
+        elif group.breaker.failed():
+            self._breaker_opened(group, error)
 
     async def _call(
-        self, group: _Group, method: str, params: Mapping[str, object]
+        self,
+        group: _Group,
+        method: str,
+        params: Mapping[str, object],
+        *,
+        check: Callable[[Mapping[str, Any]], str] | None = None,
     ) -> dict[str, Any]:
         """``_attempt`` with retries of transient failures (for requests safe to repeat)."""
         attempt = 0
         while True:
             try:
-                return await self._attempt(group, method, params)
+                return await self._attempt(group, method, params, check=check)
             except CircuitOpenError:
                 raise
             except BybitError as error:
@@ -1030,8 +1128,8 @@ class BybitExecution:
             page = {**params, "limit": QUERY_PAGE}
             if cursor:
                 page["cursor"] = cursor
-            result = await self._call(group, method, page)
-            items.extend(result.get("list") or ())
+            result = await self._call(group, method, page, check=_has_list)
+            items.extend(result["list"])
             cursor = str(result.get("nextPageCursor") or "")
             if not cursor:
                 break
@@ -1188,6 +1286,12 @@ class BybitExecution:
         """
         if state.status in _DONE:
             return
+        try:  # the whole record, before anything changes: a bad one changes nothing
+            check_order(record)
+            figures = _figures(state, record)
+        except BadRecordError as bad:
+            self._refused(state.req.order_id, "order", str(bad), record)
+            return
         venue_status = str(record.get("orderStatus") or "")
         if venue_status == "Rejected" and not state.filled:
             detail = record.get("rejectReason") or "rejected by Bybit"
@@ -1198,7 +1302,8 @@ class BybitExecution:
         if fee_asset and fee_asset != state.template.fee_asset:
             state.template = attrs.evolve(state.template, fee_asset=fee_asset)
         before = (state.filled, state.notional, state.fees)
-        _absorb(state, record)
+        if figures is not None:
+            state.filled, state.notional, state.fees = figures
         ts = _int(record.get("updatedTime"))
         qty = state.filled - before[0]
         if qty > 0:
@@ -1476,19 +1581,7 @@ def _classify(exc: Exception, group: str, method: str) -> BybitError | None:
 
     where = f"bybit {group} {method}"
     if isinstance(exc, InvalidRequestError):  # Bybit answered with a retCode
-        code = int(exc.status_code)
-        text = str(exc.message)
-        rate_limited = code in RATE_LIMIT_RET_CODES
-        transient = code in TRANSIENT_RET_CODES
-        return BybitError(
-            f"{where}: {text} (retCode {code})",
-            transient=transient,
-            ambiguous=code in AMBIGUOUS_RET_CODES,
-            venue_fault=transient or code in AUTH_RET_CODES,
-            ret_code=code,
-            ret_msg=text,
-            retry_at_ms=_reset_ms(exc.resp_headers) if rate_limited else None,
-        )
+        return _ret_code_error(exc, where)
     if isinstance(exc, FailedRequestError):
         status = int(exc.status_code)
         if status == 409 and exc.resp_headers is None:  # pybit's "could not decode JSON"
@@ -1503,7 +1596,70 @@ def _classify(exc: Exception, group: str, method: str) -> BybitError | None:
     if isinstance(exc, OSError):  # requests' exceptions are OSErrors: timeouts, lost connections
         kind = "timed out" if "Timeout" in type(exc).__name__ else "connection failed"
         return BybitError(f"{where}: {kind} ({type(exc).__name__})", transient=True, ambiguous=True)
+    if isinstance(exc, AttributeError | TypeError | KeyError) and _in_pybit_answer(exc):
+        # JSON that is not Bybit's envelope ([], null, "ok", no retMsg): pybit trips over it
+        detail = f"{type(exc).__name__}: {exc}"
+        return BybitError(f"{where}: unreadable answer ({detail})", transient=True, ambiguous=True)
     return None
+
+
+def _ret_code_error(exc: Any, where: str) -> BybitError:
+    """What pybit's ``InvalidRequestError`` (an answer with a non-zero retCode) means."""
+    code, text = exc.status_code, str(exc.message)
+    if isinstance(code, bool) or not isinstance(code, int):
+        return BybitError(
+            f"{where}: unreadable answer: retCode {code!r} is not an integer ({text})",
+            transient=True,
+            ambiguous=True,
+        )
+    rate_limited = code in RATE_LIMIT_RET_CODES
+    transient = code in TRANSIENT_RET_CODES
+    return BybitError(
+        f"{where}: {text} (retCode {code})",
+        transient=transient,
+        ambiguous=code in AMBIGUOUS_RET_CODES,
+        venue_fault=transient or code in AUTH_RET_CODES,
+        ret_code=code,
+        ret_msg=text,
+        retry_at_ms=_reset_ms(exc.resp_headers) if rate_limited else None,
+    )
+
+
+def _in_pybit_answer(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while pybit read an answer (``_handle_response``)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "_handle_response" and "pybit" in code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _answer(response: object) -> tuple[dict[str, Any], str]:
+    """A pybit answer's ``result``, and what is wrong with the answer ("" when nothing).
+
+    pybit takes an answer without a ``retCode`` for a success: here only ``retCode`` 0 is one.
+    """
+    if not isinstance(response, dict):
+        return {}, f"not a JSON object: {type(response).__name__}"
+    code = response.get("retCode")
+    if isinstance(code, bool) or not isinstance(code, int) or code != 0:
+        missing = "retCode" not in response
+        return {}, "no retCode" if missing else f"retCode {code!r} is not 0"
+    result = response.get("result")
+    return (result, "") if isinstance(result, dict) else ({}, "result is not an object")
+
+
+def _has_list(result: Mapping[str, Any]) -> str:
+    """What is wrong with a listing's ``result`` ("" when its ``list`` is a list of objects)."""
+    items = result.get("list")
+    if not isinstance(items, list):
+        return f"result has no list: {str(result)[:80]}"
+    for n, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            return f"list[{n}] is not an object: {str(item)[:40]}"
+    return ""
 
 
 def _reset_ms(headers: Any) -> int | None:
@@ -1528,19 +1684,41 @@ def _requested() -> str:
 
 
 def _absorb(state: _Order, record: Mapping[str, Any]) -> None:
-    """Take the cumulative fill figures of ``record`` when they are ahead of ``state``."""
+    """Take the cumulative fill figures of ``record`` when they are ahead of ``state``.
+
+    Raises ``BadRecordError`` (``state`` unchanged) as ``_figures`` does.
+    """
+    figures = _figures(state, record)
+    if figures is not None:
+        state.filled, state.notional, state.fees = figures
+
+
+def _figures(state: _Order, record: Mapping[str, Any]) -> tuple[Decimal, Decimal, Decimal] | None:
+    """``record``'s cumulative (filled, value, fees) when ahead of ``state``, else None.
+
+    Raises ``BadRecordError`` when they cannot be booked: more filled than the order's
+    quantity (an overfill), or more filled with no value or price that makes the new part's
+    price positive.
+    """
     filled = _dec(record.get("cumExecQty")) or _ZERO
     if filled <= state.filled:
-        return
+        return None
+    if filled > state.req.qty:
+        msg = f"cumExecQty {filled} is more than the order's qty {state.req.qty}: an overfill"
+        raise BadRecordError(msg)
     value = _dec(record.get("cumExecValue"))
     if value is None or value <= state.notional:
         avg = _dec(record.get("avgPrice")) or _ZERO
         value = filled * avg
-    state.filled = filled
-    state.notional = value
+    if value <= state.notional:
+        raw_value, raw_avg = record.get("cumExecValue"), record.get("avgPrice")
+        msg = (
+            f"cumExecQty moves ahead to {filled} with no positive cumExecValue or avgPrice "
+            f"for it (cumExecValue {raw_value!r}, avgPrice {raw_avg!r})"
+        )
+        raise BadRecordError(msg)
     fees = _dec(record.get("cumExecFee"))  # net of rebates: it may fall, or be below zero
-    if fees is not None:
-        state.fees = fees
+    return filled, value, state.fees if fees is None else fees
 
 
 def _status_of(record: Mapping[str, Any], state: _Order) -> OrderStatus:

@@ -27,7 +27,9 @@ module adds is Bybit's private protocol:
 * **Wire input** is checked before the sink sees it: a frame that is not JSON, has an unknown
   topic or no ``data`` list, and a record with missing fields or bad numbers (a position without
   a symbol, a negative size, a size with no side, an unknown ``positionIdx``; a wallet coin
-  without a name or a ``walletBalance``) is logged with what was wrong
+  without a name or a ``walletBalance``; an order record of a filled or cancelled order without
+  ``cumExecQty``, or one filled with no positive ``cumExecValue`` or ``avgPrice``) is logged with
+  what was wrong
   (``bybit_private.skipped``), counted and skipped. Records are handled one by one, so
   a bad one never takes a good one of the same frame with it, and nothing that goes wrong with
   one frame ends the stream.
@@ -82,6 +84,11 @@ ORDER_STATUSES: Final = frozenset(
 )
 """Bybit V5 ``orderStatus`` values; a record with another one is skipped."""
 _ORDER_NUMBERS: Final = ("qty", "price", "avgPrice", "cumExecQty", "cumExecValue", "cumExecFee")
+_NOT_NEGATIVE: Final = frozenset(("avgPrice", "cumExecQty", "cumExecValue"))
+CUMULATIVE_STATUSES: Final = frozenset(
+    ("PartiallyFilled", "Filled", "Cancelled", "PartiallyFilledCanceled")
+)
+"""Statuses whose record must carry ``cumExecQty``: it says what of the order was filled."""
 _POSITION_SIDES: Final = {"Buy": 1, "Sell": -1, "": 0, "None": 0}
 """A position record's ``side`` and the sign it gives the size (empty: no position)."""
 _POSITION_IDX: Final = frozenset((0, 1, 2))
@@ -500,15 +507,23 @@ class BadRecordError(ValueError):
 
 
 def check_order(raw: object) -> Mapping[str, Any]:
-    """``raw`` when it is a usable ``order`` record, else ``BadRecordError``."""
+    """``raw`` when it is a usable ``order`` record, else ``BadRecordError``.
+
+    Besides the ids, the status and the numbers, the fill figures must hold together: a
+    ``PartiallyFilled``, ``Filled`` or cancelled record carries ``cumExecQty``, and a record
+    that says something was filled says at what price (a positive ``cumExecValue`` or
+    ``avgPrice``). The venue applies the same check to its REST records.
+    """
     record = _mapping(raw)
     for key in ("orderId", "orderLinkId", "orderStatus"):
         if not isinstance(record.get(key), str):
             raise BadRecordError(f"{key} missing or not a string")
     if not record["orderId"]:
         raise BadRecordError("orderId is empty")
-    if record["orderStatus"] not in ORDER_STATUSES:
-        raise BadRecordError(f"unknown orderStatus {record['orderStatus']!r}")
+    status = record["orderStatus"]
+    if status not in ORDER_STATUSES:
+        raise BadRecordError(f"unknown orderStatus {status!r}")
+    numbers: dict[str, Decimal] = {}
     for key in _ORDER_NUMBERS:
         value = record.get(key)
         if value is None or value == "":
@@ -516,8 +531,17 @@ def check_order(raw: object) -> Mapping[str, Any]:
         number = _decimal(value)
         if number is None:
             raise BadRecordError(f"{key} is not a number: {value!r}")
-        if key in ("cumExecQty", "cumExecValue") and number < 0:
+        if key in _NOT_NEGATIVE and number < 0:
             raise BadRecordError(f"{key} is negative: {value!r}")
+        numbers[key] = number
+    filled = numbers.get("cumExecQty")
+    if filled is None and status in CUMULATIVE_STATUSES:
+        raise BadRecordError(f"cumExecQty missing on a {status} record")
+    if filled and not (numbers.get("cumExecValue", 0) > 0 or numbers.get("avgPrice", 0) > 0):
+        raise BadRecordError(
+            f"cumExecQty {record['cumExecQty']} with no positive cumExecValue or avgPrice "
+            f"(cumExecValue {record.get('cumExecValue')!r}, avgPrice {record.get('avgPrice')!r})"
+        )
     return record
 
 
