@@ -364,6 +364,9 @@ class Runtime:
                 )
                 raise RuntimeStartError(msg) from exc
             running.started = True
+        if self.failure is not None:  # it came while the control plane was not listening yet
+            self._stop_requested = False
+            self.request_stop(self.failure)
 
     def request_stop(self, reason: str = "") -> None:
         """Ask the Orchestrator to stop (a ``control:command stop`` from the system); once."""

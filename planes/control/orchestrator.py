@@ -123,7 +123,7 @@ class Orchestrator:
             self._set(Lifecycle.RUNNING, f"market {market.source} connected")
             if self._data_ended and self._config.control.stop_on_end_of_data:
                 # A short file or bounded generator can end while the boot finishes.
-                self._stop_task = asyncio.ensure_future(self._shutdown("market data ended"))
+                self._begin_stop("market data ended")
 
     async def _recover(self) -> None:
         """Ask storage to rebuild the state (``recover``) and wait for ``state:recovery``."""
@@ -156,7 +156,7 @@ class Orchestrator:
     async def stop(self) -> None:
         """Make sure the shutdown sequence ran (the runtime calls this after STOPPED)."""
         if self._stop_task is None and self.lifecycle is not Lifecycle.STOPPED:
-            self._stop_task = asyncio.ensure_future(self._shutdown("runtime stopping"))
+            self._begin_stop("runtime stopping")
         if self._stop_task is not None:
             await self._stop_task
 
@@ -204,7 +204,7 @@ class Orchestrator:
                 self._publish_state(f"cannot resume while {state}", reply)
         elif self._stop_task is None:
             reason = " ".join(command.args) or f"stop from {command.meta.source.value}"
-            self._stop_task = asyncio.ensure_future(self._shutdown(reason, reply))
+            self._begin_stop(reason, reply)
         else:
             self._publish_state("already stopping", reply)
 
@@ -219,8 +219,17 @@ class Orchestrator:
             "commands": str(self._commands),
         }
 
-    async def _shutdown(self, reason: str, reply_to: str | None = None) -> None:
+    def _begin_stop(self, reason: str, reply_to: str | None = None) -> None:
+        """STOPPING at once, the rest of the shutdown as a task.
+
+        Set here, not in the task: from the event that asked for the stop on, the RiskManager
+        refuses every intent (``lifecycle``), even under the historical clock, where the replay
+        would otherwise run on until the task's first turn.
+        """
         self._set(Lifecycle.STOPPING, reason, reply_to)
+        self._stop_task = asyncio.ensure_future(self._shutdown(reason))
+
+    async def _shutdown(self, reason: str) -> None:
         bus = self._bus
         self._disconnected.clear()
         bus.publish(MARKET_DISCONNECT, MarketDisconnectRequest(bus.meta(), reason=reason))
@@ -245,7 +254,7 @@ class Orchestrator:
         stop_on_end = self._config.control.stop_on_end_of_data
         if ended and self.lifecycle in (Lifecycle.RUNNING, Lifecycle.PAUSED) and stop_on_end:
             if self._stop_task is None:
-                self._stop_task = asyncio.ensure_future(self._shutdown("market data ended"))
+                self._begin_stop("market data ended")
         elif self._config.runtime.mode is not Mode.BACKTEST and self._stop_task is None:
             log.warning("control.market_disconnected", source=event.source, reason=event.reason)
 

@@ -939,6 +939,11 @@ class EventJournal:
         return self._durable_seq
 
     @property
+    def failure(self) -> str | None:
+        """Why the journal stopped storing events (its writer died), or None while it works."""
+        return self._refusal if self._failure is not None else None
+
+    @property
     def writer_pid(self) -> int | None:
         """The writer process's pid while it runs (for an operator's tools, and the tests)."""
         process = self._process

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,19 @@ class StoragePlane:
             self.journal.open()
         except JournalError as exc:
             raise RuntimeError(f"storage: {exc}") from exc
+        loop, loop_thread = asyncio.get_running_loop(), threading.get_ident()
+
+        def on_failure(reason: str) -> None:
+            if threading.get_ident() == loop_thread:  # found by an append: act on it now
+                self._journal_failed(reason)
+                return
+            with contextlib.suppress(RuntimeError):  # a closed loop: the run is over anyway
+                loop.call_soon_threadsafe(self._journal_failed, reason)
+
+        # At once: the writer process may die while it starts, before the bus is tapped.
+        self.journal.on_failure = on_failure
+        if self.journal.failure is not None:
+            on_failure(self.journal.failure)
         self.boot_seq = self._snapshot_seq = self.journal.last_seq
         try:
             self.registry = Registry(self._registry_path)
@@ -192,14 +206,8 @@ class StoragePlane:
                 now_ms=now,
             )
         bus = self._bus
-        self._tap = bus.subscribe_all(self.journal.append)
-        loop = asyncio.get_running_loop()
-
-        def on_failure(reason: str) -> None:  # any thread: the plane acts on the loop's
-            with contextlib.suppress(RuntimeError):  # a closed loop: the run is over anyway
-                loop.call_soon_threadsafe(self._journal_failed, reason)
-
-        self.journal.on_failure = on_failure
+        if self.journal_failure is None:  # else the failure's counting tap is already on
+            self._tap = bus.subscribe_all(self.journal.append)
         bus.subscribe(CONTROL_COMMAND, self._on_command)
         bus.subscribe(CONTROL_ROLLBACK_MODEL, self._on_rollback_model)
         bus.subscribe(EXEC_ORDER_EVENT, self._on_order)
@@ -232,7 +240,11 @@ class StoragePlane:
                 self.snapshot("shutdown")
             except (SnapshotError, StateError, JournalError) as exc:
                 log.error("storage.snapshot_failed", reason="shutdown", error=str(exc))  # noqa: TRY400 - the message is the point
-        self.journal.close()
+        try:
+            self.journal.close()
+        except JournalError as exc:  # the writer died: close() released the file all the same
+            if self.journal_failure is None:
+                log.error("storage.journal_close_failed", error=str(exc))  # noqa: TRY400 - the message is the point
         if self.outbox is not None:
             self.outbox.resume(self._wall_ms())  # a send cut off by the cancel goes out next run
             self.outbox.close()

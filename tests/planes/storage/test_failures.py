@@ -26,11 +26,11 @@ from contracts.execution import OrderEvent, PositionUpdate
 from contracts.meta import EventMeta, Source
 from contracts.ports import NotifierSpec
 from contracts.state import JournalFailed, StateRecovered
-from contracts.system import Alert
+from contracts.system import Alert, ErrorEvent
 from contracts.topics import OBSERVABILITY_ALERT
 from planes.runtime import Runtime, RuntimeFailedError, RuntimeStartError
 from planes.state import StateHub
-from planes.storage.journal import open_reader
+from planes.storage.journal import EventJournal, open_reader
 from planes.storage.outbox import Outbox
 from planes.storage.plane import data_paths
 from planes.storage.snapshots import StateStore
@@ -287,3 +287,26 @@ def test_planes_run_whose_journal_writer_dies_stops_and_exits_1(
     assert "planes run: the journal failed: the writer of journal" in err
     records = journal_records(data_dir)
     assert [r.seq for r in records] == list(range(1, len(records) + 1))
+
+
+async def test_a_journal_writer_that_cannot_start_stops_a_historical_run_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cannot_start(self: EventJournal) -> None:
+        raise OSError("no interpreter for the writer")
+
+    monkeypatch.setattr(EventJournal, "_start_process", cannot_start)
+    runtime = plane_runtime(tmp_path / "var")  # the historical clock: the replay runs flat out
+    tap = PlaneTap(runtime)
+    with pytest.raises(RuntimeFailedError, match="no interpreter for the writer"):
+        await asyncio.wait_for(runtime.run(), 60)
+    (failed,) = tap.of(JournalFailed)
+    assert failed.durable_seq == 0
+    at = next(i for i, (_, p) in enumerate(tap.events) if p is failed)
+    after = [name for name, _ in tap.events[at:]]
+    assert "risk:approved_intent" not in after
+    assert "exec:order_event" not in after
+    storage = storage_of(runtime)
+    assert storage.unstored  # counted, not raised per event
+    assert not [p for _, p in tap.events if isinstance(p, ErrorEvent)]
+    assert list(StateStore(data_paths(tmp_path / "var")[2]).list()) == []
