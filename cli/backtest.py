@@ -428,6 +428,9 @@ def output_problem(path: Path, flag: str) -> str | None:
 
 
 def _unwritable(path: Path) -> str | None:
+    path, in_place = report_destination(path)
+    if in_place:  # a device or a pipe (/dev/stdout)
+        return None if os.access(path, os.W_OK) else "it is not writable"
     parent = path.parent
     if path.is_dir():
         return "it is a directory; name a file in it"
@@ -435,11 +438,23 @@ def _unwritable(path: Path) -> str | None:
         return f"the directory {parent} does not exist"
     if not parent.is_dir():
         return f"{parent} is not a directory"
-    if path.exists():
-        return None if os.access(path, os.W_OK) else "the file is not writable"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is not writable"
+    # A new file, or a regular one replaced by a complete temporary file beside it.
     return (
         None if os.access(parent, os.W_OK | os.X_OK) else f"the directory {parent} is not writable"
     )
+
+
+def report_destination(out: Path) -> tuple[Path, bool]:
+    """Where a report written to ``out`` goes, and whether it is written there in place.
+
+    A device or a pipe (``/dev/stdout``, which is a link) is written in place; a regular file
+    is replaced, through a link the link's target (the link stays); a new file is made.
+    """
+    if out.exists() and not out.is_file() and not out.is_dir():  # these follow links
+        return out, True
+    return (out.resolve() if out.is_symlink() else out), False
 
 
 def plot_problem(path: Path) -> str | None:
@@ -473,7 +488,15 @@ def _plot_format(path: Path) -> str:
 
 
 def write_report(text: str, out: Path) -> None:
-    """Write ``text`` to a temporary file beside ``out``, renamed over it once complete."""
+    """Write ``text`` to a temporary file beside ``out``, renamed over it once complete.
+
+    Through a symbolic link, beside its target (the link stays); a device or a pipe that
+    exists (``/dev/stdout``) is written in place.
+    """
+    out, in_place = report_destination(out)
+    if in_place:
+        out.write_text(text, encoding="utf-8")
+        return
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text(text, encoding="utf-8")

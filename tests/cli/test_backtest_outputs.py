@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,3 +228,29 @@ def test_without_a_terminal_there_is_no_progress_line(long_csv: Path, tmp_path: 
     assert "\r" not in result.stderr
     assert "bars/s" not in result.stderr
     assert "120000 bars in" in result.stdout
+
+
+def test_a_report_through_a_link_replaces_its_target_and_a_pipe_is_written_in_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "reports" / "latest.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "r.json"
+    link.symlink_to(target)
+    code, _, err = run_here(capsys, "--report", str(link))
+    assert code == 0, err
+    assert link.is_symlink()  # the link stays, its target holds the new report
+    assert json.loads(target.read_text())["bars"] == 500
+    assert sorted(p.name for p in target.parent.iterdir()) == ["latest.json"]
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    code, _, err = run_here(capsys, "--report", str(fifo))
+    reader.join(30)
+    assert code == 0, err
+    assert json.loads(got[0])["bars"] == 500
+    assert not list(tmp_path.glob(".pipe.tmp-*"))
