@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
+from types import MappingProxyType
 
 import structlog
 
@@ -135,7 +136,7 @@ class FeatureEngine:
                     bar.symbol,
                     bar.interval,
                     bar.end_ts,
-                    values,
+                    MappingProxyType(values),  # read-only for every subscriber
                     self.version,
                 ),
             )

@@ -549,21 +549,16 @@ class StrategyManager:
             self._emit(slot, drafts, bar, bar.end_ts)
 
     def _on_features(self, vector: FeatureVector) -> None:
-        # One proxy per vector: strategies read the values but cannot change what the other
-        # subscribers of the published vector see.
-        values = MappingProxyType(vector.values)
+        # Strategies read the values but must not change what the vector's other subscribers
+        # see: the FeatureEngine publishes them read-only; anything else is sealed here.
+        values = vector.values
+        if type(values) is not MappingProxyType:
+            values = MappingProxyType(dict(values))
+            vector = attrs.evolve(vector, values=values)
         self.features[vector.symbol] = values
         slots = self._slots.get(vector.symbol)
         if slots:
-            sealed = FeatureVector(
-                meta=vector.meta,
-                symbol=vector.symbol,
-                timeframe=vector.timeframe,
-                ts=vector.ts,
-                values=values,
-                version=vector.version,
-            )
-            self._run(slots, ANALYTICS_FEATURES, sealed, vector.ts)
+            self._run(slots, ANALYTICS_FEATURES, vector, vector.ts)
 
     def _on_context(self, context: MarketContext) -> None:
         self.regimes[context.symbol] = context.regime
