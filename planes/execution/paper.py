@@ -462,14 +462,15 @@ class PaperExecution:
     ) -> bool:
         """Add one fill to ``order`` and to the book; True when the order is now filled."""
         req = order.req
+        symbol, ref = req.symbol, req.order_id
+        # The book first: a fill it refuses leaves the order as it was, not filled unbooked.
+        self.book.fill(symbol, req.side, qty, price, fee, fee_asset=fee_asset, ts=ts, ref=ref)
         order.filled += qty
         order.notional += qty * price
         order.fees += fee
         if req.order_type is OrderType.STOP:
             order.triggered = True  # a market order from now on
         self.fills += 1
-        symbol, ref = req.symbol, req.order_id
-        self.book.fill(symbol, req.side, qty, price, fee, fee_asset=fee_asset, ts=ts, ref=ref)
         done = order.filled >= order.qty
         order.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
         return done
@@ -483,7 +484,11 @@ class PaperExecution:
             move = (price * share).quantize(_quantum(price), rounding=decimal.ROUND_UP)
         else:
             move = price * self._slippage
-        return price + move if buy else price - move
+        if buy:
+            return price + move
+        if move >= price:  # a sell slips at most to the smallest price step above 0
+            return _quantum(price)
+        return price - move
 
     # -- orders out ----------------------------------------------------------------------
 

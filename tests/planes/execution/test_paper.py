@@ -276,6 +276,22 @@ async def test_volume_slippage_rounds_against_the_trader() -> None:
     assert fill.last_fill_price == D("100.343367")
 
 
+async def test_a_sell_slips_at_most_to_the_smallest_price_step_and_is_booked() -> None:
+    # 5 bps per 1 % of a bar of volume 10, selling 250 (the share allows 25 bars' volume):
+    # 12,500 bps, a price of -25 unbounded. It fills at the smallest step above 0 instead.
+    b = await bench(
+        "execution.slippage=volume", "execution.slippage_bps=5", "execution.max_volume_share=25"
+    )
+    b.bar(100, 101, 99, 100, volume=10)
+    sold = b.approve(Side.SELL, 250)
+    b.bar(100, 101, 99, 100, volume=10)
+    (fill,) = b.fills()
+    assert (fill.status, fill.last_fill_qty) == (OrderStatus.FILLED, 250)
+    assert fill.last_fill_price == D("0.0001")
+    assert b.paper.book.position("BTCUSDT").qty == -250
+    assert sold.order_id not in [e.order_id for e in await b.paper.open_orders()]
+
+
 # -- reduce-only ---------------------------------------------------------------------------
 
 
