@@ -35,11 +35,11 @@ from typing import Any
 import attrs
 
 from contracts.enums import OrderStatus, Side
-from contracts.execution import OrderEvent, PositionUpdate
+from contracts.execution import FeeKind, OrderEvent, PositionUpdate
 from contracts.market import KlineEvent
 from contracts.topics import EXEC_ORDER_EVENT, MARKET_KLINE, PORTFOLIO_POSITION
 from planes.config import Config, ReplayFormat, load_config
-from planes.execution.ledger import FeeKind, fill_terms
+from planes.execution.ledger import fill_terms
 from planes.runtime import Runtime
 
 _MS_PER_YEAR = 365 * 24 * 3600 * 1000

@@ -78,7 +78,7 @@ import structlog
 from cli.backtest import keep_report, output_problem
 from contracts.control import ControlState
 from contracts.enums import Lifecycle
-from contracts.execution import OrderEvent, PositionUpdate
+from contracts.execution import FeeKind, OrderEvent, PositionUpdate, fee_kind
 from contracts.market import (
     END_OF_DATA,
     MarketDisconnected,
@@ -108,7 +108,7 @@ from contracts.topics import (
 )
 from planes.clock import HistoricalClock
 from planes.config import Config, ConfigError, load_config, structure_config, to_tree
-from planes.execution.ledger import FeeKind, fee_kind, fill_terms
+from planes.execution.ledger import fill_terms
 from planes.logs import configure_logging
 from planes.market.gateway import MarketGateway
 from planes.runtime import Runtime, RuntimeFailedError, RuntimeStartError

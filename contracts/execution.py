@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from decimal import Decimal
 
 import attrs
@@ -70,3 +71,34 @@ class PositionView:
     realized_pnl: Decimal
     mark_price: Decimal
     equity: Decimal
+
+
+# -- fees: how a fill's fee is booked (the ledger books by it, risk counts by it) ---------
+
+
+def base_asset(symbol: str, quote: str) -> str:
+    """``symbol``'s base asset: ``symbol`` less its ``quote`` suffix ("" when it has none)."""
+    if len(symbol) > len(quote) and symbol.upper().endswith(quote.upper()):
+        return symbol[: len(symbol) - len(quote)]
+    return ""
+
+
+class FeeKind(enum.StrEnum):
+    """How a fill's fee is booked, by the asset it is charged in (``planes.execution.ledger``)."""
+
+    QUOTE = "quote"
+    """Paid from cash."""
+    BASE = "base"
+    """Taken from the asset traded; valued in quote at the fill price."""
+    OTHER = "other"
+    """Not valued: kept per asset in ``Ledger.unvalued_fees``."""
+
+
+def fee_kind(symbol: str, fee_asset: str, quote: str) -> FeeKind:
+    """How a fee in ``fee_asset`` on a fill of ``symbol`` is booked in ``quote`` books."""
+    asset = fee_asset.upper()
+    if not asset or asset == quote.upper():
+        return FeeKind.QUOTE
+    if asset == base_asset(symbol, quote).upper():
+        return FeeKind.BASE
+    return FeeKind.OTHER

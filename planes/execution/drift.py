@@ -64,8 +64,7 @@ import attrs
 import structlog
 
 from contracts.enums import Severity
-from contracts.execution import PositionUpdate
-from planes.execution.ledger import base_asset
+from contracts.execution import PositionUpdate, base_asset
 
 log = structlog.get_logger("planes.execution.drift")
 

@@ -77,7 +77,6 @@ none.
 from __future__ import annotations
 
 import decimal
-import enum
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -85,6 +84,7 @@ from typing import Any, NamedTuple
 import attrs
 
 from contracts.enums import Side
+from contracts.execution import FeeKind, fee_kind
 
 ZERO = Decimal(0)
 _EXACT = decimal.Context(
@@ -117,35 +117,7 @@ def fee_account(asset: str) -> str:
     return f"fees:{asset}"
 
 
-def base_asset(symbol: str, quote: str) -> str:
-    """``symbol``'s base asset: ``symbol`` less its ``quote`` suffix ("" when it has none)."""
-    if len(symbol) > len(quote) and symbol.upper().endswith(quote.upper()):
-        return symbol[: len(symbol) - len(quote)]
-    return ""
-
-
 _BUY = Side.BUY  # enum members as module constants: each Side.BUY costs an attribute lookup
-
-
-class FeeKind(enum.StrEnum):
-    """How the ledger books a fee, by the asset it is charged in (see the module docstring)."""
-
-    QUOTE = "quote"
-    """Paid from cash."""
-    BASE = "base"
-    """Taken from the asset traded; valued in quote at the fill price."""
-    OTHER = "other"
-    """Not valued: kept per asset in ``Ledger.unvalued_fees``."""
-
-
-def fee_kind(symbol: str, fee_asset: str, quote: str) -> FeeKind:
-    """How a fee in ``fee_asset`` on a fill of ``symbol`` is booked in ``quote`` books."""
-    asset = fee_asset.upper()
-    if not asset or asset == quote.upper():
-        return FeeKind.QUOTE
-    if asset == base_asset(symbol, quote).upper():
-        return FeeKind.BASE
-    return FeeKind.OTHER
 
 
 class FillTerms(NamedTuple):

@@ -74,14 +74,14 @@ import structlog
 
 from contracts.converter import CONVERTER
 from contracts.enums import OrderStatus, OrderType, Side
-from contracts.execution import OrderEvent
+from contracts.execution import OrderEvent, base_asset
 from contracts.market import KlineEvent, TickerEvent
 from contracts.ports import ComponentContext
 from contracts.risk import ApprovedIntent
 from contracts.topics import EXEC_ORDER_EVENT, MARKET_KLINE, MARKET_TICKER, RISK_APPROVED
 from planes.config import Config, FillModel, SlippageModel
 from planes.execution.adapter import OrderReason, OrderRequest, VenuePosition, Wallet, remember
-from planes.execution.ledger import ZERO, Ledger, base_asset
+from planes.execution.ledger import ZERO, Ledger
 
 log = structlog.get_logger("planes.execution.paper")
 

@@ -46,7 +46,7 @@ from typing import Any, Final
 import structlog
 
 from contracts.enums import Severity
-from contracts.execution import OrderEvent, PositionUpdate, PositionView
+from contracts.execution import FeeKind, OrderEvent, PositionUpdate, PositionView
 from contracts.market import KlineEvent
 from contracts.ports import ComponentContext
 from contracts.system import Alert
@@ -58,7 +58,7 @@ from contracts.topics import (
 )
 from planes.config import Config
 from planes.execution.adapter import remember
-from planes.execution.ledger import ZERO, FeeKind, Ledger
+from planes.execution.ledger import ZERO, Ledger
 
 log = structlog.get_logger("planes.execution.positions")
 

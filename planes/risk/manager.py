@@ -54,11 +54,12 @@ from collections.abc import Callable, Mapping
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
+import attrs
 import structlog
 
 from contracts.control import ControlState
 from contracts.enums import Lifecycle, OrderStatus, Severity, Side
-from contracts.execution import OrderEvent, PositionUpdate, PositionView
+from contracts.execution import FeeKind, OrderEvent, PositionUpdate, PositionView, fee_kind
 from contracts.market import KlineEvent, TickerEvent
 from contracts.ports import ComponentContext
 from contracts.risk import ApprovedIntent, RejectedIntent, RejectReason
@@ -200,6 +201,7 @@ class RiskManager:
         self.lifecycle: Lifecycle | None = None
         self.paused = False
         self.equity = config.portfolio.cash
+        self._quote = config.portfolio.quote
         self.peak_equity = self.equity
         # The day changes only with equity (a position update): a verdict reads the new day
         # without storing it, so the state is a function of the replayable events alone.
@@ -282,14 +284,14 @@ class RiskManager:
             fill = event.last_fill_qty
             if fill and event.status in _FILLS:
                 book = self._book(event.symbol)
-                book.inflight += fill if event.side is Side.BUY else -fill
+                book.inflight += self._moved(event, fill if event.side is Side.BUY else -fill)
             return
         book = record.book
         filled = event.filled_qty  # cumulative, so a repeated event changes nothing
         if filled > record.filled:
             fill = filled - record.filled
             record.filled = filled
-            book.inflight += fill if record.buy else -fill
+            book.inflight += self._moved(event, fill if record.buy else -fill)
             used = min(fill, record.remaining)
             record.remaining -= used
             if record.buy:
@@ -302,6 +304,18 @@ class RiskManager:
             else:
                 book.pending_sell -= record.remaining
             del pending[key]
+
+    def _moved(self, event: OrderEvent, signed: Decimal) -> Decimal:
+        """What a fill of ``signed`` moves the position by: less a fee taken in the base coin.
+
+        As the ledger books it (``contracts.execution.fee_kind``): a spot buy that pays its fee
+        in BTC holds that much less, and the position update that follows says so. Counted
+        gross, the difference would stay in flight for good.
+        """
+        fee = event.fee
+        if fee and fee_kind(event.symbol, event.fee_asset, self._quote) is FeeKind.BASE:
+            return signed - fee
+        return signed
 
     def _on_position(self, update: PositionUpdate) -> None:
         # A mark on a bar (most updates) moves equity only: the same as _apply_position, with
@@ -667,6 +681,10 @@ class RiskManager:
                 if qty <= 0:
                     return self._reject(intent, code, self._limit_detail(code, book, others))
 
+        if only_reduce and not intent.reduce_only:
+            # A halt let a reducing intent through: the venue must clip it to what it holds,
+            # so it never opens the other side (reduce-only, as docs/risk.md says).
+            intent = attrs.evolve(intent, reduce_only=True)
         approval = ApprovedIntent(self._bus.meta(intent.meta.correlation_id), intent, qty, order_id)
         self._book_approval(approval)
         return approval

@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from contracts.enums import Side
+from contracts.execution import FeeKind
 from planes.execution.ledger import (
     CAPITAL,
     CASH,
     FEES,
-    FeeKind,
     Ledger,
     asset_account,
     fee_account,

@@ -13,6 +13,8 @@ import itertools
 from decimal import Decimal
 from typing import Any
 
+import attrs
+
 from contracts.control import ControlState
 from contracts.enums import Lifecycle, OrderStatus, OrderType, Side
 from contracts.execution import OrderEvent, PositionUpdate
@@ -159,7 +161,9 @@ class Rig:
         self.strategy.publish(STRATEGY_INTENT, intent)
         new = self.verdicts[before:]
         assert len(new) == 1, f"intent {iid} got {len(new)} verdicts"
-        assert new[0].intent is intent
+        judged = new[0].intent
+        # A halt approves a reducing intent as reduce-only: the same intent, that flag set.
+        assert judged is intent or judged == attrs.evolve(intent, reduce_only=True)
         return new[0]
 
     def buy(self, size: Decimal | int | str | None = None, **kw: Any) -> Verdict:
