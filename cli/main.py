@@ -191,7 +191,7 @@ async def _run(config: Config, duration: float | None, *, interactive: bool = Fa
         runtime.assemble()
         from cli.shell import Shell  # noqa: PLC0415 - prompt_toolkit: 0.1 s of every other command
 
-        shell = Shell(runtime.attach("cli"))
+        shell = Shell(runtime.attach("cli"), on_interrupt=lambda: on_signal(signal.SIGINT))
         shell.attach()
         shell_task = asyncio.get_running_loop().create_task(shell.run(), name="shell")
     loop = asyncio.get_running_loop()

@@ -18,17 +18,30 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from contracts.control import ControlCommand, ControlState
 from contracts.enums import Lifecycle
 from contracts.ports import BusHandle
-from contracts.topics import CONTROL_COMMAND, CONTROL_STATE
+from contracts.strategy import ScenarioDisabled, ScenarioEnabled
+from contracts.system import Alert
+from contracts.topics import (
+    CONTROL_COMMAND,
+    CONTROL_STATE,
+    OBSERVABILITY_ALERT,
+    STRATEGY_SCENARIO_DISABLED,
+    STRATEGY_SCENARIO_ENABLED,
+)
 
 HELP = {
-    "status": "show the lifecycle and runtime counters",
-    "pause": "stop trading (risk rejects every intent); market data and monitoring go on",
+    "status": "show the lifecycle, mode, market and clock",
+    "pause": "no new trades (risk rejects every intent); working orders, data, monitoring go on",
     "resume": "trade again",
-    "stop": "shut the runtime down cleanly",
+    "scenario": "scenario enable|disable|retire|rollback ID: switch a scenario (the registry's)",
+    "stop": "shut the runtime down cleanly (also Ctrl-C; a second Ctrl-C forces it)",
     "quit": "stop the runtime and leave the shell",
     "help": "this list",
 }
 BUS_COMMANDS = frozenset({"status", "pause", "resume", "stop"})
+SCENARIO_VERBS = ("enable", "disable", "retire", "rollback")
+"""``scenario VERB ID`` (or ``scenario.VERB ID``) publishes ``control:command scenario.VERB``."""
+_ANSWERS = frozenset({"command_refused", "command_usage"})
+"""Alert codes that answer an operator's command: printed (other alerts are log lines)."""
 
 
 class Shell:
@@ -40,17 +53,37 @@ class Shell:
         *,
         session: PromptSession[str] | None = None,
         write: Callable[[str], None] = print,
+        on_interrupt: Callable[[], object] | None = None,
     ) -> None:
         self._bus = bus
         self._session = session
         self._write = write
+        self._on_interrupt = on_interrupt
+        """Called for Ctrl-C at the prompt (``planes run``: what a first SIGINT does), which
+        then ends the shell; without it, Ctrl-C is ``stop``."""
         self._ids = itertools.count(1)
         self._mine: set[str] = set()
         self._lifecycle: Lifecycle | None = None
 
     def attach(self) -> None:
-        """Start listening to ``control:state``."""
-        self._bus.subscribe(CONTROL_STATE, self._on_state)
+        """Start listening to ``control:state``, scenario changes and command refusals."""
+        bus = self._bus
+        bus.subscribe(CONTROL_STATE, self._on_state)
+        bus.subscribe(STRATEGY_SCENARIO_ENABLED, self._on_enabled)
+        bus.subscribe(STRATEGY_SCENARIO_DISABLED, self._on_disabled)
+        bus.subscribe(OBSERVABILITY_ALERT, self._on_alert)
+
+    def _on_enabled(self, event: ScenarioEnabled) -> None:
+        by = f" by {event.enabled_by}" if event.enabled_by else ""
+        self._write(f"[scenario] {event.scenario_id} enabled (v{event.version}){by}")
+
+    def _on_disabled(self, event: ScenarioDisabled) -> None:
+        why = f": {event.reason}" if event.reason else ""
+        self._write(f"[scenario] {event.scenario_id} disabled (v{event.version}){why}")
+
+    def _on_alert(self, alert: Alert) -> None:
+        if alert.code in _ANSWERS:
+            self._write(f"[refused] {alert.message}")
 
     def _on_state(self, state: ControlState) -> None:
         if state.reply_to in self._mine:
@@ -76,7 +109,14 @@ class Shell:
             return True
         if name in ("quit", "exit"):
             name = "stop"
-        if name not in BUS_COMMANDS:
+        if name == "scenario" and args:
+            name, args = f"scenario.{args[0].lower()}", args[1:]
+        if name.startswith("scenario"):
+            verb = name.partition(".")[2]
+            if verb not in SCENARIO_VERBS or len(args) != 1:
+                self._write(f"usage: scenario {'|'.join(SCENARIO_VERBS)} ID")
+                return True
+        elif name not in BUS_COMMANDS:
             self._write(f"unknown command {words[0]!r}; type help")
             return True
         command_id = f"cli-{next(self._ids)}"
@@ -86,7 +126,7 @@ class Shell:
         return name != "stop"
 
     async def run(self) -> None:
-        """Prompt until ``quit``/``stop``, end of input (Ctrl-D) or cancellation."""
+        """Prompt until ``quit``/``stop``, Ctrl-C, end of input (Ctrl-D) or cancellation."""
         session = self._session or PromptSession(completer=WordCompleter(list(HELP)))
         with patch_stdout(raw=True):
             while True:
@@ -95,8 +135,13 @@ class Shell:
                 except EOFError:
                     self.execute("stop")
                     return
-                except KeyboardInterrupt:
-                    continue
+                except KeyboardInterrupt:  # Ctrl-C at the prompt: what it does anywhere else
+                    self._write("stopping (Ctrl-C; press it again to force)")
+                    if self._on_interrupt is None:
+                        self.execute("stop")
+                    else:
+                        self._on_interrupt()
+                    return
                 if not self.execute(line):
                     return
                 await asyncio.sleep(0)  # let the command's effects print before the next prompt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from prompt_toolkit import PromptSession
@@ -110,3 +111,72 @@ async def test_end_of_input_stops_the_runtime(tmp_path: object) -> None:
 def test_attach_needs_an_assembled_runtime(tmp_path: object) -> None:
     with pytest.raises(RuntimeError, match="assemble"):
         _runtime(tmp_path).attach("cli")
+
+
+async def wait_until(condition: Callable[[], object], timeout_s: float = 10) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+async def test_scenario_commands_switch_a_scenario_and_print_the_answer(tmp_path: object) -> None:
+    runtime = _runtime(tmp_path)
+    runtime.assemble()
+    lines: list[str] = []
+    shell = Shell(runtime.attach("cli"), write=lines.append)
+    shell.attach()
+    commands: list[ControlCommand] = []
+    runtime.bus.subscribe(CONTROL_COMMAND, commands.append)
+    await runtime.start()
+    try:
+        (scenario,) = runtime.config.strategy.scenarios
+        assert shell.execute(f"scenario disable {scenario.id}")
+        await wait_until(lambda: any(f"] {scenario.id} disabled" in line for line in lines))
+        assert shell.execute(f"scenario.enable {scenario.id}")
+        await wait_until(lambda: any(f"] {scenario.id} enabled" in line for line in lines))
+        assert shell.execute("scenario enable no_such_scenario")
+        await wait_until(lambda: any(line.startswith("[refused]") for line in lines))
+        assert shell.execute("scenario frobnicate x")
+        assert shell.execute("scenario disable")
+    finally:
+        await runtime.stop()
+    sent = [(c.name, c.args) for c in commands if c.meta.source.value == "cli"]
+    assert sent == [
+        ("scenario.disable", (scenario.id,)),
+        ("scenario.enable", (scenario.id,)),
+        ("scenario.enable", ("no_such_scenario",)),
+    ]
+    refused = next(line for line in lines if line.startswith("[refused]"))
+    assert "no_such_scenario" in refused
+    assert lines.count("usage: scenario enable|disable|retire|rollback ID") == 2
+
+
+@pytest.mark.parametrize("handler", [False, True])
+async def test_ctrl_c_at_the_prompt_stops_the_runtime(tmp_path: object, handler: bool) -> None:
+    runtime = _runtime(tmp_path)
+    runtime.assemble()
+    interrupts: list[str] = []
+
+    def on_interrupt() -> None:  # what planes run passes: its SIGINT handler
+        interrupts.append("SIGINT")
+        runtime.request_stop("signal SIGINT")
+
+    await runtime.start()
+    try:
+        with create_pipe_input() as pipe:
+            session: PromptSession[str] = PromptSession(input=pipe, output=DummyOutput())
+            shell = Shell(
+                runtime.attach("cli"),
+                session=session,
+                write=lambda _: None,
+                on_interrupt=on_interrupt if handler else None,
+            )
+            shell.attach()
+            pipe.send_text("\x03")  # Ctrl-C
+            await asyncio.wait_for(shell.run(), 5)
+        assert await runtime.wait_stopped(5)
+    finally:
+        await runtime.stop()
+    assert interrupts == (["SIGINT"] if handler else [])
