@@ -14,16 +14,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 import cli.main
 from cli.main import main
-from planes import logs
 
 ROOT = Path(__file__).resolve().parents[2]
 CSV = ROOT / "tests" / "data" / "ohlcv" / "btcusdt_1h_500.csv"
@@ -31,16 +28,6 @@ PLANES = str(Path(sys.executable).parent / "planes")
 BASE = ["backtest", "--data", str(CSV), "--strategy", "sma_cross", "--symbol", "BTCUSDT"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PROGRESS = re.compile(r"\r[\d,]+ bars  [\d,]+ bars/s  \d+ trades")
-
-
-@pytest.fixture(autouse=True)
-def _restore_structlog(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # A backtest run in-process configures logging for the process: put it back afterwards.
-    monkeypatch.setattr(logs.SWITCH, "enabled", True)
-    monkeypatch.setattr(logs, "_configured", {})
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 def run_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

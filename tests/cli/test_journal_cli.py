@@ -6,12 +6,10 @@ import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import structlog
 
 from cli.main import main
 from contracts.control import ControlCommand
@@ -20,7 +18,6 @@ from contracts.market import KlineEvent, TickerEvent
 from contracts.meta import EventMeta, Payload, Source
 from contracts.system import Alert
 from contracts.topics import STATE_REGISTRY, BotEventMap
-from planes import logs
 from planes.storage.journal import EventJournal, JournalRecord, decode, open_reader
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,17 +26,6 @@ PLANES = str(Path(sys.executable).parent / "planes")
 KEYS = ["seq", "run_id", "topic", "source", "ts", "correlation_id", "payload"]
 TYPES = {name: topic.payload for name, topic in BotEventMap.items()}
 TYPES[STATE_REGISTRY.name] = STATE_REGISTRY.payload
-
-
-@pytest.fixture(autouse=True)
-def _restore_structlog(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # The export configures logging for the process (to keep stdout for the JSON Lines); put
-    # structlog, the switch and the remembered stream back for the tests that follow.
-    monkeypatch.setattr(logs.SWITCH, "enabled", True)
-    monkeypatch.setattr(logs, "_configured", {})
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 def kline(ts: int) -> KlineEvent:

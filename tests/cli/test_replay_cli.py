@@ -8,21 +8,18 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-import structlog
 
 from cli.main import main
 from cli.replay import scenario_order, starting_cash
 from contracts.enums import OrderStatus, OrderType, Side
 from contracts.execution import OrderEvent, PositionUpdate
 from contracts.meta import EventMeta, Source
-from planes import logs
 
 ROOT = Path(__file__).resolve().parents[2]
 CSV = ROOT / "tests" / "data" / "ohlcv" / "btcusdt_1h_500.csv"
@@ -76,16 +73,6 @@ def record(data_dir: Path, config: Path) -> None:
         cwd=config.parent,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-
-
-@pytest.fixture(autouse=True)
-def _restore_structlog(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # An in-process replay configures logging for the process: put it back afterwards.
-    monkeypatch.setattr(logs.SWITCH, "enabled", True)
-    monkeypatch.setattr(logs, "_configured", {})
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="module")
