@@ -88,6 +88,8 @@ class PlaneContext:
     notifiers: Mapping[str, NotifierSpec]
     state: StateHub = attrs.field(factory=StateHub)
     """The runtime's stateful components (the storage plane snapshots and restores them)."""
+    run_id: str = ""
+    """The runtime's run id (its logs, the journal's ``run_id``); empty outside a runtime."""
 
 
 def runtime_config(ctx: ComponentContext) -> Config:
@@ -237,6 +239,7 @@ class Runtime:
                 strategies=strategies,
                 notifiers=notifiers,
                 state=self.state,
+                run_id=self.run_id,
             )
             try:
                 component = spec.factory(ctx)

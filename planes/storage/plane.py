@@ -116,7 +116,8 @@ class StoragePlane:
         self._config = config
         self._settings = config.storage
         self.enabled = self._settings.enabled
-        self.run_id = secrets.token_hex(6)
+        # The runtime's own: its log lines and the journal's rows name the same run.
+        self.run_id = str(getattr(ctx, "run_id", "") or secrets.token_hex(6))
         journal, registry, snapshots = data_paths(Path(config.runtime.data_dir))
         self.journal = EventJournal(
             journal,

@@ -95,7 +95,7 @@ async def test_every_event_is_journaled_once_in_order_with_contiguous_seq(tmp_pa
     # the journal holds what the bus delivered while storage was running, in the same order
     assert [r.topic for r in records] == seen[: len(records)]
     assert len(records) >= len(seen) - 5  # only the last few shutdown events come after it
-    assert {r.run_id for r in records} == {storage_of(runtime).run_id}
+    assert {r.run_id for r in records} == {storage_of(runtime).run_id} == {runtime.run_id}
     assert sum(r.topic == "market:kline" for r in records) == 500
     orders = [json.loads(r.payload) for r in records if r.topic == "exec:order_event"]
     fills = [o for o in orders if o["last_fill_qty"] is not None]
