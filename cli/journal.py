@@ -210,6 +210,22 @@ def parse_seq(text: str) -> int:
     return value
 
 
+def not_a_directory(path: Path, name: str) -> str | None:
+    """Why ``path`` (``name``: its flag or key) cannot be a data dir, or None when it can.
+
+    A missing one is created; what cannot work is a path that is, or runs through, a file.
+    """
+    for step in (path, *path.parents):
+        if not step.exists():
+            continue
+        if step.is_dir():
+            return None
+        if step == path:
+            return f"{name} {path} names a file, not a directory"
+        return f"{name} {path}: {step} is a file, not a directory"
+    return None
+
+
 def builtin_topics(config: Config) -> tuple[Collection[str], str | None]:
     """The ``TopicNames`` of the built-in topic map alone (no plugin is loaded)."""
     del config
@@ -239,8 +255,9 @@ def cmd_export(args: argparse.Namespace, topic_names: TopicNames = builtin_topic
     else:
         data_dir, flag = Path(config.runtime.data_dir), "runtime.data_dir"
     journal, _, _ = data_paths(data_dir)
-    if data_dir.exists() and not data_dir.is_dir():
-        print(f"{_PROG}: {flag} {data_dir} names a file, not a directory", file=sys.stderr)
+    problem = not_a_directory(data_dir, flag)
+    if problem is not None:
+        print(f"{_PROG}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
         topics = TopicFilter.parse(args.topic)

@@ -22,7 +22,7 @@ from cli.backtest import (
     unvalued_note,
     write_report,
 )
-from cli.journal import BUILTIN_TOPICS, cmd_journal, parse_seq
+from cli.journal import BUILTIN_TOPICS, cmd_journal, not_a_directory, parse_seq
 from cli.replay import cmd_replay
 from cli.topics import render_markdown, render_text
 from contracts.topics import TopicClashError, TopicRegistry
@@ -139,23 +139,10 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def data_dir_problem(config: Config) -> str | None:
-    """Why the storage plane could not use ``runtime.data_dir``, or None (storage off: none).
-
-    The directory is created when missing; what cannot work is a path that is, or runs
-    through, a file.
-    """
+    """Why the storage plane could not use ``runtime.data_dir``, or None (storage off: none)."""
     if not config.storage.enabled:
         return None
-    data_dir = Path(config.runtime.data_dir)
-    for path in (data_dir, *data_dir.parents):
-        if not path.exists():
-            continue
-        if path.is_dir():
-            return None
-        if path == data_dir:
-            return f"runtime.data_dir {data_dir} names a file, not a directory"
-        return f"runtime.data_dir {data_dir}: {path} is a file, not a directory"
-    return None
+    return not_a_directory(Path(config.runtime.data_dir), "runtime.data_dir")
 
 
 def _host(config: Config) -> PluginHost:
