@@ -145,16 +145,19 @@ class JournalError(Exception):
     """A journal cannot be opened, read or written; the message names the file."""
 
 
-def _make_dir(folder: Path, what: str) -> None:
-    """``mkdir -p`` of ``folder``; a file in the way, or no permission, is a ``JournalError``."""
+def make_dir(folder: Path) -> str | None:
+    """``mkdir -p`` of ``folder``; why it failed (a file in the way, no permission), or None.
+
+    The storage files' directories (the data dir, its snapshots) are made with it; each caller
+    raises its own error with the reason.
+    """
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        msg = f"{what}: {folder} (runtime.data_dir) is not a directory: a file is in the way"
-        raise JournalError(msg) from None
+        return f"{folder} is not a directory: a file is in the way"
     except OSError as exc:
-        msg = f"{what}: cannot create the directory {folder}: {exc.strerror or exc}"
-        raise JournalError(msg) from None
+        return f"cannot create the directory {folder}: {exc.strerror or exc}"
+    return None
 
 
 class JournalFullPolicy(enum.StrEnum):
@@ -703,7 +706,9 @@ class EventJournal:
             if self._state is not _State.NEW:
                 msg = f"journal {self.path} was already opened (state {self._state.value})"
                 raise JournalError(msg)
-        _make_dir(self.path.parent, f"journal {self.path}")
+        problem = make_dir(self.path.parent)
+        if problem is not None:
+            raise JournalError(f"journal {self.path}: {problem} (runtime.data_dir)")
         lock_fd = _lock_writer(self.path)
         try:
             conn = self._connect_writer()

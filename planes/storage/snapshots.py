@@ -50,6 +50,8 @@ from typing import Any, cast
 import attrs
 import structlog
 
+from planes.storage.journal import make_dir
+
 FORMAT = 1
 """The snapshot format this build writes and reads."""
 TMP_PREFIX = ".tmp-"
@@ -239,14 +241,9 @@ class StateStore:
             msg = f"snapshot sections cannot be encoded as JSON: {exc}"
             raise SnapshotError(msg) from exc
         path = self.directory / f"{journal_seq:012d}-{snapshot_id}.json"
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            msg = f"{self.directory} is not a directory (a file is in the way): no snapshot"
-            raise SnapshotError(msg) from None
-        except OSError as exc:
-            msg = f"cannot create the snapshot directory {self.directory}: {exc.strerror or exc}"
-            raise SnapshotError(msg) from None
+        problem = make_dir(self.directory)
+        if problem is not None:
+            raise SnapshotError(f"no snapshot: {problem}")
         self.clean()
         self._write_atomically(path, self.directory / f"{TMP_PREFIX}{snapshot_id}", data)
         self._prune(keep_path=path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -33,7 +34,7 @@ from planes.state import StateHub
 from planes.storage.journal import EventJournal, open_reader
 from planes.storage.outbox import Outbox
 from planes.storage.plane import data_paths
-from planes.storage.snapshots import StateStore
+from planes.storage.snapshots import SnapshotError, StateStore
 from plugins.builtin import BUILTIN_PLUGINS
 from plugins.hookspecs import hookimpl
 from tests.planes.storage.harness import PlanesRun, journal_records
@@ -310,3 +311,20 @@ async def test_a_journal_writer_that_cannot_start_stops_a_historical_run_at_once
     assert storage.unstored  # counted, not raised per event
     assert not [p for _, p in tap.events if isinstance(p, ErrorEvent)]
     assert list(StateStore(data_paths(tmp_path / "var")[2]).list()) == []
+
+
+async def test_a_data_dir_that_is_a_file_fails_start_up_naming_it(tmp_path: Path) -> None:
+    blocked = tmp_path / "var"
+    blocked.write_text("not a directory")
+    runtime = plane_runtime(blocked)
+    expected = re.escape(f"{blocked} is not a directory: a file is in the way")
+    with pytest.raises(RuntimeStartError, match=expected):
+        await asyncio.wait_for(runtime.run(), 30)
+    assert blocked.read_text() == "not a directory"
+
+
+def test_a_snapshot_directory_blocked_by_a_file_is_a_snapshot_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "snapshots"
+    blocked.write_text("")
+    with pytest.raises(SnapshotError, match=r"no snapshot: .* is not a directory"):
+        StateStore(blocked).write(1, {}, run_id="r", reason="test", now_ms=1)
