@@ -111,7 +111,7 @@ class Shell:
             name = "stop"
         if name == "scenario" and args:
             name, args = f"scenario.{args[0].lower()}", args[1:]
-        if name.startswith("scenario"):
+        if name == "scenario" or name.startswith("scenario."):
             verb = name.partition(".")[2]
             if verb not in SCENARIO_VERBS or len(args) != 1:
                 self._write(f"usage: scenario {'|'.join(SCENARIO_VERBS)} ID")

@@ -658,15 +658,28 @@ class StrategyManager:
             )
 
     def _on_command(self, command: ControlCommand) -> None:
+        """``scenario.enable|disable ID`` without storage (with it, the registry decides).
+
+        A command that cannot be followed is answered as the storage plane answers one: a
+        WARNING alert ``command_usage`` or ``command_refused`` (the shell prints those).
+        """
+        if command.name in ("scenario.retire", "scenario.rollback"):
+            message = f"{command.name} needs the registry: storage.enabled is false"
+            self._refuse("command_refused", message)
+            return
         if command.name not in ("scenario.enable", "scenario.disable"):
             return
         if len(command.args) != 1:
             log.warning("strategy.command_usage", command=command.name, args=command.args)
+            self._refuse("command_usage", f"usage: {command.name} SCENARIO_ID")
             return
         scenario_id = command.args[0]
         scenario = self.scenarios.get(scenario_id)
         if scenario is None:
             log.warning("strategy.unknown_scenario", scenario=scenario_id)
+            known = ", ".join(sorted(self.scenarios)) or "none"
+            message = f"{command.name}: no scenario {scenario_id!r} (known: {known})"
+            self._refuse("command_refused", message)
             return
         if command.name == "scenario.disable":
             self.disable(scenario_id, f"disabled by {command.meta.source.value}")
@@ -675,8 +688,13 @@ class StrategyManager:
                 self._run_scenario(scenario)
             except ScenarioError as exc:
                 log.error("strategy.enable_failed", scenario=scenario_id, error=str(exc))  # noqa: TRY400 - the message is the point
+                self._refuse("command_refused", f"{command.name} {scenario_id}: {exc}")
                 return
             self._announce_enabled(scenario, by=command.meta.source.value)
+
+    def _refuse(self, code: str, message: str) -> None:
+        bus = self._bus
+        bus.publish(OBSERVABILITY_ALERT, Alert(bus.meta(), Severity.WARNING, code, message))
 
     def _on_registry(self, change: RegistryChanged) -> None:
         self._apply_registry(change, live=True)

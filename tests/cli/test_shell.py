@@ -180,3 +180,37 @@ async def test_ctrl_c_at_the_prompt_stops_the_runtime(tmp_path: object, handler:
     finally:
         await runtime.stop()
     assert interrupts == (["SIGINT"] if handler else [])
+
+
+async def test_without_storage_the_strategy_plane_answers_scenario_commands(
+    tmp_path: object,
+) -> None:
+    runtime = Runtime(
+        load_config(
+            sets=[
+                f"runtime.data_dir={tmp_path}",
+                "storage.enabled=false",
+                "market.synthetic.tick_ms=20",
+                "observability.status_interval_s=0",
+            ],
+            environ={},
+        )
+    )
+    runtime.assemble()
+    lines: list[str] = []
+    shell = Shell(runtime.attach("cli"), write=lines.append)
+    shell.attach()
+    await runtime.start()
+    try:
+        (scenario,) = runtime.config.strategy.scenarios
+        shell.execute(f"scenario disable {scenario.id}")
+        await wait_until(lambda: any(f"] {scenario.id} disabled" in line for line in lines))
+        shell.execute("scenario enable nope")
+        shell.execute(f"scenario retire {scenario.id}")
+        await wait_until(lambda: sum(line.startswith("[refused]") for line in lines) == 2)
+    finally:
+        await runtime.stop()
+    refused = [line for line in lines if line.startswith("[refused]")]
+    assert "no scenario 'nope'" in refused[0]
+    assert "scenario.retire needs the registry" in refused[1]
+    assert not any(line.startswith("unknown command") for line in lines)
