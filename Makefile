@@ -9,7 +9,12 @@ PACKAGES := contracts planes plugins research cli
 
 .PHONY: run test lint typecheck pytest bench bench-backtest docs clean
 
-$(STAMP): pyproject.toml
+# The modules mypyc compiles (planes/native.py): the install compiles them, so an edit to one
+# reinstalls; run with PLANES_NATIVE=0 to use the sources without a rebuild.
+NATIVE_SOURCES := $(shell $(PYTHON) -c "import runpy; n = runpy.run_path('planes/native.py'); \
+	print(' '.join(m.replace('.', '/') + '.py' for m in n['MODULES']))")
+
+$(STAMP): pyproject.toml setup.py planes/native.py $(NATIVE_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -39,7 +44,7 @@ bench: $(STAMP)
 BENCH_VENV := $(VENV)/bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-$(BENCH_STAMP): pyproject.toml
+$(BENCH_STAMP): pyproject.toml setup.py planes/native.py $(NATIVE_SOURCES)
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[bench]'
@@ -52,4 +57,5 @@ docs: $(STAMP)
 	$(BIN)/planes topics --markdown --set plugins.entry_points=false > docs/topics.md
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build planes/_native.json
+	find planes -name '*.so' -delete

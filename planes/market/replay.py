@@ -596,7 +596,7 @@ def _read_rows(path: str, text: str, *, plain: bool) -> tuple[list[_Row], _Where
             reason = f"bad date {stamp.strip()!r} in {column}: {exc}"
             raise ReplayError(path, line, reason) from None
         try:
-            o, h, low, c, v = map(dec, pick(row))
+            o, h, low, c, v = tuple(map(dec, pick(row)))
             bar = (start, o, h, low, c, v, None if it is None else dec(row[it]))
             good = _plausible(bar)
         except InvalidOperation:
@@ -837,7 +837,7 @@ def _json_rows(path: str, entries: list[Any], where: _Entries) -> list[_Row]:
             reason = f"result.list[{entry}]: bad date {item[0]!r}: not epoch milliseconds"
             raise ReplayError(path, where.entry_line(entry), reason)
         try:
-            o, h, low, c, v = map(_number, item[1:6])
+            o, h, low, c, v = tuple(map(_number, item[1:6]))
             bar = (start, o, h, low, c, v, _number(item[6]) if len(item) == 7 else None)
             good = _plausible(bar)
         except InvalidOperation:
@@ -854,7 +854,7 @@ def _json_problem(item: list[Any], start: int) -> str:
     for name, value in zip(_NUMBER_NAMES, item[1:], strict=False):
         if not _is_number(value):
             return f"bad number {value!r} in {name}"
-    o, h, low, c, v = map(_number, item[1:6])
+    o, h, low, c, v = tuple(map(_number, item[1:6]))
     t = _number(item[6]) if len(item) == 7 else None
     return _check_bar((start, o, h, low, c, v, t)) or "impossible bar"
 

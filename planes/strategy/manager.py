@@ -201,28 +201,36 @@ def draft_problem(draft: object) -> str | None:
     """
     if not isinstance(draft, IntentDraft):
         return f"returned {_short(draft)} ({type(draft).__name__}) among its drafts"
-    # Typed fields, but nothing stops a plugin from filling them with anything: test as objects.
-    side, order_type = cast(object, draft.side), cast(object, draft.order_type)
+    # Typed fields, but nothing stops a plugin from filling them with anything: test as objects
+    # (read untyped: compiled, a typed read of a str or bool field would raise TypeError first).
+    side, order_type = _raw(draft, "side"), _raw(draft, "order_type")
     if not isinstance(side, Side):
         return _bad_field("side", side, "a contracts.enums.Side")
     if not isinstance(order_type, OrderType):
         return _bad_field("order_type", order_type, "a contracts.enums.OrderType")
-    if not isinstance(cast(object, draft.reduce_only), bool):
-        return _bad_field("reduce_only", draft.reduce_only, "a bool")
-    if not isinstance(cast(object, draft.reason), str):
-        return _bad_field("reason", draft.reason, "a str")
+    reduce_only, reason = _raw(draft, "reduce_only"), _raw(draft, "reason")
+    if not isinstance(reduce_only, bool):
+        return _bad_field("reduce_only", reduce_only, "a bool")
+    if not isinstance(reason, str):
+        return _bad_field("reason", reason, "a str")
     return _amounts_problem(draft, order_type)
 
 
+def _raw(draft: IntentDraft, name: str) -> object:
+    """A draft's field as whatever object it holds."""
+    return cast(object, getattr(draft, name))
+
+
 def _amounts_problem(draft: IntentDraft, order_type: OrderType) -> str | None:
-    size = draft.size_hint
+    size = _raw(draft, "size_hint")
     if size is not None and not _positive(size):
         return _bad_field("size_hint", size, "None or a finite Decimal > 0")
-    target = draft.target_exposure
+    target = _raw(draft, "target_exposure")
     if target is not None and not (isinstance(target, Decimal) and target.is_finite()):
         return _bad_field("target_exposure", target, "None or a finite Decimal")
-    return _price_problem("limit_price", draft.limit_price, order_type, OrderType.LIMIT) or (
-        _price_problem("stop_price", draft.stop_price, order_type, OrderType.STOP)
+    limit, stop = _raw(draft, "limit_price"), _raw(draft, "stop_price")
+    return _price_problem("limit_price", limit, order_type, OrderType.LIMIT) or (
+        _price_problem("stop_price", stop, order_type, OrderType.STOP)
     )
 
 

@@ -469,10 +469,11 @@ def test_an_internal_failure_still_gives_one_rejection_and_an_error_event(
 ) -> None:
     rig = fresh()
 
-    def broken(intent: Intent) -> Verdict:
-        raise ArithmeticError("boom")
+    class BrokenClock:  # what decide() asks for the time; the manager may be compiled (mypyc),
+        def now_ms(self) -> int:  # so its own methods cannot be patched, its collaborators can
+            raise ArithmeticError("boom")
 
-    monkeypatch.setattr(rig.risk, "decide", broken)
+    monkeypatch.setattr(rig.risk, "_clock", BrokenClock())
     verdict = rejected(rig.buy("0.1"), RejectReason.INTERNAL_ERROR)
     assert verdict.detail == "ArithmeticError: boom"
     (error,) = rig.errors

@@ -1,0 +1,162 @@
+"""The compiled hot path: which modules mypyc builds, and whether this process runs them.
+
+``setup.py`` compiles the modules in ``MODULES`` with mypyc when the project is installed (unless
+``PLANES_NATIVE=0`` is set for the build, or mypyc or a C compiler is missing) and writes
+``planes/_native.json``: a digest of each module's source as it was compiled. The compiled
+extension sits beside its ``.py`` file and Python would import it first, so ``planes/__init__``
+calls ``guard()`` before any of them is imported:
+
+* every module compiled from the source that is on disk now: the extensions are used;
+* ``PLANES_NATIVE=0`` in the environment, no build, a module missing, or a source changed
+  since it was compiled (an edit in a checkout, a ``git pull``): all of them are imported from
+  their ``.py`` files instead (they are compiled as one group, so it is all or none), and
+  ``status()`` says why. The code is the same either way; only its speed differs.
+
+The modules are the per-bar path of a backtest outside the bus (see ``docs/performance.md``).
+``planes/bus.py`` stays interpreted: compiled, it crashed the garbage collector (a freed weak
+reference left in a set), reproduced with mypy 2.4.1's mypyc.
+
+This module imports only the standard library: ``setup.py`` reads ``MODULES`` from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+MODULES: tuple[str, ...] = (
+    "planes.clock",
+    "planes.indicators",
+    "planes.market.replay",
+    "planes.strategy.builtin",
+    "planes.strategy.manager",
+    "planes.risk.manager",
+    "planes.execution.ledger",
+    "planes.execution.paper",
+    "planes.execution.positions",
+)
+"""Compiled together, in one mypyc group (``GROUP``)."""
+
+GROUP = "planes._compiled"
+MANIFEST = "_native.json"
+ENV = "PLANES_NATIVE"
+
+
+@dataclass(frozen=True)
+class NativeStatus:
+    """Whether the compiled modules are in use, and if not, why."""
+
+    compiled: bool
+    reason: str
+    modules: tuple[str, ...] = MODULES
+
+    def describe(self) -> str:
+        """One line for logs and reports: ``compiled (9 modules, mypyc)`` or why not."""
+        if self.compiled:
+            return f"compiled ({len(self.modules)} modules, mypyc)"
+        return f"interpreted: {self.reason}"
+
+
+def source_digest(path: Path) -> str:
+    """The digest ``setup.py`` records for a module's source and ``guard`` compares."""
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
+def module_source(root: Path, name: str) -> Path:
+    """``root/planes/market/replay.py`` for ``planes.market.replay``."""
+    return root.joinpath(*name.split(".")).with_suffix(".py")
+
+
+def _extension(source: Path) -> Path | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = source.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def check(root: Path, modules: Sequence[str] = MODULES, env: str | None = None) -> NativeStatus:
+    """Decide, without importing anything, whether the extensions under ``root`` may be used."""
+    if env == "0":
+        return NativeStatus(compiled=False, reason=f"{ENV}=0 is set", modules=tuple(modules))
+    sources = {name: module_source(root, name) for name in modules}
+    built = [name for name, source in sources.items() if _extension(source) is not None]
+    manifest_path = root / "planes" / MANIFEST
+    if not built:
+        return NativeStatus(compiled=False, reason="not built", modules=tuple(modules))
+    try:
+        recorded = json.loads(manifest_path.read_text(encoding="utf-8"))["modules"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = f"{manifest_path} cannot be read ({exc}): rebuild (make, or pip install)"
+        return NativeStatus(compiled=False, reason=reason, modules=tuple(modules))
+    missing = [name for name in modules if name not in built]
+    if missing:
+        reason = f"not compiled: {', '.join(missing)}"
+        return NativeStatus(compiled=False, reason=reason, modules=tuple(modules))
+    changed = [
+        name
+        for name, source in sources.items()
+        if not isinstance(recorded, dict) or recorded.get(name) != source_digest(source)
+    ]
+    if changed:
+        reason = f"changed since compiled: {', '.join(changed)} (rebuild: make, or pip install)"
+        return NativeStatus(compiled=False, reason=reason, modules=tuple(modules))
+    return NativeStatus(compiled=True, reason="", modules=tuple(modules))
+
+
+class _SourceFinder(importlib.abc.MetaPathFinder):
+    """Imports the listed modules from their ``.py`` files, ahead of the extensions."""
+
+    def __init__(self, sources: dict[str, Path]) -> None:
+        self.sources = sources
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        source = self.sources.get(fullname)
+        if source is None:
+            return None
+        return importlib.util.spec_from_file_location(fullname, source)
+
+
+_status: NativeStatus | None = None
+
+
+def guard() -> NativeStatus:
+    """Run once from ``planes/__init__``: route the modules to their sources unless compiled."""
+    global _status  # noqa: PLW0603 - one decision per process
+    if _status is not None:
+        return _status
+    root = Path(__file__).resolve().parent.parent
+    status = check(root, MODULES, os.environ.get(ENV))
+    if not status.compiled:
+        early = [name for name in MODULES if name in sys.modules]
+        if early:  # imported before the guard ran: nothing to do but say so
+            reason = f"{status.reason}; already imported: {', '.join(early)}"
+            status = NativeStatus(compiled=False, reason=reason)
+        sources = {name: module_source(root, name) for name in MODULES}
+        sys.meta_path.insert(0, _SourceFinder(sources))
+    _status = status
+    return status
+
+
+def status() -> NativeStatus:
+    """What ``guard`` decided for this process; after the modules are imported, what they are."""
+    decided = guard()
+    loaded = [sys.modules[name] for name in MODULES if name in sys.modules]
+    interpreted = [m.__name__ for m in loaded if str(getattr(m, "__file__", "")).endswith(".py")]
+    if decided.compiled and interpreted:
+        return NativeStatus(compiled=False, reason=f"imported from source: {interpreted}")
+    return decided
