@@ -43,31 +43,31 @@ from contracts.meta import EventMeta, Payload, Source
 from contracts.rights import PublishRights
 from contracts.system import ErrorEvent
 from contracts.topics import ERROR_EVENT, Topic, TopicRegistry
+from planes.busparts import (
+    AsyncAdapter,
+    BusError,
+    PayloadTypeError,
+    PublishDeniedError,
+    UnknownTopicError,
+)
+
+__all__ = [
+    "BusError",
+    "BusSubscription",
+    "EventBus",
+    "Handler",
+    "PayloadTypeError",
+    "PlaneHandle",
+    "PublishDeniedError",
+    "UnknownTopicError",
+    "WildcardHandler",
+]
 
 P = TypeVar("P", bound=Payload)
 Handler = Callable[[Any], object]
 WildcardHandler = Callable[[Topic[Any], Payload], object]
 
 log = structlog.get_logger("planes.bus")
-
-
-class BusError(Exception):
-    """Base class of the errors the bus raises."""
-
-
-class PayloadTypeError(BusError, TypeError):
-    """A payload is not of its topic's class, or has no ``EventMeta``."""
-
-
-class UnknownTopicError(BusError, KeyError):
-    """A topic that was never registered was published or subscribed."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class PublishDeniedError(BusError, PermissionError):
-    """A plane tried to publish a topic it has no right to, or with another plane's source."""
 
 
 def _describe(handler: Callable[..., object]) -> str:
@@ -155,7 +155,7 @@ class EventBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._tasks: set[asyncio.Task[object]] = set()
-        self._async_adapters: weakref.WeakSet[Handler] = weakref.WeakSet()
+        self._async_adapters: weakref.WeakSet[AsyncAdapter] = weakref.WeakSet()
         self.handler_errors: Counter[str] = Counter()
         """Failures per handler (``module.qualname``), for metrics."""
         for name in self.topics:
@@ -263,32 +263,9 @@ class EventBus:
         return self._async_adapter(handler, where)
 
     def _async_adapter(self, handler: Callable[..., Any], where: str) -> Handler:
-        origin = _describe(handler)
-
-        def schedule(*args: Any) -> None:
-            loop = self._loop
-            if loop is None or loop.is_closed():
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    msg = f"async handler {origin} needs a running event loop"
-                    raise RuntimeError(msg) from None
-            task: asyncio.Task[object] = loop.create_task(handler(*args), name=f"{where}:{origin}")
-            self._tasks.add(task)
-            topic_name = args[0].name if len(args) == 2 else where
-            task.add_done_callback(functools.partial(self._task_done, origin, topic_name))
-
-        functools.update_wrapper(schedule, handler)
-        self._async_adapters.add(schedule)
-        return schedule
-
-    def _task_done(self, origin: str, topic_name: str, task: asyncio.Task[object]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self._report(origin, topic_name, exc)
+        adapter = AsyncAdapter(self, handler, where, _describe(handler))
+        self._async_adapters.add(adapter)
+        return adapter
 
     def _on_receiver_connected(self, signal: blinker.NamedSignal, **kw: Any) -> None:
         receiver = kw["receiver"]
@@ -486,6 +463,16 @@ class EventBus:
         ``PlaneHandle.publish`` does the same in line: it runs for every event.
         """
         self._counts[name] = self._counts.get(name, 0) + 1
+
+    @property
+    def bound_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop ``bind_loop`` bound, if any."""
+        return self._loop
+
+    @property
+    def handler_tasks(self) -> set[asyncio.Task[object]]:
+        """The async handler tasks in flight (the set itself: adapters add and discard)."""
+        return self._tasks
 
     @property
     def pending_tasks(self) -> int:

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 
 MODULES: tuple[str, ...] = (
+    "planes.bus",
     "planes.clock",
     "planes.indicators",
     "planes.market.replay",
