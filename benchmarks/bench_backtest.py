@@ -187,6 +187,13 @@ def _planes(*, journal: bool = False) -> Runner:
     return run
 
 
+def native_status() -> str:
+    """Whether the planes run their compiled modules (``planes.native``), for the output."""
+    from planes import native  # noqa: PLC0415
+
+    return native.status().describe()
+
+
 def planes_components() -> list[str]:
     """``plane/component`` of everything ``planes backtest`` assembles (for the output)."""
     from cli.backtest import backtest_config  # noqa: PLC0415
@@ -604,6 +611,7 @@ def _table(report: dict[str, Any]) -> str:
     if report["planes_components"]:
         lines += [
             f"planes components: {', '.join(report['planes_components'])}",
+            f"planes hot modules: {report['planes_native']}",
             f"journal: {JOURNAL}; planes figures are journal off",
         ]
     lines += [
@@ -689,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "journal": JOURNAL,
         "planes_components": planes_components() if "planes" in runners else [],
+        "planes_native": native_status() if "planes" in runners else "",
         "results": results,
         "unavailable": missing,
         "ratios": ratios(results, sizes),

@@ -26,6 +26,7 @@ import blinker
 from contracts.market import TickerEvent
 from contracts.meta import EventMeta, Source
 from contracts.topics import MARKET_TICKER
+from planes import native
 from planes.bus import EventBus
 
 BLINKER_GOAL = 3.0
@@ -147,6 +148,7 @@ def measure(events: int, repeats: int) -> dict[str, float]:
 def _table(r: dict[str, float], events: int, repeats: int) -> str:
     lines = [
         f"EventBus.publish vs blinker vs plain loop ({events:,} events, best of {repeats})",
+        f"the bus: {native.status().describe()}",
         "",
         f"{'handlers':>8}  {'bus ev/s':>12}  {'blinker ev/s':>12}  {'plain ev/s':>12}"
         f"  {'bus/blinker':>11}  {'bus/plain':>9}",
