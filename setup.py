@@ -63,7 +63,11 @@ def native_extensions() -> list[Any]:
         return []
     sources = [str(NATIVE["module_source"](Path(), name)) for name in NATIVE["MODULES"]]
     os.chdir(ROOT)  # mypyc takes paths relative to the project
-    extensions = mypycify(sources, opt_level="3", group_name=NATIVE["GROUP"], verbose=False)
+    try:
+        extensions = mypycify(sources, opt_level="3", group_name=NATIVE["GROUP"], verbose=False)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - mypyc exits on a type error
+        print(f"planes-bot: mypyc failed ({exc!r}), building without it", file=sys.stderr)
+        return []
     for extension in extensions:
         extension.optional = True  # a compiler failure leaves the sources in use
     return extensions
