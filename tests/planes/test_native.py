@@ -117,3 +117,50 @@ def test_compiled_and_interpreted_backtests_give_the_same_report(tmp_path: Path)
         reports[mode] = report
     assert reports["1"]["trades"]
     assert reports["1"] == reports["0"]
+
+
+GC_STRESS = """
+import asyncio, gc
+gc.set_threshold(25, 2, 2)  # a collection every few allocations
+
+from contracts.control import ControlCommand
+from contracts.topics import CONTROL_COMMAND, MARKET_KLINE
+from planes.config import load_config
+from planes.runtime import Runtime
+
+BASE = ["runtime.mode=backtest", "market.synthetic.bar_s=60", "observability.status_interval_s=0",
+        "plugins.entry_points=false", "market.synthetic.max_bars=0", "control.connect_timeout_s=5"]
+
+async def one_runtime(i):
+    runtime = Runtime(load_config(None, BASE, environ={}, use_default_file=False))
+    runtime.assemble()
+    seen = []
+    async def on_kline(payload):  # an async handler: a task per event
+        seen.append(payload)
+    runtime.bus.subscribe(MARKET_KLINE, on_kline)
+    await asyncio.wait_for(runtime.start(), 10)
+    await asyncio.sleep(0.01)
+    cli = runtime.attach("cli")
+    cli.publish(CONTROL_COMMAND, ControlCommand(cli.meta(), "stop", ("gc",), f"c-{i}"))
+    assert await runtime.wait_stopped(10)
+    await asyncio.wait_for(runtime.stop(), 10)
+    assert seen, "the async handler saw no kline"
+
+for i in range(4):
+    asyncio.run(one_runtime(i))
+    gc.collect()
+print("ok")
+"""
+
+
+@pytest.mark.subprocess
+def test_the_compiled_modules_survive_a_collector_that_runs_all_the_time(tmp_path: Path) -> None:
+    """Runtimes start, run async handlers, stop on a command and are freed, with a collection
+    every few allocations. With the bus's async adapter compiled, this crashed the interpreter
+    (SIGSEGV: a freed weak reference in a set); see planes/busparts.py."""
+    result = subprocess.run(
+        [sys.executable, "-c", GC_STRESS],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.splitlines()[-1] == "ok"
