@@ -59,7 +59,9 @@ class AsyncAdapter:
     and found again on a second subscription, as the handler it runs.
     """
 
-    def __init__(self, host: TaskHost, handler: Callable[..., Any], where: str, origin: str):
+    def __init__(
+        self, host: TaskHost, handler: Callable[..., Any], where: str, origin: str
+    ) -> None:
         self.host = host
         self.handler = handler
         self.where = where
