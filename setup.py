@@ -29,6 +29,10 @@ class BuildNative(build_ext):
     def run(self) -> None:
         manifest = self._planes_dir() / NATIVE["MANIFEST"]
         manifest.unlink(missing_ok=True)  # no manifest, no claim that anything is compiled
+        if self.inplace:  # a module compiled by an earlier build, no longer in the list
+            for name, extension in NATIVE["stray"](ROOT).items():
+                print(f"planes-bot: removing {extension} ({name} is no longer compiled)")
+                extension.unlink()
         self._built: set[str] = set()
         super().run()
         names = {extension.name for extension in self.extensions}

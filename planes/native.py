@@ -12,9 +12,10 @@ calls ``guard()`` before any of them is imported:
   their ``.py`` files instead (they are compiled as one group, so it is all or none), and
   ``status()`` says why. The code is the same either way; only its speed differs.
 
-The modules are the per-bar path of a backtest outside the bus (see ``docs/performance.md``).
-``planes/bus.py`` stays interpreted: compiled, it crashed the garbage collector (a freed weak
-reference left in a set), reproduced with mypy 2.4.1's mypyc.
+The modules are the per-bar path of a backtest (see ``docs/performance.md``). Not on the list,
+on purpose: ``planes/busparts.py`` (compiled, the async-handler adapter crashed the garbage
+collector), ``planes/execution/adapter.py`` (cattrs cannot read the field types of an attrs
+class compiled in it) and ``cli/backtest.py`` (mypyc rejects its attrs class bodies).
 
 This module imports only the standard library: ``setup.py`` reads ``MODULES`` from it.
 """
@@ -22,16 +23,15 @@ This module imports only the standard library: ``setup.py`` reads ``MODULES`` fr
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 MODULES: tuple[str, ...] = (
     "planes.bus",
@@ -44,16 +44,18 @@ MODULES: tuple[str, ...] = (
     "planes.execution.ledger",
     "planes.execution.paper",
     "planes.execution.positions",
+    "planes.observability.status",
 )
 """Compiled together, in one mypyc group (``GROUP``)."""
 
 GROUP = "planes._compiled"
 MANIFEST = "_native.json"
 ENV = "PLANES_NATIVE"
+PACKAGES = ("contracts", "planes", "plugins", "research", "cli")
+"""Where a compiled module of ours can sit (``stray`` looks through them)."""
 
 
-@dataclass(frozen=True)
-class NativeStatus:
+class NativeStatus(NamedTuple):
     """Whether the compiled modules are in use, and if not, why."""
 
     compiled: bool
@@ -85,6 +87,28 @@ def _extension(source: Path) -> Path | None:
     return None
 
 
+def stray(root: Path, modules: Sequence[str] = MODULES) -> dict[str, Path]:
+    """Extensions under ``root`` beside a source but not in ``modules``, by module name.
+
+    Left by a build whose list was longer (an editable install compiles into the checkout):
+    Python would import one ahead of its source, so ``guard`` sends these to their sources
+    too, and an in-place build deletes them.
+    """
+    found: dict[str, Path] = {}
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    for package in PACKAGES:
+        for folder, _, files in os.walk(root / package):
+            for file in files:
+                suffix = next((s for s in suffixes if file.endswith(s)), None)
+                if suffix is None:
+                    continue
+                source = Path(folder) / (file.removesuffix(suffix) + ".py")
+                name = ".".join(source.relative_to(root).with_suffix("").parts)
+                if name not in modules and source.is_file():
+                    found[name] = Path(folder) / file
+    return found
+
+
 def check(root: Path, modules: Sequence[str] = MODULES, env: str | None = None) -> NativeStatus:
     """Decide, without importing anything, whether the extensions under ``root`` may be used."""
     if env == "0":
@@ -114,8 +138,11 @@ def check(root: Path, modules: Sequence[str] = MODULES, env: str | None = None) 
     return NativeStatus(compiled=True, reason="", modules=tuple(modules))
 
 
-class _SourceFinder(importlib.abc.MetaPathFinder):
-    """Imports the listed modules from their ``.py`` files, ahead of the extensions."""
+class _SourceFinder:
+    """Imports the listed modules from their ``.py`` files, ahead of the extensions.
+
+    A meta path finder (``importlib.abc.MetaPathFinder``'s one method, without importing it).
+    """
 
     def __init__(self, sources: dict[str, Path]) -> None:
         self.sources = sources
@@ -142,12 +169,15 @@ def guard() -> NativeStatus:
         return _status
     root = Path(__file__).resolve().parent.parent
     status = check(root, MODULES, os.environ.get(ENV))
+    routed = [] if status.compiled else list(MODULES)
+    routed += stray(root)
     if not status.compiled:
         early = [name for name in MODULES if name in sys.modules]
         if early:  # imported before the guard ran: nothing to do but say so
             reason = f"{status.reason}; already imported: {', '.join(early)}"
             status = NativeStatus(compiled=False, reason=reason)
-        sources = {name: module_source(root, name) for name in MODULES}
+    if routed:
+        sources = {name: module_source(root, name) for name in routed}
         sys.meta_path.insert(0, _SourceFinder(sources))
     _status = status
     return status

@@ -61,6 +61,20 @@ def test_no_build_a_partial_build_and_a_lost_manifest_are_named(tmp_path: Path) 
     assert "_native.json cannot be read" in lost.reason
 
 
+def test_an_extension_of_a_module_no_longer_compiled_is_found(tmp_path: Path) -> None:
+    """An editable install compiles into the checkout: a module dropped from the list leaves
+    its extension there, ahead of its source; guard() routes it to the source."""
+    root = tree(tmp_path / "t")
+    old = root / "cli" / "backtest.py"
+    old.parent.mkdir()
+    old.write_text("")
+    left = old.with_suffix(SUFFIX)
+    left.write_bytes(b"")
+    (root / "cli" / f"orphan{SUFFIX}").write_bytes(b"")  # no source beside it: not ours
+    assert native.stray(root, MODULES) == {"cli.backtest": left}
+    assert check(root, MODULES).compiled  # the listed modules are still fine
+
+
 def test_planes_native_0_wins_over_a_good_build(tmp_path: Path) -> None:
     status = check(tree(tmp_path), MODULES, env="0")
     assert not status.compiled
