@@ -63,7 +63,7 @@ class NativeStatus(NamedTuple):
     modules: tuple[str, ...] = MODULES
 
     def describe(self) -> str:
-        """One line for logs and reports: ``compiled (9 modules, mypyc)`` or why not."""
+        """One line for logs and reports: ``compiled (N modules, mypyc)`` or why not."""
         if self.compiled:
             return f"compiled ({len(self.modules)} modules, mypyc)"
         return f"interpreted: {self.reason}"
