@@ -34,6 +34,7 @@ from contracts.ports import (
 from contracts.rights import rights_for
 from contracts.state import JournalFailed
 from contracts.topics import CONTROL_COMMAND, CONTROL_STATE, STATE_JOURNAL_FAILED, TopicRegistry
+from planes import native
 from planes.bus import EventBus, PlaneHandle
 from planes.clock import HistoricalClock, RealtimeClock
 from planes.config import ClockKind, Config, Mode, origin_of
@@ -354,6 +355,7 @@ class Runtime:
             mode=self.config.runtime.mode.value,
             clock="realtime" if self.clock.is_realtime else "historical",
             components=[f"{r.spec.plane}/{r.spec.name}" for r in self._components],
+            hot_modules=native.status().describe(),
         )
         for running in self._components:
             try:
