@@ -11,8 +11,8 @@ PACKAGES := contracts planes plugins research cli
 
 # The modules mypyc compiles (planes/native.py): the install compiles them, so an edit to one
 # reinstalls; run with PLANES_NATIVE=0 to use the sources without a rebuild.
-NATIVE_SOURCES := $(shell $(PYTHON) -c "import runpy; n = runpy.run_path('planes/native.py'); \
-	print(' '.join(m.replace('.', '/') + '.py' for m in n['MODULES']))")
+NATIVE_SOURCES := $(shell $(PYTHON) -c "import pathlib, runpy; n = runpy.run_path('planes/native.py'); \
+	print(' '.join(str(n['module_source'](pathlib.Path(), m)) for m in n['MODULES']))")
 
 $(STAMP): pyproject.toml setup.py planes/native.py $(NATIVE_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,4 +58,4 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build planes/_native.json
-	find planes -name '*.so' -delete
+	find $(PACKAGES) -name '*.so' -delete

@@ -121,17 +121,15 @@ def check(root: Path, modules: Sequence[str] = MODULES, env: str | None = None) 
     try:
         recorded = json.loads(manifest_path.read_text(encoding="utf-8"))["modules"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        reason = f"{manifest_path} cannot be read ({exc}): rebuild (make, or pip install)"
+        recorded = exc
+    if not isinstance(recorded, dict):
+        reason = f"{manifest_path} cannot be read ({recorded!r}): rebuild (make, or pip install)"
         return NativeStatus(compiled=False, reason=reason, modules=tuple(modules))
     missing = [name for name in modules if name not in built]
     if missing:
         reason = f"not compiled: {', '.join(missing)}"
         return NativeStatus(compiled=False, reason=reason, modules=tuple(modules))
-    changed = [
-        name
-        for name, source in sources.items()
-        if not isinstance(recorded, dict) or recorded.get(name) != source_digest(source)
-    ]
+    changed = [name for name, path in sources.items() if recorded.get(name) != source_digest(path)]
     if changed:
         reason = f"changed since compiled: {', '.join(changed)} (rebuild: make, or pip install)"
         return NativeStatus(compiled=False, reason=reason, modules=tuple(modules))
